@@ -1,0 +1,1 @@
+"""Lantern build pipeline: open model -> quantized MLC-format shards -> WebGPU library -> manifest."""

@@ -1,0 +1,3 @@
+from build_pipeline.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Build one model config: source -> per-variant dir of shards, configs, tokenizer, library, manifest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from build_pipeline.atomic import ensure_writable_dir, staged_dir
+from build_pipeline.chat_config import build_chat_config
+from build_pipeline.families import family_of_hf_config, get_family
+from build_pipeline.errors import BuildError
+from build_pipeline.manifest import build_manifest
+from build_pipeline.model_config import ModelSpec
+from build_pipeline.quantization import get_scheme
+from build_pipeline.sources import open_source
+from build_pipeline.tensor_cache import ShardWriter
+
+CHAT_CONFIG_FILE = "mlc-chat-config.json"
+
+
+@dataclass
+class LoadedModel:
+    """A model config with its source opened and its family config parsed: shared by all variants."""
+
+    spec: ModelSpec
+    source: object
+    family: object
+    config: object
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    source = open_source(spec.source, spec.path.parent)
+    detected = family_of_hf_config(source.hf_config)
+    if detected != spec.family:
+        raise BuildError(
+            f"{spec.path.name} says family {spec.family!r} but the weights are a {detected!r} model",
+            f"set family = \"{detected}\" in {spec.path.name}",
+        )
+    family = get_family(spec.family)
+    config = family.config_from_hf(source.hf_config)
+    if spec.context_window > config.max_position_embeddings:
+        raise BuildError(
+            f"context_window {spec.context_window} exceeds the model's trained context "
+            f"({config.max_position_embeddings})",
+            f"lower context_window in {spec.path.name}",
+        )
+    return LoadedModel(spec, source, family, config)
+
+
+def write_params(model: LoadedModel, scheme, out_dir: Path) -> dict:
+    """Quantize + shard every parameter into out_dir; returns the tensor-cache index."""
+    from build_pipeline.convert import convert
+
+    writer = ShardWriter(out_dir)
+    params = model.family.weight_map(model.config)
+    bar = tqdm(total=len(params), desc=f"{model.spec.id} {scheme.name}: quantize+shard", unit="tensor",
+               file=sys.stderr, disable=None)
+    for name, array, count in convert(model.source, model.config, model.family, scheme):
+        writer.add(name, array, count)
+        if not name.endswith(".q_scale"):
+            bar.update(1)
+    bar.close()
+    return writer.finish()
+
+
+def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile_library: bool = True) -> Path:
+    """Build one variant into out_root/<id>/<quantization>, atomically; returns that directory."""
+    scheme = get_scheme(quantization)
+    final = out_root / model.spec.id / scheme.name
+    with staged_dir(final) as tmp:
+        index = write_params(model, scheme, tmp)
+        for name, data in model.source.tokenizer_files.items():
+            (tmp / name).write_bytes(data)
+        chat_config = build_chat_config(model.spec, model.source, model.config, scheme)
+        (tmp / CHAT_CONFIG_FILE).write_text(json.dumps(chat_config, indent=1, ensure_ascii=False))
+        extra = [CHAT_CONFIG_FILE, *model.source.tokenizer_files]
+        library = None
+        if compile_library:
+            from build_pipeline.compiler import compile_variant
+
+            library = compile_variant(model, scheme, tmp)
+            extra.append(library["file"])
+        build_manifest(model.spec, model.config, scheme, tmp, index, library, extra)
+    return final
+
+
+def is_built(out_root: Path, model_id: str, quantization: str) -> bool:
+    from build_pipeline.manifest import MANIFEST_FILE
+
+    return (out_root / model_id / quantization / MANIFEST_FILE).exists()
+
+
+def build(spec: ModelSpec, out_root: Path, quantizations=None, compile_library: bool = True,
+          if_missing: bool = False) -> list[Path]:
+    """Build the requested variants (default: all in the config); `if_missing` skips finished ones."""
+    quants = list(quantizations or spec.quantizations)
+    for q in quants:
+        get_scheme(q)
+    ensure_writable_dir(out_root)
+    if if_missing:
+        quants = [q for q in quants if not is_built(out_root, spec.id, q)]
+        if not quants:
+            return []
+    model = load_model(spec)
+    return [build_variant(model, q, out_root, compile_library) for q in quants]

@@ -1,0 +1,116 @@
+"""Declarative model configs (model_configs/*.toml): the single place a model's build choices live."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from build_pipeline.errors import BuildError
+from build_pipeline.families import get_family
+from build_pipeline.quantization import get_scheme
+
+SOURCE_KINDS = ("gguf", "hf-folder", "hub")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    path: str | None = None  # gguf / hf-folder; relative paths are relative to the config file
+    package: str | None = None  # gguf inside an installed Python distribution
+    repo: str | None = None  # hub
+    revision: str | None = None  # hub: pinned commit
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    name: str
+    family: str
+    license: str
+    source: SourceSpec
+    quantizations: tuple[str, ...]
+    context_window: int
+    prefill_chunk_size: int
+    path: Path
+    default: bool = False
+    chat_template: str | None = None  # overrides the source's template
+    system_message: str | None = None  # overrides the template's default system prompt
+    generation: dict = field(default_factory=dict)
+
+
+def _require(table: dict, key: str, kind, where: str):
+    if key not in table:
+        raise BuildError(f"{where}: missing required key `{key}`", f"add `{key} = ...` to the config")
+    value = table[key]
+    if not isinstance(value, kind):
+        raise BuildError(
+            f"{where}: `{key}` must be a {kind.__name__ if isinstance(kind, type) else kind}",
+            f"fix the value of `{key}`",
+        )
+    return value
+
+
+def load_model_config(path: Path) -> ModelSpec:
+    path = Path(path)
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BuildError(f"model config {path} does not exist", "pass a file from model_configs/") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BuildError(f"{where} is not valid TOML ({exc})", "fix the syntax error") from None
+
+    model_id = _require(data, "id", str, where)
+    if not _ID.match(model_id):
+        raise BuildError(f"{where}: id {model_id!r} is not a valid model id", "use lowercase letters, digits, . _ -")
+    family = _require(data, "family", str, where)
+    get_family(family)
+    quants = tuple(_require(data, "quantizations", list, where))
+    if not quants:
+        raise BuildError(f"{where}: `quantizations` is empty", "list at least one, e.g. [\"q4f32_1\"]")
+    for q in quants:
+        get_scheme(q)
+
+    src = _require(data, "source", dict, where)
+    kind = _require(src, "type", str, f"{where} [source]")
+    if kind not in SOURCE_KINDS:
+        raise BuildError(f"{where}: unknown source type {kind!r}", f"use one of: {', '.join(SOURCE_KINDS)}")
+    if kind == "hub":
+        source = SourceSpec(
+            kind,
+            repo=_require(src, "repo", str, f"{where} [source]"),
+            revision=_require(src, "revision", str, f"{where} [source]"),
+        )
+    else:
+        source = SourceSpec(kind, path=_require(src, "path", str, f"{where} [source]"), package=src.get("package"))
+
+    chat = data.get("chat", {})
+    context_window = _require(data, "context_window", int, where)
+    prefill_chunk = int(data.get("prefill_chunk_size", min(512, context_window)))
+    if not 0 < prefill_chunk <= context_window:
+        raise BuildError(
+            f"{where}: prefill_chunk_size {prefill_chunk} must be between 1 and context_window {context_window}",
+            "lower prefill_chunk_size",
+        )
+    return ModelSpec(
+        id=model_id,
+        name=data.get("name", model_id),
+        family=family,
+        license=_require(data, "license", str, where),
+        source=source,
+        quantizations=quants,
+        context_window=context_window,
+        prefill_chunk_size=prefill_chunk,
+        path=path.resolve(),
+        default=bool(data.get("default", False)),
+        chat_template=chat.get("template"),
+        system_message=chat.get("system_message"),
+        generation=dict(data.get("generation", {})),
+    )
+
+
+def find_model_configs(root: Path) -> list[ModelSpec]:
+    return [load_model_config(p) for p in sorted(Path(root).glob("*.toml"))]

@@ -1,0 +1,84 @@
+"""MLC's quantization schemes and the numpy kernels that pack and unpack them.
+
+q4fXX_1: symmetric 4-bit groups of 32 along the input axis, 8 nibbles per uint32 (element r of
+a word at bits 4r), `scale = max|w| / 7`, `q = clip(round(w / scale) + 7, 0, 14)`,
+dequantized as `(q - 7) * scale`. q0fXX: plain float weights. The second half of the name is
+the dtype of activations, norms, biases and scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from build_pipeline.errors import BuildError
+
+GROUP_SIZE = 32
+NIBBLES_PER_WORD = 8
+MAX_INT = 7
+
+
+@dataclass(frozen=True)
+class Scheme:
+    name: str
+    bits: int  # 4 for grouped int4, 0 for unquantized
+    dtype: str  # "float16" or "float32"
+
+    @property
+    def quantized(self) -> bool:
+        return self.bits == 4
+
+    @property
+    def needs_shader_f16(self) -> bool:
+        return self.dtype == "float16"
+
+
+SCHEMES = {
+    s.name: s
+    for s in (
+        Scheme("q4f16_1", 4, "float16"),
+        Scheme("q4f32_1", 4, "float32"),
+        Scheme("q0f16", 0, "float16"),
+        Scheme("q0f32", 0, "float32"),
+    )
+}
+
+
+def get_scheme(name: str) -> Scheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise BuildError(
+            f"unsupported quantization {name!r}",
+            f"use one of: {', '.join(SCHEMES)}",
+        ) from None
+
+
+def quantize_q4(weight: np.ndarray, scale_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """[out, in] float -> (q_weight [out, in/8] uint32, q_scale [out, in/32] scale_dtype)."""
+    out_dim, in_dim = weight.shape
+    if in_dim % GROUP_SIZE:
+        raise BuildError(
+            f"cannot 4-bit quantize a tensor with input size {in_dim}: not a multiple of {GROUP_SIZE}",
+            "use a q0 quantization (q0f16 / q0f32) for this model",
+        )
+    groups = weight.astype(np.float32, copy=False).reshape(out_dim, in_dim // GROUP_SIZE, GROUP_SIZE)
+    scale = (np.abs(groups).max(axis=2) / MAX_INT).astype(scale_dtype)
+    # Quantize against the scale as stored, so dequantization reproduces exactly what we rounded.
+    stored = scale.astype(np.float32)[..., None]
+    safe = np.where(stored == 0, 1, stored)
+    q = np.clip(np.rint(groups / safe) + MAX_INT, 0, 2 * MAX_INT).astype(np.uint32)
+    q = q.reshape(out_dim, in_dim // NIBBLES_PER_WORD, NIBBLES_PER_WORD)
+    shifts = np.arange(NIBBLES_PER_WORD, dtype=np.uint32) * 4
+    packed = np.bitwise_or.reduce(q << shifts, axis=2).astype(np.uint32)
+    return packed, scale
+
+
+def dequantize_q4(q_weight: np.ndarray, q_scale: np.ndarray) -> np.ndarray:
+    """Inverse of `quantize_q4`, in float32: what the GPU kernels compute with."""
+    out_dim, words = q_weight.shape
+    shifts = np.arange(NIBBLES_PER_WORD, dtype=np.uint32) * 4
+    q = ((q_weight[..., None] >> shifts) & 0xF).reshape(out_dim, words * NIBBLES_PER_WORD)
+    scale = np.repeat(q_scale.astype(np.float32), GROUP_SIZE, axis=1)
+    return (q.astype(np.float32) - MAX_INT) * scale

@@ -1,0 +1,32 @@
+"""Hugging Face Hub source: a pinned snapshot, only the files a build needs, via the standard HF cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from build_pipeline.errors import BuildError
+from build_pipeline.sources.hf_folder import NEEDED_FILES
+
+
+def download(repo: str, revision: str) -> Path:
+    """Return the local snapshot folder; honours HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE like every HF tool."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id=repo, revision=revision, allow_patterns=NEEDED_FILES))
+    except RepositoryNotFoundError:
+        raise BuildError(
+            f"Hugging Face repository {repo} was not found (or needs a login)",
+            "check `repo` in the model config; for gated models run `huggingface-cli login` first",
+        ) from None
+    except LocalEntryNotFoundError:
+        raise BuildError(
+            f"{repo}@{revision} is not in the local Hugging Face cache and the Hub cannot be reached",
+            "connect to the network (and unset HF_HUB_OFFLINE), or set HF_HOME to a cache that holds it",
+        ) from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise BuildError(
+            f"downloading {repo}@{revision} failed: {exc}",
+            "check the network and the pinned revision in the model config, then run the build again",
+        ) from None

@@ -1,0 +1,121 @@
+"""MLC `tensor-cache.json` + `params_shard_*.bin`: write tensors as they stream in, read them back.
+
+The record layout is what web-llm's runtime parses; `sha256` per shard is Lantern's addition (the page
+verifies downloads with it; web-llm ignores unknown fields).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from build_pipeline.errors import BuildError
+
+INDEX_FILE = "tensor-cache.json"
+SHARD_BYTES = 32 * 1024 * 1024
+
+
+class ShardWriter:
+    """Appends tensors to ~32 MiB shards; a tensor never straddles two shards."""
+
+    def __init__(self, out_dir: Path, shard_bytes: int = SHARD_BYTES):
+        self.out_dir = out_dir
+        self.shard_bytes = shard_bytes
+        self.shards: list[dict] = []
+        self._pending: list[tuple[dict, bytes]] = []
+        self._pending_bytes = 0
+        self.param_count = 0
+        self.param_bytes = 0
+
+    def add(self, name: str, array: np.ndarray, logical_params: int) -> None:
+        """Queue one tensor. `logical_params` counts model parameters it encodes (for bits/param)."""
+        data = np.ascontiguousarray(array).tobytes()
+        if self._pending and self._pending_bytes + len(data) > self.shard_bytes:
+            self._flush()
+        record = {
+            "name": name,
+            "shape": list(array.shape),
+            "dtype": str(array.dtype),
+            "format": "raw",
+            "nbytes": len(data),
+            "byteOffset": self._pending_bytes,
+        }
+        self._pending.append((record, data))
+        self._pending_bytes += len(data)
+        self.param_count += logical_params
+        self.param_bytes += len(data)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        name = f"params_shard_{len(self.shards)}.bin"
+        md5, sha = hashlib.md5(), hashlib.sha256()
+        with open(self.out_dir / name, "wb") as f:
+            for _, data in self._pending:
+                f.write(data)
+                md5.update(data)
+                sha.update(data)
+        self.shards.append(
+            {
+                "dataPath": name,
+                "format": "raw-shard",
+                "nbytes": self._pending_bytes,
+                "records": [r for r, _ in self._pending],
+                "md5sum": md5.hexdigest(),
+                "sha256": sha.hexdigest(),
+            }
+        )
+        self._pending, self._pending_bytes = [], 0
+
+    def finish(self) -> dict:
+        """Flush the last shard and write tensor-cache.json; returns its content."""
+        self._flush()
+        index = {
+            "metadata": {
+                "ParamSize": self.param_count,
+                "ParamBytes": self.param_bytes,
+                "BitsPerParam": 8.0 * self.param_bytes / max(self.param_count, 1),
+            },
+            "records": self.shards,
+        }
+        (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=1))
+        return index
+
+
+def read_index(variant_dir: Path) -> dict:
+    path = Path(variant_dir) / INDEX_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BuildError(f"{path} does not exist", "build the model first (python -m build_pipeline build ...)") from None
+
+
+def iter_tensors(variant_dir: Path):
+    """Yield (name, array) for every tensor in a built variant, reading shards through memmaps."""
+    variant_dir = Path(variant_dir)
+    for shard in read_index(variant_dir)["records"]:
+        path = variant_dir / shard["dataPath"]
+        raw = np.memmap(path, dtype=np.uint8, mode="r")
+        for rec in shard["records"]:
+            start = rec["byteOffset"]
+            buf = raw[start : start + rec["nbytes"]]
+            yield rec["name"], np.frombuffer(buf, dtype=rec["dtype"]).reshape(rec["shape"])
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
