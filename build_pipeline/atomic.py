@@ -30,6 +30,7 @@ def staged_dir(final: Path):
 
     On any exception the temp dir is removed and `final` is left untouched.
     """
+    created_parent = not final.parent.exists()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the finished dir should not be
@@ -38,6 +39,9 @@ def staged_dir(final: Path):
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created_parent:
+            with contextlib.suppress(OSError):
+                final.parent.rmdir()  # only if still empty
         raise
 
 

@@ -12,12 +12,13 @@ from tqdm import tqdm
 from build_pipeline.atomic import ensure_writable_dir, staged_dir
 from build_pipeline.chat_config import build_chat_config
 from build_pipeline.families import family_of_hf_config, get_family
+from build_pipeline.gguf_export import server_gguf_for_build, server_gguf_path
 from build_pipeline.errors import BuildError
 from build_pipeline.manifest import build_manifest
 from build_pipeline.model_config import ModelSpec
 from build_pipeline.quantization import get_scheme
 from build_pipeline.sources import open_source
-from build_pipeline.tensor_cache import ShardWriter
+from build_pipeline.tensor_cache import INDEX_FILE, ShardWriter
 
 CHAT_CONFIG_FILE = "mlc-chat-config.json"
 
@@ -67,7 +68,8 @@ def write_params(model: LoadedModel, scheme, out_dir: Path) -> dict:
     return writer.finish()
 
 
-def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile_library: bool = True) -> Path:
+def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile_library: bool = True,
+                  server_gguf: dict | None = None) -> Path:
     """Build one variant into out_root/<id>/<quantization>, atomically; returns that directory."""
     scheme = get_scheme(quantization)
     final = out_root / model.spec.id / scheme.name
@@ -77,14 +79,14 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
             (tmp / name).write_bytes(data)
         chat_config = build_chat_config(model.spec, model.source, model.config, scheme)
         (tmp / CHAT_CONFIG_FILE).write_text(json.dumps(chat_config, indent=1, ensure_ascii=False))
-        extra = [CHAT_CONFIG_FILE, *model.source.tokenizer_files]
+        extra = [CHAT_CONFIG_FILE, INDEX_FILE, *model.source.tokenizer_files]
         library = None
         if compile_library:
             from build_pipeline.compiler import compile_variant
 
             library = compile_variant(model, scheme, tmp)
             extra.append(library["file"])
-        build_manifest(model.spec, model.config, scheme, tmp, index, library, extra)
+        build_manifest(model.spec, model.config, scheme, tmp, index, library, extra, server_gguf)
     return final
 
 
@@ -103,7 +105,8 @@ def build(spec: ModelSpec, out_root: Path, quantizations=None, compile_library: 
     ensure_writable_dir(out_root)
     if if_missing:
         quants = [q for q in quants if not is_built(out_root, spec.id, q)]
-        if not quants:
+        if not quants and server_gguf_path(out_root / spec.id).exists():
             return []
     model = load_model(spec)
-    return [build_variant(model, q, out_root, compile_library) for q in quants]
+    server_gguf = server_gguf_for_build(model, out_root / spec.id)
+    return [build_variant(model, q, out_root, compile_library, server_gguf) for q in quants]
