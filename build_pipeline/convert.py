@@ -59,7 +59,7 @@ def convert(source, config, family, scheme: Scheme) -> Iterator[tuple[str, np.nd
             yield f"{base}.q_weight", q_weight, w.size
             yield f"{base}.q_scale", q_scale, 0
         else:
-            yield param.name, w.astype(scheme.dtype), w.size
+            yield param.name, w.astype(scheme.dtype, copy=False), w.size
         del w
 
 

@@ -55,6 +55,9 @@ def get_scheme(name: str) -> Scheme:
         ) from None
 
 
+CHUNK_ELEMENTS = 1 << 20  # rows are quantized in blocks of ~1M weights to bound temporaries
+
+
 def quantize_q4(weight: np.ndarray, scale_dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """[out, in] float -> (q_weight [out, in/8] uint32, q_scale [out, in/32] scale_dtype)."""
     out_dim, in_dim = weight.shape
@@ -63,6 +66,17 @@ def quantize_q4(weight: np.ndarray, scale_dtype: str) -> tuple[np.ndarray, np.nd
             f"cannot 4-bit quantize a tensor with input size {in_dim}: not a multiple of {GROUP_SIZE}",
             "use a q0 quantization (q0f16 / q0f32) for this model",
         )
+    q_weight = np.empty((out_dim, in_dim // NIBBLES_PER_WORD), dtype=np.uint32)
+    q_scale = np.empty((out_dim, in_dim // GROUP_SIZE), dtype=scale_dtype)
+    rows = max(1, CHUNK_ELEMENTS // in_dim)
+    for start in range(0, out_dim, rows):
+        block = slice(start, min(start + rows, out_dim))
+        q_weight[block], q_scale[block] = _quantize_rows(weight[block], scale_dtype)
+    return q_weight, q_scale
+
+
+def _quantize_rows(weight: np.ndarray, scale_dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    out_dim, in_dim = weight.shape
     groups = weight.astype(np.float32, copy=False).reshape(out_dim, in_dim // GROUP_SIZE, GROUP_SIZE)
     scale = (np.abs(groups).max(axis=2) / MAX_INT).astype(scale_dtype)
     # Quantize against the scale as stored, so dequantization reproduces exactly what we rounded.

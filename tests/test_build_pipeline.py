@@ -29,7 +29,7 @@ def tiny_build(tmp_path_factory, tiny_hf):
 
 
 def test_every_variant_is_complete_and_nothing_else_is_left(tiny_build):
-    assert sorted(p.name for p in tiny_build.iterdir()) == sorted(ALL)
+    assert sorted(p.name for p in tiny_build.iterdir() if p.is_dir()) == sorted(ALL)
     for q in ALL:
         names = {p.name for p in (tiny_build / q).iterdir()}
         assert {"tensor-cache.json", "mlc-chat-config.json", "tokenizer.json", "lantern-manifest.json"} <= names
@@ -114,7 +114,7 @@ def test_rebuild_replaces_a_variant_atomically(tmp_path, tiny_hf):
     marker.write_text("from an older build")
     build(cfg, tmp_path / "out", compile_library=False)
     assert not marker.exists() and (first / "lantern-manifest.json").exists()
-    assert sorted(p.name for p in (tmp_path / "out" / "tiny-llama").iterdir()) == ["q4f32_1"]
+    assert sorted(p.name for p in (tmp_path / "out" / "tiny-llama").iterdir() if p.is_dir()) == ["q4f32_1"]
 
 
 def test_if_missing_skips_built_variants(tmp_path, tiny_hf, cli):

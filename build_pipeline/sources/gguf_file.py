@@ -70,6 +70,20 @@ def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _dequantize_in_chunks(gguf, tensor, rows_per_chunk: int = 4096) -> np.ndarray:
+    """Dequantize a block of rows at a time into one float32 array (bounded temporaries)."""
+    data = tensor.data
+    if data.ndim < 2 or data.shape[0] <= rows_per_chunk:
+        return gguf.quants.dequantize(data, tensor.tensor_type).astype(np.float32, copy=False)
+    first = gguf.quants.dequantize(data[:rows_per_chunk], tensor.tensor_type)
+    out = np.empty((data.shape[0], *first.shape[1:]), dtype=np.float32)
+    out[:rows_per_chunk] = first
+    for start in range(rows_per_chunk, data.shape[0], rows_per_chunk):
+        out[start : start + rows_per_chunk] = gguf.quants.dequantize(
+            data[start : start + rows_per_chunk], tensor.tensor_type)
+    return out
+
+
 def _field(reader, key, default=None):
     f = reader.fields.get(key)
     if f is None:
@@ -136,7 +150,7 @@ def open_gguf(path: Path) -> SourceModel:
     def load(name: str) -> np.ndarray:
         t = tensors[name]
         try:
-            w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+            w = _dequantize_in_chunks(gguf, t)
         except Exception as exc:
             raise BuildError(
                 f"cannot decode tensor {t.name} ({t.tensor_type.name}) in {path.name}: {exc}",

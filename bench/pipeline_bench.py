@@ -1,0 +1,107 @@
+"""Build pipeline: time and peak memory per SmolLM2 variant, bits/param, reference decode vs llama.cpp.
+
+Peak RSS is measured in a child process per variant. The memory target is relative to the model's
+largest tensor group (what has to be in flight at once), not the model, so we print that ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from build_pipeline.paths import model_configs_dir
+
+CONFIG = model_configs_dir() / "smollm2-135m-instruct.toml"
+QUANTS = ("q4f16_1", "q4f32_1", "q0f16", "q0f32")
+
+_CHILD = """
+import resource, sys, time
+from pathlib import Path
+from build_pipeline.build import build
+from build_pipeline.model_config import load_model_config
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+build(load_model_config(Path(sys.argv[1])), Path(sys.argv[2]), [sys.argv[3]], compile_library=False)
+print(time.perf_counter() - t, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def largest_group_fp32_bytes() -> int:
+    from build_pipeline.build import load_model
+    from build_pipeline.convert import expected_shapes
+    from build_pipeline.model_config import load_model_config
+
+    model = load_model(load_model_config(CONFIG))
+    sizes = [4 * int.__mul__(*expected_shapes(model.config, p)) if len(expected_shapes(model.config, p)) == 2 else 0
+             for p in model.family.weight_map(model.config)]
+    return max(sizes)
+
+
+def build_costs(out: Path) -> None:
+    group = largest_group_fp32_bytes()
+    print(f"largest tensor group (fp32): {group / 1e6:.0f} MB")
+    print(f"{'variant':9s} {'build s':>8s} {'peak RSS MB':>12s} {'RSS growth MB':>14s} {'growth/group':>13s} "
+          f"{'bits/param':>10s} {'download MB':>12s}")
+    for q in QUANTS:
+        r = subprocess.run([sys.executable, "-c", _CHILD, str(CONFIG), str(out), q],
+                           capture_output=True, text=True, check=True)
+        seconds, base_kb, peak_kb = r.stdout.split()
+        m = json.loads((out / "smollm2-135m-instruct" / q / "lantern-manifest.json").read_text())
+        growth = (int(peak_kb) - int(base_kb)) * 1024
+        print(f"{q:9s} {float(seconds):8.1f} {int(peak_kb) / 1024:12.0f} {growth / 1e6:14.0f} "
+              f"{growth / group:13.2f}x {m['bits_per_param']:10.2f} {m['download_bytes'] / 1e6:12.1f}")
+    print("targets: bits/param <= 4.6 for q4 (q4f32_1 stores f32 scales: 4 + 32/32 = 5 by construction);"
+          " RSS growth <= 2x the largest group")
+
+
+def decode_speed(out: Path, n_tokens: int = 32) -> None:
+    """Greedy decode tok/s of the numpy reference vs llama.cpp on the same prompt, same run."""
+    from tokenizers import Tokenizer
+
+    from build_pipeline.chat_template import format_prompt
+    from build_pipeline.convert import dense_params
+    from build_pipeline.reference import ReferenceModel
+    from build_pipeline.build import load_model
+    from build_pipeline.model_config import load_model_config
+    from build_pipeline.tensor_cache import iter_tensors
+
+    variant = out / "smollm2-135m-instruct" / "q4f32_1"
+    chat = json.loads((variant / "mlc-chat-config.json").read_text())
+    tok = Tokenizer.from_file(str(variant / "tokenizer.json"))
+    ids = tok.encode(format_prompt(chat["conv_template"], [("user", "Tell me about the sea.")])).ids
+    model = load_model(load_model_config(CONFIG))
+    ref = ReferenceModel(model.config, dense_params(iter_tensors(variant)))
+    ref.generate_greedy(ids, 2)
+    t = time.perf_counter()
+    got = ref.generate_greedy(ids, n_tokens)
+    ref_tps = len(got) / (time.perf_counter() - t)
+    print(f"numpy reference (q4f32_1 dequantized, 1 BLAS thread): {ref_tps:.1f} tok/s")
+    try:
+        import llama_cpp
+    except ImportError:
+        print("llama.cpp: not installed, no peer")
+        return
+    llm = llama_cpp.Llama(model_path=str(model.source.gguf_path), n_ctx=512, n_threads=2, verbose=False)
+    llm.eval(ids)
+    t = time.perf_counter()
+    for _ in range(n_tokens):
+        tokid = llm.sample(temp=0.0)
+        llm.eval([tokid])
+    cpp_tps = n_tokens / (time.perf_counter() - t)
+    print(f"llama.cpp (Q4_1 GGUF, 2 threads): {cpp_tps:.1f} tok/s; reference/llama.cpp = {ref_tps / cpp_tps:.2f}x")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="lantern-bench-") as tmp:
+        out = Path(tmp)
+        build_costs(out)
+        decode_speed(out)
+
+
+if __name__ == "__main__":
+    main()
