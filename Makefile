@@ -10,7 +10,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_MODEL := model_configs/smollm2-135m-instruct.toml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := emscripten chromium nodejs npm
+# command the project runs -> Debian package that provides it (only missing ones are installed;
+# a machine with Node.js from elsewhere keeps it).
+APT_NEEDS := emcc:emscripten chromium:chromium npm:npm
 # llama-cpp-python compiles llama.cpp from source; use both cores (pip caches the wheel afterwards).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
@@ -25,10 +27,10 @@ help:
 
 # Debian packages: emcc links the WebGPU model library, chromium runs the browser tests.
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for need in $(APT_NEEDS); do command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
 
 $(VENV)/bin/python:
