@@ -12,7 +12,7 @@ from tqdm import tqdm
 from build_pipeline.atomic import ensure_writable_dir, staged_dir
 from build_pipeline.chat_config import build_chat_config
 from build_pipeline.families import family_of_hf_config, get_family
-from build_pipeline.gguf_export import server_gguf_for_build, server_gguf_path
+from build_pipeline.gguf_export import server_gguf_path, staged_server_gguf
 from build_pipeline.errors import BuildError
 from build_pipeline.manifest import build_manifest
 from build_pipeline.model_config import ModelSpec
@@ -108,5 +108,5 @@ def build(spec: ModelSpec, out_root: Path, quantizations=None, compile_library: 
         if not quants and server_gguf_path(out_root / spec.id).exists():
             return []
     model = load_model(spec)
-    server_gguf = server_gguf_for_build(model, out_root / spec.id)
-    return [build_variant(model, q, out_root, compile_library, server_gguf) for q in quants]
+    with staged_server_gguf(model, out_root / spec.id) as server_gguf:
+        return [build_variant(model, q, out_root, compile_library, server_gguf) for q in quants]

@@ -45,7 +45,7 @@ def file_entries(variant_dir: Path, names: list[str]) -> list[dict]:
 
 
 def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: dict, library: dict | None,
-                   extra_files: list[str]) -> dict:
+                   extra_files: list[str], server_gguf: dict | None = None) -> dict:
     """Write lantern-manifest.json for a finished variant dir; returns it."""
     shard_entries = [
         {"path": s["dataPath"], "bytes": s["nbytes"], "sha256": s["sha256"]} for s in tensor_index["records"]
@@ -78,6 +78,8 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
             model_config, scheme, spec.context_window, spec.prefill_chunk_size, meta["ParamBytes"]
         )["total"],
         "library": library,
+        # llama.cpp weights for the server fallback (one per model, outside `files`: browsers never fetch it).
+        "server_gguf": server_gguf,
         "files": files,
     }
     manifest["required_limits"]["maxBufferSize"] = manifest["required_limits"]["maxStorageBufferBindingSize"]

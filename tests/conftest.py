@@ -14,6 +14,8 @@ from tiny_model import write_gguf, write_hf_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["site_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:

@@ -1,14 +1,13 @@
-"""Chat page, model list API and artifact routes (placeholder until the site issue lands)."""
+"""The site: chat page, model catalog API, artifact files and health, each in its own blueprint module."""
 
-from flask import Blueprint
+from pathlib import Path
 
-bp = Blueprint("site", __name__)
-
-
-@bp.get("/")
-def index():
-    return "Lantern: the chat page arrives with the site issue.\n", 200, {"Content-Type": "text/plain"}
+from webapp import artifacts, health, models_api, pages
 
 
 def init_app(app) -> None:
-    app.register_blueprint(bp)
+    app.config.setdefault("WEB_LLM_BUNDLE", Path(app.static_folder) / "vendor" / "web-llm" / "index.js")
+    artifacts.init_app(app)
+    models_api.init_app(app)
+    pages.init_app(app)
+    health.init_app(app)

@@ -1,5 +1,96 @@
-"""Server-side fallback inference (OpenAI-compatible, consent-gated). Placeholder until its issue lands."""
+"""Server-side fallback inference: an OpenAI-compatible API the page uses only after the user consents.
+
+`init_app` reads the LANTERN_* settings, picks the engine (embedded llama.cpp, or a proxy to an
+upstream server), and wires the API, /metrics and a /healthz check. Nothing heavy happens here: the
+model loads on first use (or in the background with LANTERN_FALLBACK_PRELOAD), so the site starts fast.
+With LANTERN_FALLBACK_ENABLED=0 no route is registered at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from webapp.fallback.auth import ApiKeys
+from webapp.fallback.errors import APIError
+from webapp.fallback.limits import Admission
+from webapp.fallback.metrics import Metrics
+from webapp.fallback.settings import Settings, load_settings
+
+EXTENSION_KEY = "lantern_fallback"
+HEALTH_CHECKS_KEY = "lantern_health_checks"
+
+
+@dataclass
+class Fallback:
+    """Everything the fallback routes share, kept in app.extensions["lantern_fallback"]."""
+
+    settings: Settings
+    ref: object  # model_files.ModelRef
+    engine: object  # LocalEngine | UpstreamEngine
+    admission: Admission
+    keys: ApiKeys
+    metrics: Metrics
+
+    def health(self):
+        ok, detail = self.engine.status()
+        detail.update(active=self.admission.active, queued=self.admission.queued, max_queue=self.admission.max_queue,
+                      auth=self.keys.enabled)
+        return "fallback", ok, detail
+
+    def close(self, wait: float = 10.0) -> bool:
+        """Free the engine's llama.cpp contexts once no generation uses them (tests create many apps).
+
+        Returns False, freeing nothing, if generations are still running after `wait` seconds: freeing a
+        context under a running generation would crash the process.
+        """
+        deadline = time.monotonic() + wait
+        while self.admission.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.admission.active:
+            return False
+        self.engine.close()
+        return True
+
+
+def _make_engine(ref, settings: Settings):
+    if settings.proxy:
+        from webapp.fallback.engine_upstream import UpstreamEngine
+
+        return UpstreamEngine(ref, settings)
+    from webapp.fallback.engine_local import LocalEngine
+
+    return LocalEngine(ref, settings)
 
 
 def init_app(app) -> None:
-    return None
+    settings = load_settings(app.config)
+    checks = app.extensions.setdefault(HEALTH_CHECKS_KEY, [])
+    if not settings.enabled:
+        app.extensions[EXTENSION_KEY] = None
+        checks.append(lambda: ("fallback", True, {"enabled": False}))
+        return
+
+    from build_pipeline.errors import BuildError
+    from webapp.fallback import api, metrics as metrics_module
+    from webapp.fallback.model_files import resolve_model
+
+    try:
+        ref = resolve_model(settings.model, Path(app.config["MODELS_DIR"]))
+    except BuildError as exc:  # nothing to serve: the site still runs, /healthz says why
+        app.extensions[EXTENSION_KEY] = None
+        detail = {"enabled": True, "error": exc.problem}
+        checks.append(lambda: ("fallback", False, detail))
+        return
+    engine = _make_engine(ref, settings)
+    admission = Admission(settings.max_concurrent, settings.max_queue)
+    service = Fallback(settings, ref, engine, admission, ApiKeys(settings.api_keys, settings.api_keys_file),
+                       Metrics(admission, engine))
+    app.extensions[EXTENSION_KEY] = service
+    checks.append(service.health)
+    app.register_error_handler(APIError, lambda exc: exc.response())
+    app.register_blueprint(api.create_blueprint())
+    app.register_blueprint(metrics_module.create_blueprint())
+    if settings.preload:
+        engine.start()

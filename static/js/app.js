@@ -1,0 +1,563 @@
+// Lantern chat page controller: detect → choose → download + verify → start the engine → chat.
+// Everything tests need to observe is on `window.lantern` (plain data + a few actions in `api`).
+
+import { detectCapabilities } from "./capabilities.js";
+import { chooseVariant } from "./choose.js";
+import { grantServerConsent, hasServerConsent } from "./consent.js";
+import { downloadVariant, inspectCache, removeModel, verifyStored } from "./downloader.js";
+import { LocalEngine, ServerEngine, classifyEngineError } from "./engines.js";
+import { formatBytes, formatSeconds } from "./format.js";
+import {
+  deleteConversation, getConversation, listConversations, newConversation, saveConversation,
+} from "./store.js";
+import * as view from "./view.js";
+
+const { $ } = view;
+const SETTINGS_KEY = "lantern.settings";
+const MODE_KEY = "lantern.mode"; // sessionStorage: server mode lasts as long as the consent does
+const LOCAL_UNAVAILABLE = new Set(["no-webgpu", "no-adapter", "adapter-too-small", "f16-missing", "insecure-context",
+  "no-models", "quota-too-small"]);
+
+const lantern = {
+  version: 1,
+  state: "starting",
+  capabilities: null,
+  catalog: null,
+  model: null,
+  selection: null,
+  cache: null,
+  download: { status: "idle" },
+  engine: { kind: null, status: "none", loadSeconds: null, progress: null, startedCount: 0 },
+  mode: "local",
+  privacy: "local",
+  consent: hasServerConsent(),
+  conversationId: null,
+  storedCheck: null, // last re-hash of stored files: {damaged, hashedBytes, seconds}
+  lastReply: null,
+  replyCount: 0, // finished answers (stopped and failed ones included): lets tests wait for the next one
+  error: null,
+  events: [],
+  cspViolations: [],
+  api: {},
+};
+window.lantern = lantern;
+
+let localEngine = null;
+let serverEngine = null;
+let conversation = null;
+let busy = false;
+
+function log(type, detail = {}) {
+  lantern.events.push({ t: Math.round(performance.now()), type, ...detail });
+}
+
+function setState(state) {
+  lantern.state = state;
+  document.body.dataset.state = state;
+  log("state", { state });
+}
+
+function fail(code, message, actions = []) {
+  lantern.error = { code, message };
+  log("error", { code, message });
+  view.showError(message, actions);
+}
+
+function clearFailure() {
+  lantern.error = null;
+  view.clearError();
+}
+
+// ---------------------------------------------------------------------------------------------- actions
+const offerServer = (reason) => ({ label: "Answer on the server instead", id: "offer-server", onClick: () => useServer(reason) });
+const retryDownload = { label: "Retry download", id: "retry-download", onClick: () => startDownload() };
+const reloadPage = { label: "Reload the page", id: "reload-page", onClick: () => location.reload() };
+
+function variant() {
+  return lantern.selection && lantern.selection.variant;
+}
+
+async function refreshStorage() {
+  if (!navigator.storage || !navigator.storage.estimate) return;
+  try {
+    const { quota, usage } = await navigator.storage.estimate();
+    lantern.capabilities.storage = { ...lantern.capabilities.storage, quota, usage, available: Math.max(0, quota - usage) };
+    view.showStorage(lantern.capabilities.storage);
+  } catch {
+    /* best effort */
+  }
+}
+
+async function fetchCatalog() {
+  const response = await fetch("/api/models", { cache: "no-cache" });
+  if (!response.ok) throw new Error(`the model list could not be loaded (${response.status})`);
+  return response.json();
+}
+
+async function selectModel(modelId, { justVerified = false } = {}) {
+  const model = lantern.catalog.models.find((m) => m.id === modelId) || lantern.catalog.models[0] || null;
+  lantern.model = model ? model.id : null;
+  let selection = chooseVariant(lantern.capabilities, model);
+  lantern.cache = null;
+  if (selection.variant) {
+    let state = await inspectCache(selection.variant);
+    if (state.complete && !justVerified) {
+      // Everything is stored: re-hash it before trusting it (storage can be damaged after the download).
+      let check;
+      try {
+        check = await verifyStored(selection.variant);
+      } catch (err) {
+        setState("error");
+        fail("verify-failed", `Lantern could not check the stored model files: ${err.message || err}`, [reloadPage]);
+        return;
+      }
+      lantern.storedCheck = check;
+      log("verified-stored", { damaged: check.damaged, seconds: check.seconds });
+      if (check.damaged.length) state = await inspectCache(selection.variant);
+    }
+    lantern.cache = { cached: [...state.cached], cachedBytes: state.cachedBytes, complete: state.complete };
+    selection = chooseVariant(lantern.capabilities, model, { cachedBytes: state.cachedBytes });
+  }
+  lantern.selection = selection;
+  log("selected", { variant: selection.variantId, ok: selection.ok });
+  view.showCapabilities(selection);
+  $("remove-button").hidden = !(lantern.cache && lantern.cache.cachedBytes > 0);
+  $("download-button").hidden = true;
+  clearFailure();
+
+  // In server mode the state belongs to the server engine; this only prepares local mode for later.
+  const local = lantern.mode === "local";
+  if (!selection.ok) {
+    const first = selection.problems[0];
+    const actions = first.code === "quota-too-small" ? [retryDownload, offerServer(first.message)] : [offerServer(first.message)];
+    if (local) {
+      setState("unsupported");
+      fail(first.code, first.message, actions);
+    }
+    return;
+  }
+  if (lantern.cache.complete) {
+    if (selection.canChat) {
+      if (local) await startLocalEngine();
+    } else if (local) {
+      setState("downloaded");
+      view.setEngineStatus("Downloaded and verified. This build has no WebGPU library yet, so it can't chat.");
+    }
+    return;
+  }
+  const need = selection.variant.download_bytes - lantern.cache.cachedBytes;
+  const button = $("download-button");
+  button.textContent = lantern.cache.cachedBytes > 0
+    ? `Resume download (${formatBytes(need)} left)`
+    : `Download ${formatBytes(need)} and start`;
+  button.hidden = false;
+  if (local) setState("needs-download");
+}
+
+async function startDownload() {
+  const v = variant();
+  if (!v || lantern.state === "downloading") return;
+  clearFailure();
+  $("download-button").hidden = true;
+  setState("downloading");
+  const progress = {};
+  lantern.download = progress;
+  let frame = 0;
+  const render = () => {
+    if (frame) return;
+    frame = requestAnimationFrame(() => {
+      frame = 0;
+      view.showDownload(progress);
+    });
+  };
+  try {
+    await downloadVariant(v, progress, render);
+    view.showDownload(progress);
+    log("downloaded", { fetched: progress.fetched.length, verifyMBps: progress.verifyMBps });
+  } catch (err) {
+    view.showDownload(progress);
+    setState("download-failed");
+    const code = err.code || "download-failed";
+    const message = code === "quota-too-small"
+      ? "The browser ran out of storage for this site while saving the model. Free up disk space, then retry."
+      : `${err.message} Files that were already verified are kept; a retry fetches only the rest.`;
+    fail(code, message, [retryDownload, offerServer(message)]);
+    return;
+  } finally {
+    await refreshStorage();
+  }
+  await selectModel(lantern.model, { justVerified: true });
+  if (lantern.mode === "server") setState(serverEngine ? "ready" : "server-unavailable");
+}
+
+async function startLocalEngine() {
+  const v = variant();
+  // selectModel() re-hashed the stored files just before; this only guards against them vanishing since.
+  const stored = await inspectCache(v);
+  if (!stored.complete) {
+    fail("download-failed", "Some model files are missing or damaged in browser storage; download them again.", [retryDownload]);
+    setState("needs-download");
+    return;
+  }
+  if (localEngine) await localEngine.unload();
+  setState("loading-engine");
+  lantern.engine = { ...lantern.engine, kind: "local", status: "loading", startedCount: lantern.engine.startedCount + 1 };
+  view.setEngineStatus("Starting the model on your GPU…");
+  const engine = new LocalEngine(v);
+  const started = performance.now();
+  try {
+    await engine.load((p) => {
+      lantern.engine.progress = p;
+      view.setEngineStatus(p.text || "Starting the model on your GPU…");
+    });
+  } catch (err) {
+    const e = classifyEngineError(err);
+    lantern.engine.status = "failed";
+    setState("engine-failed");
+    view.setEngineStatus("");
+    fail(e.code, e.message, e.code === "device-lost" ? [reloadPage, offerServer(e.message)] : [offerServer(e.message)]);
+    return;
+  }
+  localEngine = engine;
+  lantern.engine = { ...lantern.engine, kind: "local", status: "ready", loadSeconds: (performance.now() - started) / 1000 };
+  view.setEngineStatus(`Ready: ${v.id} runs on your GPU (started in ${formatSeconds(lantern.engine.loadSeconds)}).`);
+  if (lantern.mode === "local") setState("ready");
+}
+
+function askConsent(reason) {
+  const dialog = $("consent");
+  $("consent-origin").textContent = location.host;
+  $("consent-reason").textContent = reason || "You chose to have answers computed on the server.";
+  return new Promise((resolve) => {
+    const done = (answer) => {
+      $("consent-accept").removeEventListener("click", accept);
+      $("consent-decline").removeEventListener("click", decline);
+      dialog.removeEventListener("cancel", decline);
+      dialog.close();
+      log("consent", { answer });
+      resolve(answer);
+    };
+    const accept = () => done(true);
+    const decline = () => done(false);
+    $("consent-accept").addEventListener("click", accept);
+    $("consent-decline").addEventListener("click", decline);
+    dialog.addEventListener("cancel", decline);
+    dialog.showModal();
+  });
+}
+
+async function useServer(reason) {
+  if (!hasServerConsent()) {
+    const agreed = await askConsent(reason);
+    if (!agreed) {
+      $("mode").value = lantern.mode;
+      return false;
+    }
+    grantServerConsent();
+    lantern.consent = true;
+  }
+  lantern.mode = "server";
+  lantern.privacy = "server";
+  sessionStorage.setItem(MODE_KEY, "server");
+  $("mode").value = "server";
+  view.setPrivacy("server");
+  clearFailure();
+  setState("connecting-server");
+  view.setEngineStatus("Connecting to the server…");
+  const engine = new ServerEngine(lantern.model);
+  try {
+    await engine.load();
+  } catch (err) {
+    serverEngine = null;
+    lantern.engine = { ...lantern.engine, kind: "server", status: "failed" };
+    setState("server-unavailable");
+    view.setEngineStatus("");
+    fail(err.code || "server-unavailable", err.message, [
+      { label: "Try the server again", id: "retry-server", onClick: () => useServer(reason) },
+    ]);
+    return false;
+  }
+  serverEngine = engine;
+  lantern.engine = { ...lantern.engine, kind: "server", status: "ready" };
+  view.setEngineStatus(`Answers come from the server (${engine.model}).`);
+  setState("ready");
+  return true;
+}
+
+async function useLocal() {
+  if (serverEngine) await serverEngine.unload();
+  serverEngine = null;
+  lantern.mode = "local";
+  lantern.privacy = "local";
+  sessionStorage.removeItem(MODE_KEY);
+  $("mode").value = "local";
+  view.setPrivacy("local");
+  view.setEngineStatus("");
+  if (localEngine) {
+    lantern.engine = { ...lantern.engine, kind: "local", status: "ready" };
+    clearFailure();
+    setState("ready");
+  } else {
+    await selectModel(lantern.model);
+  }
+}
+
+function activeEngine() {
+  return lantern.mode === "server" ? serverEngine : localEngine;
+}
+
+function settings() {
+  const maxTokens = parseInt($("max-tokens").value, 10);
+  return {
+    systemPrompt: $("system-prompt").value.trim(),
+    temperature: Number($("temperature").value),
+    maxTokens: Number.isFinite(maxTokens) && maxTokens > 0 ? maxTokens : null,
+  };
+}
+
+function engineMessages(conv, systemPrompt) {
+  const out = systemPrompt ? [{ role: "system", content: systemPrompt }] : [];
+  for (const m of conv.messages) {
+    if (m.role === "assistant" && !m.content) continue; // a reply stopped before its first token
+    out.push({ role: m.role, content: m.content });
+  }
+  return out;
+}
+
+async function send(text) {
+  text = (text ?? $("prompt").value).trim();
+  if (!text || busy) return;
+  if (lantern.mode === "local" && !localEngine) {
+    // Local chat isn't possible (yet): nothing is sent anywhere without the user's explicit consent.
+    if (lantern.selection && !lantern.selection.ok) {
+      const reason = lantern.selection.problems[0].message;
+      if (!(await useServer(reason))) return;
+    } else {
+      view.setEngineStatus(lantern.state === "needs-download"
+        ? "Download the model first (button above), or switch to the server in Settings."
+        : "The model is still starting; your message is kept in the box.");
+      return;
+    }
+  }
+  if (lantern.mode === "server" && !hasServerConsent()) {
+    if (!(await useServer())) return;
+  }
+  const engine = activeEngine();
+  if (!engine) return;
+
+  const { systemPrompt, temperature, maxTokens } = settings();
+  if (!conversation) conversation = newConversation({ modelId: lantern.selection?.variantId || lantern.model });
+  conversation.mode = engine.kind;
+  conversation.systemPrompt = systemPrompt;
+  if (!conversation.messages.length) conversation.title = text.slice(0, 60);
+  conversation.messages.push({ role: "user", content: text });
+  lantern.conversationId = conversation.id;
+  $("prompt").value = "";
+  view.addMessage("user", text);
+  const bubble = view.addMessage("assistant", "");
+  await saveConversation(conversation);
+  await refreshConversations();
+
+  busy = true;
+  view.setBusy(true);
+  setState("generating");
+  let frame = 0;
+  let latest = "";
+  const started = performance.now();
+  lantern.lastReply = { text: "", finishReason: null, stats: null, kind: engine.kind, deltas: 0, startedAt: started };
+  try {
+    const result = await engine.chat(engineMessages(conversation, systemPrompt), { temperature, maxTokens }, (delta, full) => {
+      latest = full;
+      lantern.lastReply.text = full;
+      lantern.lastReply.deltas += 1;
+      if (!frame) {
+        frame = requestAnimationFrame(() => {
+          frame = 0;
+          view.updateMessage(bubble, latest);
+        });
+      }
+    });
+    if (frame) cancelAnimationFrame(frame);
+    const stopped = result.finishReason === "abort";
+    view.updateMessage(bubble, result.text, { stopped });
+    conversation.messages.push({ role: "assistant", content: result.text, finishReason: result.finishReason, stats: result.stats });
+    Object.assign(lantern.lastReply, { text: result.text, finishReason: result.finishReason, stats: result.stats });
+    view.showStats(result.stats, engine.kind);
+  } catch (err) {
+    const e = classifyEngineError(err);
+    if (frame) cancelAnimationFrame(frame);
+    view.updateMessage(bubble, latest || "(no answer)", { stopped: true });
+    conversation.messages.push({ role: "assistant", content: latest, finishReason: "error" });
+    lantern.lastReply.finishReason = "error";
+    const actions = e.code === "device-lost" ? [reloadPage] : [];
+    if (engine.kind === "local" && e.code === "device-lost") {
+      localEngine = null;
+      lantern.engine.status = "lost";
+    }
+    fail(e.code, e.message, actions);
+  } finally {
+    busy = false;
+    view.setBusy(false);
+    await saveConversation(conversation);
+    await refreshConversations();
+    if (lantern.state === "generating") setState("ready");
+    lantern.replyCount += 1;
+  }
+}
+
+function stop() {
+  const engine = activeEngine();
+  if (busy && engine) {
+    log("stop");
+    engine.stop();
+  }
+}
+
+async function refreshConversations() {
+  const all = await listConversations();
+  view.showConversations(all, conversation && conversation.id, { onOpen: openConversation, onDelete: removeConversation });
+  return all;
+}
+
+async function openConversation(id) {
+  if (busy) return;
+  const found = await getConversation(id);
+  if (!found) return;
+  conversation = found;
+  lantern.conversationId = id;
+  view.clearMessages();
+  for (const m of conversation.messages) view.addMessage(m.role, m.content, { stopped: m.finishReason === "abort" });
+  $("system-prompt").value = conversation.systemPrompt || "";
+  view.showStats(null);
+  await refreshConversations();
+}
+
+async function removeConversation(id) {
+  await deleteConversation(id);
+  if (conversation && conversation.id === id) newChat();
+  await refreshConversations();
+}
+
+function newChat() {
+  if (busy) return;
+  conversation = null;
+  lantern.conversationId = null;
+  view.clearMessages();
+  view.showStats(null);
+  refreshConversations();
+}
+
+async function removeDownloaded() {
+  if (busy) return;
+  if (localEngine) {
+    await localEngine.unload();
+    localEngine = null;
+    lantern.engine = { ...lantern.engine, status: "none" };
+  }
+  const removed = await removeModel(lantern.model);
+  log("removed", { entries: removed });
+  view.hideDownload();
+  view.setEngineStatus(`Removed the downloaded model (${removed} files).`);
+  await refreshStorage();
+  await selectModel(lantern.model);
+}
+
+// ------------------------------------------------------------------------------------------------ wiring
+function loadSettings() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}");
+    if (typeof saved.systemPrompt === "string") $("system-prompt").value = saved.systemPrompt;
+    if (Number.isFinite(saved.temperature)) $("temperature").value = String(saved.temperature);
+    if (Number.isFinite(saved.maxTokens)) $("max-tokens").value = String(saved.maxTokens);
+  } catch {
+    /* defaults */
+  }
+  $("temperature-value").textContent = $("temperature").value;
+}
+
+function saveSettings() {
+  $("temperature-value").textContent = $("temperature").value;
+  localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings()));
+}
+
+function bindUI() {
+  $("composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    send();
+  });
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  $("stop").addEventListener("click", stop);
+  $("new-chat").addEventListener("click", newChat);
+  $("download-button").addEventListener("click", startDownload);
+  $("remove-button").addEventListener("click", removeDownloaded);
+  $("system-prompt").addEventListener("change", saveSettings);
+  $("temperature").addEventListener("input", saveSettings);
+  $("max-tokens").addEventListener("change", saveSettings);
+  $("mode").addEventListener("change", (e) => (e.target.value === "server" ? useServer() : useLocal()));
+  $("model-picker").addEventListener("change", async (e) => {
+    if (localEngine) {
+      await localEngine.unload();
+      localEngine = null;
+    }
+    view.hideDownload();
+    newChat();
+    await selectModel(e.target.value);
+  });
+  document.addEventListener("securitypolicyviolation", (e) => {
+    lantern.cspViolations.push({ directive: e.violatedDirective, blocked: e.blockedURI });
+  });
+}
+
+function showModelPicker(catalog) {
+  const picker = $("model-picker");
+  picker.replaceChildren(...catalog.models.map((m) => {
+    const option = document.createElement("option");
+    option.value = m.id;
+    option.textContent = m.name || m.id;
+    return option;
+  }));
+  picker.disabled = catalog.models.length < 2;
+}
+
+async function main() {
+  bindUI();
+  loadSettings();
+  view.setPrivacy("local");
+  view.setBusy(false);
+  Object.assign(lantern.api, {
+    send, stop, newChat, startDownload, removeDownloaded, useServer, useLocal, selectModel,
+    inspectCache: async () => {
+      const s = await inspectCache(variant());
+      return { cached: [...s.cached], cachedBytes: s.cachedBytes, complete: s.complete };
+    },
+    listConversations,
+  });
+  setState("detecting");
+  try {
+    const [catalog, capabilities] = await Promise.all([fetchCatalog(), detectCapabilities()]);
+    lantern.catalog = catalog;
+    lantern.capabilities = capabilities;
+  } catch (err) {
+    setState("error");
+    fail("startup", `Lantern could not start: ${err.message || err}`, [reloadPage]);
+    return;
+  }
+  view.showStorage(lantern.capabilities.storage);
+  showModelPicker(lantern.catalog);
+  await refreshConversations();
+  const restoreServer = hasServerConsent() && sessionStorage.getItem(MODE_KEY) === "server";
+  if (restoreServer) lantern.mode = "server";
+  await selectModel($("model-picker").value);
+  if (restoreServer) await useServer();
+  log("started");
+}
+
+main().catch((err) => {
+  setState("error");
+  fail("startup", `Lantern hit an unexpected error: ${err.message || err}`, [reloadPage]);
+});

@@ -1,0 +1,118 @@
+// What this browser and GPU can do, measured before anything is downloaded.
+// Only requestAdapter() is called (no device is created): cheap, and enough to read features and limits.
+
+export const LIMIT_NAMES = [
+  "maxBufferSize",
+  "maxStorageBufferBindingSize",
+  "maxStorageBuffersPerShaderStage",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+];
+
+const SOFTWARE_ADAPTERS = /swiftshader|llvmpipe|lavapipe|softpipe|warp|software/i;
+
+async function adapterInfo(adapter) {
+  if (adapter.info) return adapter.info;
+  if (typeof adapter.requestAdapterInfo === "function") {
+    try {
+      return await adapter.requestAdapterInfo();
+    } catch {
+      return {};
+    }
+  }
+  return {};
+}
+
+async function detectWebGPU() {
+  if (!("gpu" in navigator) || !navigator.gpu) {
+    return {
+      available: false,
+      code: "no-webgpu",
+      reason: "This browser does not support WebGPU, which Lantern needs to run the model on your device. " +
+        "Recent Chrome, Edge and Safari versions have it.",
+    };
+  }
+  let adapter = null;
+  let failure = null;
+  try {
+    adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (err) {
+    failure = String(err && err.message ? err.message : err);
+  }
+  if (!adapter) {
+    return {
+      available: false,
+      code: "no-adapter",
+      reason: "WebGPU is present in this browser, but it offered no GPU to use " +
+        "(the GPU may be disabled, blocklisted, or missing a driver)." + (failure ? ` Details: ${failure}` : ""),
+    };
+  }
+  const info = await adapterInfo(adapter);
+  const limits = {};
+  for (const name of LIMIT_NAMES) limits[name] = Number(adapter.limits[name] ?? 0);
+  const features = [...adapter.features].sort();
+  const isFallbackAdapter = Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false);
+  const label = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ");
+  const software = isFallbackAdapter || SOFTWARE_ADAPTERS.test(label);
+  return {
+    available: true,
+    code: null,
+    reason: null,
+    adapter: {
+      vendor: info.vendor || "",
+      architecture: info.architecture || "",
+      device: info.device || "",
+      description: info.description || "",
+      isFallbackAdapter,
+    },
+    name: describeAdapter(info),
+    software,
+    features,
+    shaderF16: features.includes("shader-f16"),
+    limits,
+  };
+}
+
+function describeAdapter(info) {
+  const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : "");
+  const parts = [cap(info.vendor), cap(info.architecture)].filter(Boolean);
+  if (info.description && !parts.join(" ").toLowerCase().includes(info.description.toLowerCase())) {
+    parts.push(info.description);
+  }
+  return parts.join(" ") || "unnamed GPU";
+}
+
+async function detectStorage() {
+  const out = { quota: null, usage: null, available: null, persisted: null };
+  if (!navigator.storage || typeof navigator.storage.estimate !== "function") return out;
+  try {
+    const { quota, usage } = await navigator.storage.estimate();
+    out.quota = quota ?? null;
+    out.usage = usage ?? null;
+    out.available = quota != null && usage != null ? Math.max(0, quota - usage) : null;
+  } catch {
+    /* estimate is best effort */
+  }
+  try {
+    out.persisted = navigator.storage.persisted ? await navigator.storage.persisted() : null;
+  } catch {
+    /* ignore */
+  }
+  return out;
+}
+
+/** The full capability report the page shows and tests read as `window.lantern.capabilities`. */
+export async function detectCapabilities() {
+  const [webgpu, storage] = await Promise.all([detectWebGPU(), detectStorage()]);
+  return {
+    detectedAt: new Date().toISOString(),
+    secureContext: Boolean(self.isSecureContext),
+    cacheApi: "caches" in self,
+    subtleCrypto: Boolean(self.crypto && crypto.subtle),
+    indexedDB: "indexedDB" in self,
+    deviceMemoryGB: navigator.deviceMemory ?? null,
+    hardwareConcurrency: navigator.hardwareConcurrency ?? null,
+    webgpu,
+    storage,
+  };
+}

@@ -1,0 +1,150 @@
+// Pick the variant this device should run, and say why in plain words. Pure: capabilities + catalog in,
+// decision out (no I/O), so every branch can be exercised with any capability report.
+
+import { formatBytes } from "./format.js";
+
+// web-llm 0.2.86 requests these when it creates its device and throws if the adapter offers less,
+// whatever the model: check them up front so the user hears it before a download, not after.
+export const ENGINE_MIN_LIMITS = {
+  maxBufferSize: 256 * 1024 * 1024,
+  maxStorageBufferBindingSize: 128 * 1024 * 1024,
+  maxComputeWorkgroupStorageSize: 32768,
+  maxStorageBuffersPerShaderStage: 10,
+  maxComputeInvocationsPerWorkgroup: 256,
+};
+
+const F16 = "shader-f16";
+
+function needsF16(variant) {
+  return (variant.required_features || []).includes(F16);
+}
+
+/** Limits a variant needs: the model's own (manifest) merged with the engine's floor. */
+export function requiredLimits(variant) {
+  const out = { ...ENGINE_MIN_LIMITS };
+  for (const [name, value] of Object.entries(variant.required_limits || {})) {
+    out[name] = Math.max(out[name] ?? 0, Number(value) || 0);
+  }
+  return out;
+}
+
+function shortfalls(variant, gpu) {
+  const missingFeatures = (variant.required_features || []).filter((f) => !gpu.features.includes(f));
+  const limits = [];
+  for (const [name, need] of Object.entries(requiredLimits(variant))) {
+    const have = gpu.limits[name] ?? 0;
+    if (have < need) limits.push({ name, need, have });
+  }
+  return { missingFeatures, limits };
+}
+
+function describeLimit({ name, need, have }) {
+  const bytes = /Size$/.test(name) && !/Workgroup/.test(name);
+  const show = (v) => (bytes ? formatBytes(v) : String(v));
+  return `${name} ${show(need)} needed, your GPU offers ${show(have)}`;
+}
+
+function problem(code, message) {
+  return { code, message };
+}
+
+/**
+ * Decide for one model. `cachedBytes` (already verified in this browser) lowers the storage need.
+ * Returns { ok, canChat, variant, variantId, quantization, reason, problems[], warnings[], summary }.
+ */
+export function chooseVariant(caps, model, { cachedBytes = 0 } = {}) {
+  const result = {
+    ok: false, canChat: false, model: model ? model.id : null, variant: null, variantId: null,
+    quantization: null, reason: "", problems: [], warnings: [], summary: "",
+  };
+  const gpu = caps.webgpu;
+  if (!model || !model.variants || model.variants.length === 0) {
+    result.problems.push(problem("no-models", "No model has been built on this server yet."));
+    result.summary = result.problems[0].message;
+    return result;
+  }
+  if (!gpu.available) {
+    result.problems.push(problem(gpu.code, gpu.reason));
+    result.summary = `${model.name} can't run on this device.`;
+    return result;
+  }
+  if (!caps.secureContext || !caps.cacheApi || !caps.subtleCrypto) {
+    result.problems.push(problem("insecure-context",
+      "This page must be opened over HTTPS (or from localhost) so the browser allows model storage and verification."));
+    result.summary = result.problems[0].message;
+    return result;
+  }
+
+  const checked = model.variants.map((v) => ({ variant: v, ...shortfalls(v, gpu) }));
+  const usable = checked.filter((c) => c.missingFeatures.length === 0 && c.limits.length === 0);
+  if (usable.length === 0) {
+    const onlyF16 = checked.every((c) => c.missingFeatures.length === 1 && c.missingFeatures[0] === F16
+      && c.limits.length === 0);
+    if (onlyF16) {
+      result.problems.push(problem("f16-missing",
+        `${model.name} is only built for GPUs with 16-bit float shaders (shader-f16). ` +
+        "Your GPU or browser doesn't offer them, and no 32-bit (q4f32) build is available on this server."));
+    } else {
+      const closest = checked.filter((c) => c.missingFeatures.length === 0)[0] || checked[0];
+      const details = [
+        ...closest.missingFeatures.map((f) => `missing GPU feature ${f}`),
+        ...closest.limits.map(describeLimit),
+      ];
+      result.problems.push(problem("adapter-too-small",
+        `Your GPU is too small for ${model.name}: ${details.join("; ")}.`));
+    }
+    result.summary = `${model.name} can't run on this device.`;
+    return result;
+  }
+
+  // Preference: a build that can chat (has its WebGPU library), then f16 math when the GPU has it,
+  // then the smallest download.
+  usable.sort((a, b) => {
+    const lib = Number(Boolean(b.variant.library)) - Number(Boolean(a.variant.library));
+    if (lib) return lib;
+    const f16 = gpu.shaderF16 ? Number(needsF16(b.variant)) - Number(needsF16(a.variant)) : 0;
+    if (f16) return f16;
+    return (a.variant.download_bytes || 0) - (b.variant.download_bytes || 0);
+  });
+  const chosen = usable[0].variant;
+  result.variant = chosen;
+  result.variantId = chosen.id;
+  result.quantization = chosen.quantization;
+  result.canChat = Boolean(chosen.library);
+
+  const hasF16Builds = model.variants.some(needsF16);
+  if (needsF16(chosen)) {
+    result.reason = `Your GPU supports 16-bit float shaders (shader-f16), so Lantern uses the ${chosen.quantization} build.`;
+  } else if (!gpu.shaderF16 && hasF16Builds) {
+    result.reason = `Your GPU has no 16-bit float shaders (shader-f16), so Lantern uses the ${chosen.quantization} build (32-bit math).`;
+  } else {
+    result.reason = `Lantern uses the ${chosen.quantization} build.`;
+  }
+
+  const need = Math.max(0, (chosen.download_bytes || 0) - cachedBytes);
+  const avail = caps.storage ? caps.storage.available : null;
+  if (avail != null && need > avail) {
+    result.problems.push(problem("quota-too-small",
+      `${model.name} needs ${formatBytes(need)} of browser storage, but this browser only allows ` +
+      `${formatBytes(avail)} more for this site. Free up disk space or remove other downloaded models.`));
+  }
+  if (gpu.software) {
+    result.warnings.push(`Your GPU is a software renderer (${gpu.name}): it works, but answers will be slow.`);
+  }
+  const memory = chosen.estimated_gpu_memory_bytes;
+  if (caps.deviceMemoryGB && memory && caps.deviceMemoryGB * 1024 ** 3 < memory) {
+    result.warnings.push(`This device reports about ${caps.deviceMemoryGB} GB of memory and the model needs ` +
+      `about ${formatBytes(memory)}: it may not fit.`);
+  }
+  if (!result.canChat) {
+    result.warnings.push(`This build of ${model.name} has no WebGPU model library yet: it can be downloaded ` +
+      "and verified, but not chatted with.");
+  }
+  result.ok = result.problems.length === 0;
+  const where = gpu.software ? `${gpu.name}, a software renderer — slow` : gpu.name;
+  const size = cachedBytes >= (chosen.download_bytes || 0) ? "already downloaded" : `${formatBytes(need)} download`;
+  result.summary = result.ok
+    ? `Runs on your GPU (${where}), ${size}, nothing leaves this device.`
+    : `${model.name} can't be stored on this device.`;
+  return result;
+}

@@ -1,0 +1,275 @@
+// One client interface for both ways of answering:
+//   engine.kind                      "local" | "server"
+//   await engine.load(onProgress)    get ready (local: web-llm in a worker from the verified cache)
+//   await engine.chat(messages, {temperature, maxTokens}, onDelta) -> {text, finishReason, stats}
+//   engine.stop()                    end the current answer early (finishReason "abort")
+//   await engine.unload()
+// stats = {ttftSeconds, decodeTokensPerSecond, promptTokens, completionTokens, source}.
+
+import { fileUrl, hexToBase64, modelUrl } from "./downloader.js";
+import { readEventData } from "./sse.js";
+
+export class EngineError extends Error {
+  constructor(code, message, extra = {}) {
+    super(message);
+    this.name = "EngineError";
+    this.code = code;
+    Object.assign(this, extra);
+  }
+}
+
+/** Worker errors reach the page as strings; map the ones users can act on. */
+export function classifyEngineError(err) {
+  if (err instanceof EngineError) return err;
+  const text = String(err && err.message ? err.message : err);
+  if (/device (was )?lost|DeviceLostError|GPUDevice.*(lost|destroyed)/i.test(text)) {
+    return new EngineError("device-lost",
+      "The GPU stopped responding (this often means it ran out of memory). Reload the page to start again.",
+      { detail: text });
+  }
+  if (/exceed context window|ContextWindowSizeExceededError/i.test(text)) {
+    return new EngineError("context-full",
+      "This conversation is longer than the model can keep in mind. Start a new chat to continue.", { detail: text });
+  }
+  if (/shader-f16|ShaderF16SupportError/i.test(text)) {
+    return new EngineError("f16-missing", "This build needs 16-bit float GPU shaders, which your browser doesn't offer.",
+      { detail: text });
+  }
+  if (/compatible GPU|WebGPU/i.test(text)) {
+    return new EngineError("no-webgpu", `WebGPU failed while starting the model: ${text}`, { detail: text });
+  }
+  return new EngineError("engine-failed", `The model could not run: ${text}`, { detail: text });
+}
+
+function sri(file) {
+  return file ? `sha256-${hexToBase64(file.sha256)}` : undefined;
+}
+
+/** The web-llm ModelRecord for a variant: absolute URLs (web-llm requires them), integrity from the manifest. */
+export function modelRecord(variant) {
+  const byPath = Object.fromEntries(variant.files.map((f) => [f.path, f]));
+  const integrity = { onFailure: "error" };
+  if (byPath["mlc-chat-config.json"]) integrity.config = sri(byPath["mlc-chat-config.json"]);
+  if (variant.library) integrity.model_lib = sri(byPath[variant.library.file]);
+  if (byPath["tokenizer.json"]) integrity.tokenizer = { "tokenizer.json": sri(byPath["tokenizer.json"]) };
+  return {
+    model: modelUrl(variant),
+    model_id: variant.id,
+    model_lib: variant.library ? fileUrl(variant, variant.library.file) : undefined,
+    required_features: variant.required_features || [],
+    overrides: { context_window_size: variant.context_window },
+    integrity,
+  };
+}
+
+export class LocalEngine {
+  constructor(variant) {
+    this.kind = "local";
+    this.variant = variant;
+    this.engine = null;
+    this.worker = null;
+  }
+
+  async load(onProgress = () => {}) {
+    if (!this.variant.library) {
+      throw new EngineError("no-library", "This model build has no WebGPU library, so it cannot run in the browser yet.");
+    }
+    // Loaded only now: a device that cannot run locally never parses the 7 MB engine.
+    const { CreateWebWorkerMLCEngine } = await import("../vendor/web-llm/index.js");
+    this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "lantern-engine" });
+    try {
+      this.engine = await CreateWebWorkerMLCEngine(this.worker, this.variant.id, {
+        appConfig: { model_list: [modelRecord(this.variant)], cacheBackend: "cache" },
+        initProgressCallback: (report) => onProgress({ fraction: report.progress, text: report.text }),
+        logLevel: "WARN",
+      });
+    } catch (err) {
+      this.worker.terminate();
+      this.worker = null;
+      throw classifyEngineError(err);
+    }
+  }
+
+  async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {
+    const started = performance.now();
+    let firstAt = null;
+    let text = "";
+    let finishReason = null;
+    let usage = null;
+    try {
+      const request = {
+        messages, stream: true, stream_options: { include_usage: true },
+        // Neutral penalties: web-llm only runs the penalty kernel when one is set.
+        frequency_penalty: 0, presence_penalty: 0, repetition_penalty: 1,
+      };
+      if (temperature != null) request.temperature = temperature;
+      if (maxTokens != null) request.max_tokens = maxTokens;
+      const chunks = await this.engine.chat.completions.create(request);
+      for await (const chunk of chunks) {
+        const choice = chunk.choices && chunk.choices[0];
+        const delta = choice && choice.delta && choice.delta.content;
+        if (delta) {
+          if (firstAt === null) firstAt = performance.now();
+          text += delta;
+          onDelta(delta, text);
+        }
+        if (choice && choice.finish_reason) finishReason = choice.finish_reason;
+        if (chunk.usage) usage = chunk.usage;
+      }
+    } catch (err) {
+      throw classifyEngineError(err);
+    }
+    const extra = (usage && usage.extra) || {};
+    return {
+      text, finishReason,
+      stats: {
+        source: "engine",
+        ttftSeconds: extra.time_to_first_token_s ?? (firstAt ? (firstAt - started) / 1000 : null),
+        decodeTokensPerSecond: extra.decode_tokens_per_s ?? null,
+        promptTokens: usage ? usage.prompt_tokens : null,
+        completionTokens: usage ? usage.completion_tokens : null,
+      },
+    };
+  }
+
+  stop() {
+    if (this.engine) this.engine.interruptGenerate();
+  }
+
+  async unload() {
+    try {
+      if (this.engine) await this.engine.unload();
+    } finally {
+      if (this.worker) this.worker.terminate();
+      this.engine = null;
+      this.worker = null;
+    }
+  }
+}
+
+async function errorFromResponse(response) {
+  let message = `the server answered ${response.status}`;
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) message = body.error.message;
+  } catch {
+    /* not JSON */
+  }
+  if (response.status === 404) {
+    return new EngineError("server-unavailable",
+      "This site doesn't offer answers from the server (its server fallback is not set up).", { status: 404 });
+  }
+  if (response.status === 503) {
+    return new EngineError("server-unavailable",
+      `The server can't answer right now (${message}). Try again in a moment.`, { status: 503 });
+  }
+  if (response.status === 429) {
+    const retry = response.headers.get("Retry-After");
+    return new EngineError("server-busy",
+      `The server is busy${retry ? `; try again in ${retry} s` : "; try again shortly"}.`, { status: 429, retryAfter: retry });
+  }
+  if (response.status === 401 || response.status === 403) {
+    return new EngineError("server-auth", `The server refused the request: ${message}`, { status: response.status });
+  }
+  return new EngineError("server-error", `The server could not answer: ${message}`, { status: response.status });
+}
+
+/** Streams from this site's OpenAI-compatible /v1 API. Only ever constructed after the user consented. */
+export class ServerEngine {
+  constructor(preferredModel) {
+    this.kind = "server";
+    this.preferredModel = preferredModel;
+    this.model = null;
+    this.controller = null;
+  }
+
+  async load() {
+    let response;
+    try {
+      response = await fetch("/v1/models", { cache: "no-store", credentials: "same-origin" });
+    } catch {
+      throw new EngineError("server-unavailable", "The server could not be reached.");
+    }
+    if (!response.ok) throw await errorFromResponse(response);
+    const body = await response.json();
+    const ids = (body.data || []).map((m) => m.id);
+    if (!ids.length) throw new EngineError("server-unavailable", "The server has no model to answer with.");
+    const wanted = this.preferredModel;
+    this.model = ids.find((id) => id === wanted) || ids.find((id) => wanted && id.startsWith(wanted)) || ids[0];
+  }
+
+  async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {
+    this.controller = new AbortController();
+    const started = performance.now();
+    let firstAt = null;
+    let text = "";
+    let finishReason = null;
+    let usage = null;
+    let deltas = 0;
+    const body = { model: this.model, messages, stream: true, stream_options: { include_usage: true } };
+    if (temperature != null) body.temperature = temperature;
+    if (maxTokens != null) body.max_tokens = maxTokens;
+    try {
+      const response = await fetch("/v1/chat/completions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+        body: JSON.stringify(body),
+        cache: "no-store",
+        credentials: "same-origin",
+        signal: this.controller.signal,
+      });
+      if (!response.ok) throw await errorFromResponse(response);
+      for await (const data of readEventData(response.body)) {
+        if (data === "[DONE]") break;
+        let chunk;
+        try {
+          chunk = JSON.parse(data);
+        } catch {
+          continue;
+        }
+        if (chunk.error) throw new EngineError("server-error", `The server stopped: ${chunk.error.message || "error"}`);
+        const choice = chunk.choices && chunk.choices[0];
+        const delta = choice && choice.delta && choice.delta.content;
+        if (delta) {
+          if (firstAt === null) firstAt = performance.now();
+          deltas += 1;
+          text += delta;
+          onDelta(delta, text);
+        }
+        if (choice && choice.finish_reason) finishReason = choice.finish_reason;
+        if (chunk.usage) usage = chunk.usage;
+      }
+    } catch (err) {
+      if (err.name === "AbortError") {
+        finishReason = "abort";
+      } else if (err instanceof EngineError) {
+        throw err;
+      } else {
+        throw new EngineError("server-error", `The connection to the server failed: ${err.message || err}`);
+      }
+    } finally {
+      this.controller = null;
+    }
+    const ended = performance.now();
+    const tokens = usage ? usage.completion_tokens : deltas;
+    const decodeSeconds = firstAt ? (ended - firstAt) / 1000 : null;
+    return {
+      text, finishReason,
+      stats: {
+        source: "client",
+        ttftSeconds: firstAt ? (firstAt - started) / 1000 : null,
+        decodeTokensPerSecond: decodeSeconds && tokens > 1 ? (tokens - 1) / decodeSeconds : null,
+        promptTokens: usage ? usage.prompt_tokens : null,
+        completionTokens: usage ? usage.completion_tokens : deltas,
+      },
+    };
+  }
+
+  stop() {
+    if (this.controller) this.controller.abort();
+  }
+
+  async unload() {
+    this.stop();
+  }
+}

@@ -1,0 +1,204 @@
+"""Built model variants on disk, and the routes that serve their files to the browser.
+
+URL layout (web-llm appends `resolve/main/` to any model URL without a `/resolve/<rev>/` segment):
+
+    /models/<model>/<quant>/resolve/<revision>/<file>   revision = hash of the manifest: immutable
+    /models/<model>/<quant>/resolve/main/<file>         always the current build: revalidate (ETag)
+    /models/<model>/<quant>/<file>                      same as resolve/main
+
+Only files listed in the variant's lantern-manifest.json (plus the manifest and tensor-cache.json) are
+served; the URL parts are looked up in a dict built from the directory scan, never joined into a path
+as given, so traversal has nothing to reach.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, send_file
+
+MANIFEST_FILE = "lantern-manifest.json"
+TENSOR_INDEX_FILE = "tensor-cache.json"
+CURRENT_REVISION = "main"
+REVISION_CHARS = 16
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+MIME_TYPES = {".wasm": "application/wasm", ".json": "application/json"}
+DEFAULT_MIME = "application/octet-stream"
+
+bp = Blueprint("artifacts", __name__)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mime_type(name: str) -> str:
+    return MIME_TYPES.get(Path(name).suffix.lower(), DEFAULT_MIME)
+
+
+@dataclass
+class Variant:
+    """One built variant: its manifest plus what the site derives from it (revision, servable files)."""
+
+    model: str
+    quantization: str
+    directory: Path
+    manifest: dict
+    revision: str
+    # path -> {"path", "bytes", "sha256"}: every file the browser may ask for.
+    files: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.manifest.get("id", f"{self.model}-{self.quantization}")
+
+    def base_path(self, revision: str | None = None) -> str:
+        """Site-relative weights URL, already carrying a `/resolve/<rev>/` segment web-llm keeps as is."""
+        return f"/models/{self.model}/{self.quantization}/resolve/{revision or self.revision}/"
+
+    @property
+    def library_file(self) -> str | None:
+        library = self.manifest.get("library")
+        return library.get("file") if isinstance(library, dict) else None
+
+    def download_files(self) -> list[dict]:
+        """What the page must fetch and verify before the engine starts (the manifest itself excluded)."""
+        return [entry for path, entry in self.files.items() if path != MANIFEST_FILE]
+
+
+def _load_variant(directory: Path, model: str, quantization: str) -> Variant:
+    raw = (directory / MANIFEST_FILE).read_bytes()
+    manifest = json.loads(raw)
+    files = {}
+    for entry in manifest.get("files", []):
+        path = entry.get("path")
+        # Only plain names directly in the variant dir are servable; the manifest is trusted, but not blindly.
+        if isinstance(path, str) and path and "/" not in path and "\\" not in path and path not in (".", ".."):
+            files[path] = {"path": path, "bytes": int(entry["bytes"]), "sha256": str(entry["sha256"])}
+    revision_input = hashlib.sha256(raw)
+    if TENSOR_INDEX_FILE not in files and (directory / TENSOR_INDEX_FILE).is_file():
+        # Older manifests list the shards but not the index that names them: hash it here so the page
+        # can verify it like any other file, and fold it into the revision.
+        index_path = directory / TENSOR_INDEX_FILE
+        entry = {"path": TENSOR_INDEX_FILE, "bytes": index_path.stat().st_size, "sha256": _sha256_file(index_path)}
+        files = {TENSOR_INDEX_FILE: entry, **files}
+        revision_input.update(entry["sha256"].encode())
+    files[MANIFEST_FILE] = {"path": MANIFEST_FILE, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    return Variant(model, quantization, directory, manifest, revision_input.hexdigest()[:REVISION_CHARS], files)
+
+
+class ArtifactStore:
+    """Scans MODELS_DIR/<model>/<quant>/lantern-manifest.json; re-reads a manifest only when it changes.
+
+    A rebuild replaces a variant dir with one rename, so (inode, mtime, size) of the manifest is a
+    reliable change signal and a request never sees half a build.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._cache: dict[Path, tuple[tuple, Variant]] = {}
+        self._lock = threading.Lock()
+
+    def check(self) -> tuple[bool, dict]:
+        """Is the artifacts dir readable? Detail says what was looked at (for /healthz)."""
+        detail = {"models_dir": str(self.root)}
+        try:
+            os.listdir(self.root)
+        except OSError as exc:
+            detail["error"] = exc.strerror or str(exc)
+            return False, detail
+        variants, broken = self.scan(collect_errors=True)
+        detail["variants"] = len(variants)
+        detail["with_library"] = sum(1 for v in variants if v.library_file)
+        if broken:
+            detail["unreadable_manifests"] = broken
+        return True, detail
+
+    def scan(self, collect_errors: bool = False):
+        variants, broken = [], []
+        try:
+            model_dirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            model_dirs = []
+        for model_dir in model_dirs:
+            try:
+                quant_dirs = sorted(p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+            for quant_dir in quant_dirs:
+                if not (quant_dir / MANIFEST_FILE).is_file():
+                    continue
+                try:
+                    variants.append(self._variant(quant_dir, model_dir.name, quant_dir.name))
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    current_app.logger.warning("skipping %s: unreadable manifest (%s)", quant_dir, exc)
+                    broken.append(f"{model_dir.name}/{quant_dir.name}")
+        return (variants, broken) if collect_errors else variants
+
+    def _variant(self, directory: Path, model: str, quantization: str) -> Variant:
+        st = (directory / MANIFEST_FILE).stat()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._cache.get(directory)
+            if hit and hit[0] == key:
+                return hit[1]
+        variant = _load_variant(directory, model, quantization)
+        with self._lock:
+            self._cache[directory] = (key, variant)
+        return variant
+
+    def get(self, model: str, quantization: str) -> Variant | None:
+        for variant in self.scan():
+            if variant.model == model and variant.quantization == quantization:
+                return variant
+        return None
+
+
+def store() -> ArtifactStore:
+    return current_app.extensions["lantern_artifacts"]
+
+
+def _serve(model: str, quantization: str, revision: str, filename: str):
+    variant = store().get(model, quantization)
+    if variant is None:
+        abort(404)
+    entry = variant.files.get(filename)
+    if entry is None:
+        abort(404)
+    if revision not in (CURRENT_REVISION, variant.revision):
+        # An old revision's bytes are gone; serving today's bytes under it would break `immutable`.
+        abort(404)
+    path = variant.directory / entry["path"]
+    if not path.is_file():
+        abort(404)
+    # The manifest's SHA-256 is the content identity: an honest strong validator.
+    response = send_file(path, mimetype=mime_type(filename), etag=entry["sha256"], conditional=True,
+                         max_age=None, last_modified=None)
+    response.headers["Cache-Control"] = IMMUTABLE if revision == variant.revision else REVALIDATE
+    return response
+
+
+@bp.get("/models/<model>/<quantization>/resolve/<revision>/<filename>")
+def resolved_file(model: str, quantization: str, revision: str, filename: str):
+    return _serve(model, quantization, revision, filename)
+
+
+@bp.get("/models/<model>/<quantization>/<filename>")
+def current_file(model: str, quantization: str, filename: str):
+    return _serve(model, quantization, CURRENT_REVISION, filename)
+
+
+def init_app(app) -> None:
+    app.extensions["lantern_artifacts"] = ArtifactStore(Path(app.config["MODELS_DIR"]))
+    app.register_blueprint(bp)

@@ -1,0 +1,87 @@
+"""Prompt text, token ids, stop rules and sampling defaults, all taken from the model's mlc-chat-config.json.
+
+The conversation template is the one the pipeline derived and proved against the model's Jinja template
+(`format_prompt`); it is cut into the pieces web-llm tokenizes one by one and tokenized with the same
+tokenizer.json the browser uses, so a conversation reaches llama.cpp as exactly the token ids web-llm
+would feed the WebGPU model.
+"""
+
+from __future__ import annotations
+
+from build_pipeline.chat_template import format_prompt
+
+
+class ChatFormat:
+    def __init__(self, chat_config: dict, tokenizer_json: bytes):
+        from tokenizers import Tokenizer
+
+        self.conv = chat_config["conv_template"]
+        self.context_window = int(chat_config["context_window_size"])
+        self.stop_strings = [s for s in self.conv.get("stop_str") or [] if s]
+        eos = chat_config.get("eos_token_id")
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.stop_token_ids = frozenset(int(i) for i in [*(self.conv.get("stop_token_ids") or []), *eos])
+        self.prefix_ids = [int(i) for i in self.conv.get("system_prefix_token_ids") or []]
+        self.temperature = float(chat_config.get("temperature", 0.7))
+        self.top_p = float(chat_config.get("top_p", 0.95))
+        self.repetition_penalty = float(chat_config.get("repetition_penalty", 1.0))
+        self.tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
+
+    def prompt(self, messages: list[tuple[str, str]]) -> str:
+        return format_prompt(self.conv, messages)
+
+    def pieces(self, messages: list[tuple[str, str]]) -> list[str]:
+        """The prompt in web-llm's pieces (system part, one per message, the assistant opener); their
+        concatenation is exactly `prompt(messages)`."""
+        conv = self.conv
+        system = conv["system_message"]
+        turns = []
+        for role, content in messages:
+            if role == "system":
+                system = content
+            else:
+                turns.append((role, content))
+        out = [conv["system_template"].replace("{system_message}", system)]
+        seps = conv["seps"]
+        for i, (role, content) in enumerate(turns):
+            out.append(conv["roles"][role] + conv["role_content_sep"] + content + seps[i % len(seps)])
+        out.append(conv["roles"]["assistant"] + conv["role_empty_sep"])
+        return [p for p in out if p]
+
+    def encode(self, messages: list[tuple[str, str]]) -> list[int]:
+        """Token ids as web-llm builds them: prefix ids, then each piece tokenized on its own."""
+        ids = list(self.prefix_ids)
+        for piece in self.pieces(messages):
+            ids += self.tokenizer.encode(piece, add_special_tokens=False).ids
+        return ids
+
+
+class StopScanner:
+    """Cuts streamed text at the first stop string, holding back only a tail that could still become one."""
+
+    def __init__(self, stops):
+        self.stops = [s for s in stops if s]
+        self._longest = max((len(s) for s in self.stops), default=0)
+        self._buf = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """(text safe to emit now, whether a stop string was reached)."""
+        if not self.stops:
+            return text, False
+        buf = self._buf + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self._buf = ""
+            return buf[: min(hits)], True
+        hold = 0
+        for k in range(min(len(buf), self._longest - 1), 0, -1):
+            tail = buf[-k:]
+            if any(s.startswith(tail) for s in self.stops):
+                hold = k
+                break
+        self._buf = buf[len(buf) - hold:] if hold else ""
+        return buf[: len(buf) - hold], False
+
+    def flush(self) -> str:
+        out, self._buf = self._buf, ""
+        return out

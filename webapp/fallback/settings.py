@@ -1,0 +1,106 @@
+"""Fallback configuration, read once from app.config (LANTERN_* env vars arrive there without the prefix).
+
+Values may come as JSON-decoded types (from_prefixed_env turns "2" into 2) or as strings (tests, config
+dicts); everything is coerced and range-checked here so a bad setting fails at start, not mid-request.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A LANTERN_* setting has an unusable value."""
+
+
+def _bool(name, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"LANTERN_{name} must be true/false, not {value!r}")
+
+
+def _number(name, value, kind, minimum):
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"LANTERN_{name} must be a {kind.__name__}, not {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"LANTERN_{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _keys(value) -> tuple[str, ...]:
+    """API keys: a list, or one string with keys separated by commas or whitespace."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+    return tuple(k.strip() for k in (str(i) for i in items) if k.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = True
+    upstream: str | None = None  # OpenAI-compatible base URL (…/v1); set = proxy mode
+    upstream_model: str | None = None  # model name sent upstream (default: the Lantern model id)
+    upstream_api_key: str | None = None  # bearer token Lantern sends upstream
+    model: str | None = None  # Lantern model id to serve (default: the default model config)
+    gguf: str | None = None  # explicit GGUF path (default: dist/models/<id>/model.gguf, else the source GGUF)
+    threads: int = 1  # llama.cpp threads per generation slot
+    preload: bool = False  # start loading the engine when the app starts
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: str | None = None
+    max_concurrent: int = 2
+    max_queue: int = 8
+    max_tokens_cap: int = 1024
+    request_timeout: float = 120.0
+
+    @property
+    def proxy(self) -> bool:
+        return self.upstream is not None
+
+
+def _default_threads(max_concurrent: int) -> int:
+    """Split the cores among the slots: llama.cpp slows down badly when threads outnumber cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max_concurrent)
+
+
+def load_settings(config) -> Settings:
+    """Settings from a Flask config mapping (keys without the LANTERN_ prefix)."""
+    get = config.get
+    max_concurrent = _number("MAX_CONCURRENT", get("MAX_CONCURRENT", 2), int, 1)
+    threads = get("FALLBACK_THREADS")
+    return Settings(
+        enabled=_bool("FALLBACK_ENABLED", get("FALLBACK_ENABLED", True)),
+        upstream=_text(get("FALLBACK_UPSTREAM")),
+        upstream_model=_text(get("FALLBACK_UPSTREAM_MODEL")),
+        upstream_api_key=_text(get("FALLBACK_UPSTREAM_API_KEY")),
+        model=_text(get("FALLBACK_MODEL")),
+        gguf=_text(get("FALLBACK_GGUF")),
+        threads=_number("FALLBACK_THREADS", threads, int, 1) if threads is not None
+        else _default_threads(max_concurrent),
+        preload=_bool("FALLBACK_PRELOAD", get("FALLBACK_PRELOAD", False)),
+        api_keys=_keys(get("API_KEYS")),
+        api_keys_file=_text(get("API_KEYS_FILE")),
+        max_concurrent=max_concurrent,
+        max_queue=_number("MAX_QUEUE", get("MAX_QUEUE", 8), int, 0),
+        max_tokens_cap=_number("MAX_TOKENS_CAP", get("MAX_TOKENS_CAP", 1024), int, 1),
+        request_timeout=_number("REQUEST_TIMEOUT", get("REQUEST_TIMEOUT", 120.0), float, 0.1),
+    )

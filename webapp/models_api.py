@@ -1,0 +1,56 @@
+"""GET /api/models: what is built, grouped by model, in the shape the page's variant chooser reads.
+
+Everything comes from each variant's lantern-manifest.json (nothing is duplicated in the site's config);
+the site adds only what it owns: the URLs and the content revision.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from webapp.artifacts import store
+
+bp = Blueprint("models_api", __name__)
+
+MODEL_FIELDS = ("name", "family", "license")
+VARIANT_FIELDS = (
+    "quantization", "context_window", "prefill_chunk_size", "param_count", "bits_per_param", "download_bytes",
+    "required_features", "required_limits", "estimated_gpu_memory_bytes",
+)
+
+
+def describe_variant(variant) -> dict:
+    m = variant.manifest
+    out = {"id": variant.id, **{k: m.get(k) for k in VARIANT_FIELDS}}
+    files = variant.download_files()
+    out["download_bytes"] = sum(f["bytes"] for f in files)
+    out["revision"] = variant.revision
+    out["base_url"] = variant.base_path()
+    library = variant.library_file
+    out["library"] = ({"file": library, "url": variant.base_path() + library} if library else None)
+    out["files"] = files
+    return out
+
+
+def catalog() -> dict:
+    models: dict[str, dict] = {}
+    for variant in store().scan():
+        m = variant.manifest
+        entry = models.setdefault(variant.model, {
+            "id": variant.model, **{k: m.get(k) for k in MODEL_FIELDS}, "default": False, "variants": [],
+        })
+        entry["default"] = entry["default"] or bool(m.get("default"))
+        entry["variants"].append(describe_variant(variant))
+    ordered = sorted(models.values(), key=lambda e: (not e["default"], e["id"]))
+    return {"models": ordered}
+
+
+@bp.get("/api/models")
+def list_models():
+    response = jsonify(catalog())
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)
