@@ -13,18 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from build_pipeline.paths import models_dir
+from build_pipeline.paths import REPO_ROOT, models_dir
+
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+import chromium  # noqa: E402  (tests/chromium.py: the one place Chromium's path and flags live)
 
 MODEL, QUANT = "smollm2-135m-instruct", "q4f32_1"
 PROMPT = "What is the capital of France?"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 "--disable-dev-shm-usage", "--enable-unsafe-webgpu"]
 LOAD_TIMEOUT_MS = 1_800_000
 HASH_PROBE_MB = 64
 MAX_TOKENS = 128
@@ -78,13 +80,11 @@ def run(models: Path, model: str = MODEL, quant: str = QUANT) -> dict:
     manifest = json.loads((models / model / quant / "lantern-manifest.json").read_text())
     has_library = bool(manifest.get("library"))
     results = {"model": manifest["id"], "download_mb": manifest["download_bytes"] / 1e6, "library": has_library}
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
     profile = tempfile.mkdtemp(prefix="lantern-bench-profile-")
     try:
         with serving(models) as url, sync_playwright() as p:
             # A persistent profile on disk: storage behaves as for a real user (not in-memory incognito).
-            context = p.chromium.launch_persistent_context(profile, executable_path=chromium, args=CHROMIUM_ARGS,
-                                                           headless=True)
+            context = chromium.launch_persistent(p, profile)
             page = context.new_page()
             page.goto(url + "/")
             wait_state(page, ["needs-download", "downloaded", "unsupported"], 60_000)

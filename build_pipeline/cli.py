@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def cmd_build(args) -> int:
 
     spec = load_model_config(Path(args.config))
     out = Path(args.out) if args.out else models_dir()
+    if args.profile:  # read by build_pipeline.compiler.profiles.resolve_profile
+        os.environ["LANTERN_COMPILE_PROFILE"] = args.profile
     built = build(spec, out, args.quantization or None, compile_library=not args.no_compile,
                   if_missing=args.if_missing)
     for path in built:
@@ -96,6 +99,8 @@ def main(argv=None) -> int:
     b.add_argument("--out", help="output root (default: dist/models or $LANTERN_MODELS_DIR)")
     b.add_argument("--no-compile", action="store_true", help="shards and configs only, no WebGPU library")
     b.add_argument("--if-missing", action="store_true", help="skip variants that are already built")
+    b.add_argument("--profile", choices=("auto", "gpu", "swiftshader"),
+                   help="kernel build profile (default auto: swiftshader for f32 variants, gpu for f16)")
     b.set_defaults(func=cmd_build)
     ls = sub.add_parser("list", help="model configs and what is built, with sizes")
     ls.add_argument("--out", help="output root to look in")

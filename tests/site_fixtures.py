@@ -23,15 +23,10 @@ from pathlib import Path
 
 import pytest
 
+import chromium as chromium_launcher
 from tiny_model import write_hf_folder, write_model_config
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
-    "--disable-dev-shm-usage", "--disable-features=Translate,OptimizationHints,MediaRouter",
-]
-WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
 TINY_QUANTS = ("q4f16_1", "q4f32_1")
 
 
@@ -44,21 +39,13 @@ def _build(config_path: Path, out: Path, compile_library: bool, quantizations=No
     return out
 
 
-def _tiny_config(tmp: Path) -> Path:
+def _tiny_config(tmp: Path, context_window: int = 256) -> Path:
     hf = write_hf_folder(tmp / "hf")
-    return write_model_config(tmp / "tiny-llama.toml", hf, quantizations=TINY_QUANTS)
+    return write_model_config(tmp / "tiny-llama.toml", hf, quantizations=TINY_QUANTS, context_window=context_window)
 
 
 def _build_with_library(config_path: Path, out: Path, quantizations=None) -> Path:
-    """Build with the compiled library, or skip with the reason it cannot be built here yet."""
-    try:
-        from build_pipeline.compiler import compile_variant  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"model library compiler not available yet ({exc}); chat needs the compiled .wasm")
-    try:
-        return _build(config_path, out, compile_library=True, quantizations=quantizations)
-    except NotImplementedError as exc:
-        pytest.skip(f"model library compiler not available yet ({exc})")
+    return _build(config_path, out, compile_library=True, quantizations=quantizations)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +57,8 @@ def tiny_site_models(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_chat_models(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("site-tiny-chat")
-    return _build_with_library(_tiny_config(tmp), tmp / "models", quantizations=["q4f32_1"])
+    # A long context, so a greedy answer runs long enough for the Stop test to interrupt it.
+    return _build_with_library(_tiny_config(tmp, context_window=2048), tmp / "models", quantizations=["q4f32_1"])
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +156,7 @@ def _playwright():
     pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
+    if not Path(chromium_launcher.CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (make system-deps)")
     with sync_playwright() as p:
         yield p
@@ -180,8 +168,7 @@ def _browsers(_playwright):
 
     def get(webgpu: bool):
         if webgpu not in launched:
-            launched[webgpu] = _playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS + (WEBGPU_ARGS if webgpu else []))
+            launched[webgpu] = chromium_launcher.launch(_playwright, webgpu)
         return launched[webgpu]
 
     yield get

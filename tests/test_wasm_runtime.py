@@ -28,7 +28,6 @@ from build_pipeline import paths
 from build_pipeline.compiler import wasm_runtime as wr
 
 WEBGPU_WASM = Target({"kind": "webgpu"}, host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"})
-CHROMIUM = "/usr/bin/chromium"
 
 
 @tvm.script.ir_module
@@ -168,10 +167,7 @@ window.ready = true;
 
 
 @pytest.mark.browser
-def test_runs_webgpu_kernels_in_chromium(model_wasm, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed (make system-deps)")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+def test_runs_webgpu_kernels_in_chromium(model_wasm, tmp_path, _browsers):
     (tmp_path / "tvmjs.js").write_text(_bundled_tvmjs())
     shutil.copy(model_wasm, tmp_path / "model.wasm")
     (tmp_path / "index.html").write_text(PAGE)
@@ -189,20 +185,17 @@ def test_runs_webgpu_kernels_in_chromium(model_wasm, tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     errors: list[str] = []
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                "--no-first-run", "--disable-dev-shm-usage", "--enable-unsafe-webgpu"])
-            try:
-                page = browser.new_page()
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
-                page.wait_for_function("window.ready === true", timeout=30_000)
-                result = page.evaluate(
-                    "([i, n]) => Promise.race([runTest(i, n), new Promise((_, rej) =>"
-                    " setTimeout(() => rej(new Error('timed out after 60 s')), 60000))])", [inputs, 2])
-            finally:
-                browser.close()
+        context = _browsers(True).new_context()
+        try:
+            page = context.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{server.server_port}/index.html")
+            page.wait_for_function("window.ready === true", timeout=30_000)
+            result = page.evaluate(
+                "([i, n]) => Promise.race([runTest(i, n), new Promise((_, rej) =>"
+                " setTimeout(() => rej(new Error('timed out after 60 s')), 60000))])", [inputs, 2])
+        finally:
+            context.close()
     finally:
         server.shutdown()
 

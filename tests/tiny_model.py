@@ -50,7 +50,7 @@ def hf_config(tie: bool = True, qkv_bias: bool = False) -> dict:
         "vocab_size": len(vocab()),
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
-        "max_position_embeddings": 512,
+        "max_position_embeddings": 4096,
         "tie_word_embeddings": tie,
         "bos_token_id": 1,
         "eos_token_id": 2,

@@ -135,3 +135,205 @@ def weight_map(config: LlamaConfig) -> list[Param]:
 
 def config_from_hf(cfg: dict) -> LlamaConfig:
     return LlamaConfig.from_hf(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# The nn.Module (Llama 2/3, SmolLM, Mistral-style; Qwen2 = the same with a q/k/v bias).
+# TVM is imported lazily, so the rest of the pipeline (convert, list, inspect) stays light:
+# `llama.LlamaForCausalLM` resolves through the module-level __getattr__ below.
+
+def create_model(config: LlamaConfig, scheme, target, context_window: int, prefill_chunk_size: int):
+    """The compiled model for `config` under `scheme`, with its KV cache kernels built for `target`."""
+    return _nn_classes()["LlamaForCausalLM"](config, scheme, target, context_window, prefill_chunk_size)
+
+
+def rope_scaling_for_kv_cache(config: LlamaConfig) -> tuple[float, dict]:
+    """(rope_scale, rope_scaling dict) in the form TVM's paged KV cache RoPE kernel expects."""
+    scaling = config.rope_scaling or {}
+    kind = scaling.get("rope_type") or scaling.get("type")
+    if kind in (None, "default"):
+        return 1.0, {}
+    if kind == "linear":
+        return 1.0 / float(scaling["factor"]), {}
+    if kind == "llama3":
+        return 1.0, {
+            "rope_type": "llama3",
+            "factor": float(scaling["factor"]),
+            "low_freq_factor": float(scaling.get("low_freq_factor", 1.0)),
+            "high_freq_factor": float(scaling.get("high_freq_factor", 4.0)),
+            "original_max_position_embeddings": float(scaling.get("original_max_position_embeddings", 8192)),
+        }
+    config.rope_inv_freq()  # raises the BuildError for unknown kinds
+    raise BuildError(f"rope scaling {kind!r} is not supported by the compiler", "use a default/linear/llama3 model")
+
+
+_LAZY_CLASSES = ("LlamaAttention", "LlamaMLP", "LlamaDecoderLayer", "LlamaModel", "LlamaForCausalLM")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_CLASSES:  # only these import TVM; any other probe fails fast
+        return _nn_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_NN_CLASSES: dict = {}
+
+
+def _nn_classes() -> dict:
+    if _NN_CLASSES:
+        return _NN_CLASSES
+    from tvm import relax as rx
+    from tvm import te
+    from tvm.relax.frontend import nn
+    from tvm.relax.frontend.nn import op
+    from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+
+    from build_pipeline.compiler.layers import QuantEmbedding, QuantLinear
+
+    class LlamaAttention(nn.Module):
+        def __init__(self, c: LlamaConfig, scheme, layer_id: int):
+            super().__init__()
+            self.layer_id = layer_id
+            self.num_heads, self.num_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+            qkv_rows = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim
+            self.qkv_proj = QuantLinear(c.hidden_size, qkv_rows, scheme, bias=c.qkv_bias)
+            self.o_proj = QuantLinear(c.num_attention_heads * c.head_dim, c.hidden_size, scheme)
+
+        def forward(self, x: nn.Tensor, kv: PagedKVCache) -> nn.Tensor:
+            b, s, _ = x.shape
+            qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_heads + 2 * self.num_kv_heads, self.head_dim))
+            out = kv.attention_with_fused_qkv(self.layer_id, qkv, self.num_heads, sm_scale=self.head_dim**-0.5)
+            return self.o_proj(op.reshape(out, (b, s, self.num_heads * self.head_dim)))
+
+    class LlamaMLP(nn.Module):
+        def __init__(self, c: LlamaConfig, scheme):
+            super().__init__()
+            self.ffn = c.intermediate_size
+            self.gate_up_proj = QuantLinear(c.hidden_size, 2 * c.intermediate_size, scheme)
+            self.down_proj = QuantLinear(c.intermediate_size, c.hidden_size, scheme)
+
+        def forward(self, x: nn.Tensor) -> nn.Tensor:
+            gate_up = self.gate_up_proj(x)
+            gate, up = op.split(gate_up, 2, axis=-1)
+            return self.down_proj(op.silu(gate) * up)
+
+    class LlamaDecoderLayer(nn.Module):
+        # Attribute order = parameter order = weight_map order (tensor-cache order).
+        def __init__(self, c: LlamaConfig, scheme, layer_id: int):
+            super().__init__()
+            self.input_layernorm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False, dtype=scheme.dtype)
+            self.self_attn = LlamaAttention(c, scheme, layer_id)
+            self.post_attention_layernorm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False,
+                                                       dtype=scheme.dtype)
+            self.mlp = LlamaMLP(c, scheme)
+
+        def forward(self, x: nn.Tensor, kv: PagedKVCache) -> nn.Tensor:
+            x = x + self.self_attn(self.input_layernorm(x), kv)
+            return x + self.mlp(self.post_attention_layernorm(x))
+
+    class LlamaModel(nn.Module):
+        def __init__(self, c: LlamaConfig, scheme):
+            super().__init__()
+            self.embed_tokens = QuantEmbedding(c.vocab_size, c.hidden_size, scheme)
+            self.layers = nn.ModuleList([LlamaDecoderLayer(c, scheme, i) for i in range(c.num_hidden_layers)])
+            self.norm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False, dtype=scheme.dtype)
+
+        def forward(self, x: nn.Tensor, kv: PagedKVCache) -> nn.Tensor:
+            for layer in self.layers:
+                x = layer(x, kv)
+            return x
+
+    class LlamaForCausalLM(nn.Module):
+        """web-llm's single-sequence ABI: embed, prefill, decode, create_tir_paged_kv_cache."""
+
+        def __init__(self, c: LlamaConfig, scheme, target, context_window: int, prefill_chunk_size: int):
+            super().__init__()
+            self.config, self.scheme, self.target = c, scheme, target
+            self.context_window, self.prefill_chunk_size = context_window, prefill_chunk_size
+            self.model = LlamaModel(c, scheme)
+            if not c.tie_word_embeddings:
+                self.lm_head = QuantLinear(c.hidden_size, c.vocab_size, scheme, out_dtype="float32")
+
+        def _logits(self, x: nn.Tensor) -> nn.Tensor:
+            x = self.model.norm(x)
+            if self.config.tie_word_embeddings:
+                return self.model.embed_tokens.lm_head(x)
+            return self.lm_head(x)
+
+        def embed(self, input_ids: nn.Tensor):
+            return self.model.embed_tokens(input_ids)
+
+        def prefill(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
+            hidden = self.model(input_embed, paged_kv_cache)
+
+            def last_token(x):
+                b, s, d = x.shape
+                return te.compute((b, 1, d), lambda i, _, k: x[i, s - 1, k], name="last_token")
+
+            hidden = op.tensor_expr_op(last_token, "last_token", args=[hidden])
+            return self._logits(hidden), paged_kv_cache
+
+        def decode(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
+            hidden = self.model(input_embed, paged_kv_cache)
+            return self._logits(hidden), paged_kv_cache
+
+        def create_tir_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size,
+                                      support_sliding_window) -> PagedKVCache:
+            c = self.config
+            rope_scale, rope_scaling = rope_scaling_for_kv_cache(c)
+            return TIRPagedKVCache(
+                attn_kind="mha",
+                max_batch_size=max_batch_size,
+                max_total_seq_len=max_total_seq_len,
+                prefill_chunk_size=prefill_chunk_size,
+                page_size=page_size,
+                support_sliding_window=support_sliding_window,
+                layer_partition=rx.ShapeExpr([0, c.num_hidden_layers]),
+                num_hidden_layers=c.num_hidden_layers,
+                num_attention_heads=c.num_attention_heads,
+                num_key_value_heads=c.num_key_value_heads,
+                qk_head_dim=c.head_dim,
+                v_head_dim=c.head_dim,
+                mla_original_qk_head_dim=0,
+                mla_original_v_head_dim=0,
+                rope_mode=RopeMode.NORMAL,
+                rope_scale=rope_scale,
+                rope_theta=c.rope_theta,
+                rope_scaling=rope_scaling,
+                rope_ext_factors=rx.prim_value(0),
+                rotary_dim=c.head_dim,
+                enable_disaggregation=False,
+                dtype=self.scheme.dtype,
+                target=self.target,
+            )
+
+        def get_default_spec(self):
+            h, dtype = self.config.hidden_size, self.scheme.dtype
+            packed = {"param_mode": "packed", "effect_mode": "none"}
+            return {
+                "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+                "prefill": {
+                    "input_embed": nn.spec.Tensor([1, "seq_len", h], dtype),
+                    "paged_kv_cache": nn.spec.Object(object_type=PagedKVCache),
+                    "$": packed,
+                },
+                "decode": {
+                    "input_embed": nn.spec.Tensor([1, 1, h], dtype),
+                    "paged_kv_cache": nn.spec.Object(object_type=PagedKVCache),
+                    "$": packed,
+                },
+                "create_tir_paged_kv_cache": {
+                    "max_batch_size": int,
+                    "max_total_seq_len": int,
+                    "prefill_chunk_size": int,
+                    "page_size": int,
+                    "support_sliding_window": int,
+                    "$": {"param_mode": "none", "effect_mode": "none"},
+                },
+            }
+
+    _NN_CLASSES.update(
+        LlamaAttention=LlamaAttention, LlamaMLP=LlamaMLP, LlamaDecoderLayer=LlamaDecoderLayer,
+        LlamaModel=LlamaModel, LlamaForCausalLM=LlamaForCausalLM,
+    )
+    return _NN_CLASSES

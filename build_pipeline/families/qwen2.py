@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from build_pipeline.families.llama import LlamaConfig, Param, weight_map  # noqa: F401  (same layout)
+# The compiled model is the Llama nn.Module; config.qkv_bias adds the bias on the fused q/k/v projection.
+from build_pipeline.families.llama import create_model  # noqa: F401
 
 
 def config_from_hf(cfg: dict) -> LlamaConfig:

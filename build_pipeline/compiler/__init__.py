@@ -1,0 +1,193 @@
+"""Compile a model variant into a WebGPU model library (.wasm) for web-llm 0.2.86, and verify it.
+
+`compile_variant` is what build.py calls for every variant:
+
+1. resolve the build profile (`gpu` / `swiftshader`, see profiles.py),
+2. compile the nn.Module for WebGPU (wasm32 host) with our relax pipeline, check every kernel against
+   the device limits, link it with TVM's web runtime (wasm_runtime.py) -- or reuse the cached library,
+3. compile the same model for the CPU (llvm; cached too) and run verify.py: prefill + greedy decode
+   through the paged KV cache against the numpy reference on the variant's own weights. A parity
+   failure raises BuildError, so nothing is published.
+
+Everything lands in the staged variant dir; build.py renames it into place only on success.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from build_pipeline.compiler.profiles import PROFILES, Profile, resolve_profile  # noqa: F401
+from build_pipeline.errors import BuildError
+
+WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
+LIB_FILE_IN_CACHE = {"webgpu": "model.wasm", "llvm": "model.so"}
+
+
+def log(msg: str) -> None:
+    print(f"[compiler] {msg}", file=sys.stderr, flush=True)
+
+
+def webgpu_target():
+    import tvm
+
+    return tvm.target.Target({"kind": "webgpu", "host": WASM_TARGET_HOST})
+
+
+def cpu_target():
+    import tvm
+
+    return tvm.target.Target({"kind": "llvm"})
+
+
+def library_file_name(model_id: str, scheme_name: str) -> str:
+    return f"{model_id}-{scheme_name}-webgpu.wasm"
+
+
+def settings_for(model, profile: Profile):
+    from build_pipeline.compiler.module import LibrarySettings
+
+    return LibrarySettings(model.spec.context_window, model.spec.prefill_chunk_size, profile.name)
+
+
+def library_metadata(config, scheme, settings, params, profile: Profile) -> dict:
+    """`_metadata` JSON (web-llm reads params/prefill_chunk_size/kv_state_kind; the rest is for mlc parity)."""
+    from build_pipeline.compiler.cache import compiler_fingerprint
+
+    return {
+        "model_type": config.family,
+        "quantization": scheme.name,
+        "context_window_size": settings.context_window,
+        "sliding_window_size": -1,
+        "attention_sink_size": -1,
+        "prefill_chunk_size": settings.prefill_chunk_size,
+        "tensor_parallel_shards": 1,
+        "pipeline_parallel_stages": 1,
+        "kv_state_kind": "kv_cache",
+        "max_batch_size": 1,
+        "params": [{"name": n, "shape": s, "dtype": d, "preprocs": []} for n, s, d in params],
+        "lantern": {"profile": profile.name, "compiler": compiler_fingerprint()[:16],
+                    "tvm": metadata.version("apache-tvm")},
+    }
+
+
+def compile_executable(family, config, scheme, settings, profile: Profile, target):
+    """(relax VMExecutable, metadata dict) for `target` (webgpu+wasm32 or llvm)."""
+    import tvm
+
+    from build_pipeline.compiler.module import export_ir
+    from build_pipeline.compiler.pipeline import build_pipeline
+
+    mod, params = export_ir(family, config, scheme, target, settings)
+    meta = library_metadata(config, scheme, settings, params, profile)
+    ex = tvm.compile(mod, target=target, relax_pipeline=build_pipeline(target, profile, meta))
+    return ex, meta
+
+
+def webgpu_source(ex) -> str:
+    """All WGSL of a webgpu executable (the webgpu module is nested under the llvm host module)."""
+    return ex.mod.imports_[0].imports_[0].inspect_source()
+
+
+def _check_emcc() -> None:
+    if shutil.which("emcc") is None:
+        raise BuildError(
+            "emcc (emscripten) is not installed, so the WebGPU model library cannot be linked",
+            "install Debian's emscripten (`make system-deps` or apt-get install emscripten), "
+            "or build with --no-compile",
+        )
+
+
+def build_library(family, config, scheme, settings, profile: Profile, kind: str = "webgpu") -> tuple[Path, dict, bool]:
+    """Compile (or reuse from the cache) a library; returns (path in cache, info, from_cache)."""
+    from build_pipeline.compiler import cache
+
+    key, desc = cache.library_key(kind, config.to_dict(), scheme.name, settings.to_dict(), profile.revision)
+    filename = LIB_FILE_IN_CACHE[kind]
+    hit = cache.lookup(key, filename)
+    if hit:
+        return hit[0], hit[1], True
+    if kind == "webgpu":
+        _check_emcc()
+    with cache.key_lock(key):
+        hit = cache.lookup(key, filename)  # another process may have built it meanwhile
+        if hit:
+            return hit[0], hit[1], True
+        log(f"compiling {config.family} {scheme.name} for {kind} (profile {profile.name}); cache key {key}")
+        start = time.monotonic()
+        target = webgpu_target() if kind == "webgpu" else cpu_target()
+        ex, meta = compile_executable(family, config, scheme, settings, profile, target)
+        compiled = time.monotonic() - start
+        info = {"key": key, "kind": kind, "description": desc, "compile_seconds": round(compiled, 2),
+                "param_names": [p["name"] for p in meta["params"]]}
+        with cache.staged_entry(key) as tmp:
+            if kind == "webgpu":
+                _finish_webgpu(ex, tmp / filename, info, scheme, profile)
+            else:
+                ex.export_library(str(tmp / filename))
+            info["total_seconds"] = round(time.monotonic() - start, 2)
+            info["bytes"] = (tmp / filename).stat().st_size
+            (tmp / cache.INFO_FILE).write_text(json.dumps(info, indent=1))
+        log(f"{kind} library ready in {info['total_seconds']:.1f} s ({info['bytes']:,} bytes)")
+        return cache.libs_root() / key / filename, info, False
+
+
+def _finish_webgpu(ex, out: Path, info: dict, scheme, profile: Profile) -> None:
+    from build_pipeline.compiler import limits
+    from build_pipeline.compiler.wasm_runtime import WasmBuildError, link_model_library
+    from build_pipeline.paths import cache_dir
+
+    stats = limits.analyze(webgpu_source(ex))
+    limits.check(stats, profile.limits, profile.name, allow_f16=scheme.needs_shader_f16)
+    largest = max(stats, key=lambda k: k.lines)
+    info["kernels"] = len(stats)
+    info["largest_kernel"] = {"name": largest.name, "lines": largest.lines}
+    info["max_storage_buffers"] = max(k.storage_buffers for k in stats)
+    info["max_invocations"] = max(k.invocations for k in stats)
+    info["max_workgroup_storage_bytes"] = max(k.workgroup_storage_bytes for k in stats)
+    info["kernel_stats"] = [k.to_dict() for k in stats]
+    link_start = time.monotonic()
+    try:
+        link_model_library(ex, out, cache_dir())
+    except WasmBuildError as err:
+        raise BuildError(f"linking the WebGPU model library failed: {err}",
+                         "check the emscripten install (emcc --version) and the message above") from err
+    info["link_seconds"] = round(time.monotonic() - link_start, 2)
+
+
+def compile_variant(model, scheme, variant_dir: Path, profile: str | None = None, verify: bool = True) -> dict:
+    """Build the variant's WebGPU library into `variant_dir` and verify it; returns the manifest's "library"."""
+    prof = resolve_profile(profile, scheme)
+    settings = settings_for(model, prof)
+    start = time.monotonic()
+    lib, info, from_cache = build_library(model.family, model.config, scheme, settings, prof, "webgpu")
+    name = library_file_name(model.spec.id, scheme.name)
+    shutil.copyfile(lib, Path(variant_dir) / name)
+    result = {
+        "file": name,
+        "profile": prof.name,
+        "profile_description": prof.description,
+        "target": "webgpu",
+        "host": WASM_TARGET_HOST["mtriple"],
+        "kernels": info.get("kernels"),
+        "largest_kernel": info.get("largest_kernel"),
+        "max_storage_buffers": info.get("max_storage_buffers"),
+        "max_invocations": info.get("max_invocations"),
+        "max_workgroup_storage_bytes": info.get("max_workgroup_storage_bytes"),
+        "cache_key": info["key"],
+        "tvm": metadata.version("apache-tvm"),
+        "from_cache": from_cache,
+        "compile_seconds": info.get("total_seconds"),
+    }
+    if verify:
+        from build_pipeline.compiler.verify import verify_variant
+
+        report = verify_variant(model, scheme, Path(variant_dir), settings, prof, webgpu_key=info["key"])
+        result["verify"] = {k: report[k] for k in ("passed", "summary", "max_abs_diff", "argmax_agreement")}
+        result["verify"]["reused"] = "reused" in report
+    result["seconds"] = round(time.monotonic() - start, 2)
+    return result

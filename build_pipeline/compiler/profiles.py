@@ -1,0 +1,87 @@
+"""Build profiles: how kernels are scheduled, and the device limits each profile must respect.
+
+* ``gpu`` (default for f16 variants, which need shader-f16 and so a real GPU): dlight's stock GPU
+  rules, including the shared-memory tiled Matmul for fast prefill.
+* ``swiftshader`` (default for f32 variants, which are what runs on CI / without a GPU): every kernel
+  must compile quickly in SwiftShader (Chromium's CPU WebGPU), where big unrolled shared-memory
+  matmul kernels were reported to take minutes to compile and ``workgroupBarrier`` is very slow.
+  Linears use schedules.py's register-only rules: decode GEMVs one output row per thread (measured
+  10-30x faster than dlight's cross-thread GEMV on SwiftShader: lm_head 2.4 s -> 54-98 ms), prefill
+  matmuls the same loop once per token (~60-line kernels that compile in < 0.1 s). No shared memory
+  or barriers in linears, every workgroup <= 256 invocations, a WGSL size guard.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from build_pipeline.errors import BuildError
+
+PROFILE_ENV = "LANTERN_COMPILE_PROFILE"
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """WebGPU limits every kernel must fit (web-llm requests exactly these; SwiftShader offers them)."""
+
+    max_storage_buffers: int = 10
+    max_workgroup_storage_bytes: int = 32768
+    max_invocations: int = 256
+    max_wgsl_lines: int | None = None  # a size guard for slow shader compilers
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    limits: Limits
+    # Bumped when a profile's schedule changes meaning (part of the library cache key).
+    revision: int = 1
+
+    def schedule_rules(self, target):
+        from tvm.s_tir import dlight as dl
+
+        from build_pipeline.compiler import schedules
+
+        if self.name == "gpu":
+            return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                    dl.gpu.Fallback()]
+        return [schedules.RowPerThreadGEMV(), schedules.RowPerThreadMatmul(), dl.gpu.Reduction(),
+                dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+
+    def schedule_pass(self, target):
+        from tvm.s_tir import dlight as dl
+
+        return dl.ApplyDefaultSchedule(*self.schedule_rules(target))
+
+
+PROFILES = {
+    p.name: p
+    for p in (
+        Profile("gpu", "dlight GPU schedules (shared-memory tiled prefill matmul); for real GPUs",
+                Limits()),
+        Profile("swiftshader", "register-tiled kernels without shared memory or unrolling; compiles "
+                "and runs on SwiftShader (no GPU), also valid on real GPUs",
+                Limits(max_wgsl_lines=1500)),
+    )
+}
+
+
+def resolve_profile(requested: str | None, scheme) -> Profile:
+    """`requested` (or $LANTERN_COMPILE_PROFILE, or "auto") -> a Profile.
+
+    auto: f16 variants need shader-f16, which SwiftShader lacks, so they get the fast "gpu" profile;
+    f32 variants are the ones that run without a GPU (CI, SwiftShader), so they get "swiftshader".
+    """
+    name = requested or os.environ.get(PROFILE_ENV) or AUTO
+    if name == AUTO:
+        name = "gpu" if scheme.needs_shader_f16 else "swiftshader"
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise BuildError(
+            f"unknown build profile {name!r}",
+            f"use one of: {AUTO}, {', '.join(PROFILES)} (--profile or ${PROFILE_ENV})",
+        ) from None

@@ -1,0 +1,338 @@
+"""Build-time parity check: the compiled model (CPU build of the same definition) vs the numpy reference.
+
+The CPU library is compiled from the same nn.Module, relax pipeline and logit functions as the
+WebGPU one (only the target differs), loads the variant's own shards by the names in `_metadata`,
+and runs exactly what web-llm runs: a fixed chat prompt rendered from the variant's conv_template
+(each piece tokenized separately), chunked prefill (chunks of 1 token go through `decode`), then
+greedy decode steps through the paged KV cache until a stop token or `max_new_tokens`.
+
+The numpy reference (reference.py) runs teacher-forced on the same tokens with the same dequantized
+weights. Per step we compare the logits (max abs diff against a tolerance scaled by the logit range)
+and the argmax; an argmax flip only passes when the reference itself has a near tie there. The result
+goes to verify.json beside the variant; a failure raises BuildError.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from build_pipeline.errors import BuildError
+
+VERIFY_FILE = "verify.json"
+PROMPT = "What is the capital of France?"
+MAX_NEW_TOKENS = 16
+PAGE_SIZE = 16
+# Tolerances (absolute, after scaling by max(1, max|reference logit|)). The compiled model computes
+# in float32 (f32 variants) or float16 activations with float32 accumulation (f16 variants).
+TOLERANCE = {"float32": 2e-3, "float16": 4e-2}
+NEAR_TIE = {"float32": 1e-3, "float16": 5e-2}  # relative top-2 margin under which a flip is tolerated
+
+
+def prompt_pieces(conv: dict, user_message: str, system_message: str | None = None) -> list[str]:
+    """web-llm 0.2.86's getPromptArrayInternal for [system?, user] + the empty assistant turn."""
+    system = conv.get("system_message", "") if system_message is None else system_message
+    sys_prompt = conv["system_template"].replace("{system_message}", system)
+    if system == "" and conv.get("render_empty_system_message") is False:
+        sys_prompt = ""
+    content_sep = conv.get("role_content_sep")
+    content_sep = content_sep if content_sep or content_sep == "" else ": "
+    empty_sep = conv.get("role_empty_sep")
+    empty_sep = empty_sep if empty_sep or empty_sep == "" else ": "
+    templates = conv.get("role_templates") or {}
+    pieces = [sys_prompt] if sys_prompt != "" else []
+    msg = templates.get("user", "{user_message}").replace("{user_message}", user_message)
+    msg = msg.replace("{function_string}", "")
+    prefix = "" if (conv.get("add_role_after_system_message") is False and sys_prompt != "") else \
+        conv["roles"]["user"] + content_sep
+    pieces.append(prefix + msg + conv["seps"][0])
+    pieces.append(conv["roles"]["assistant"] + empty_sep)
+    return pieces
+
+
+def prompt_token_ids(variant_dir: Path, user_message: str = PROMPT) -> tuple[list[int], dict, object]:
+    """(token ids exactly as web-llm builds them, the chat config, the tokenizer)."""
+    from tokenizers import Tokenizer
+
+    chat = json.loads((variant_dir / "mlc-chat-config.json").read_text())
+    tok = Tokenizer.from_file(str(variant_dir / "tokenizer.json"))
+    conv = chat["conv_template"]
+    ids = list(conv.get("system_prefix_token_ids") or [])
+    for piece in prompt_pieces(conv, user_message):
+        ids += tok.encode(piece, add_special_tokens=False).ids
+    return ids, chat, tok
+
+
+class CompiledModel:
+    """The CPU library driven like web-llm drives the WebGPU one."""
+
+    def __init__(self, lib_path: Path, variant_dir: Path):
+        import tvm
+        from tvm import relax
+
+        from build_pipeline.tensor_cache import iter_tensors, read_index
+
+        self.tvm = tvm
+        self.dev = tvm.cpu()
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), self.dev)
+        self.metadata = json.loads(str(self.vm["_metadata"]()))
+        wanted = {p["name"]: p for p in self.metadata["params"]}
+        arrays = {}
+        for name, arr in iter_tensors(variant_dir):
+            if name in wanted:
+                spec = wanted[name]
+                if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
+                    raise BuildError(
+                        f"tensor {name} is {arr.dtype}{list(arr.shape)} in the shards but the library "
+                        f"expects {spec['dtype']}{spec['shape']}",
+                        "rebuild the variant; the compiler and the converter disagree (a bug)",
+                    )
+                arrays[name] = np.ascontiguousarray(arr)
+        missing = [n for n in wanted if n not in arrays]
+        if missing:
+            raise BuildError(f"the library needs parameters missing from tensor-cache.json: {missing[:5]}",
+                             "rebuild the variant (compiler/converter mismatch)")
+        order = [r["name"] for shard in read_index(variant_dir)["records"] for r in shard["records"]]
+        if order != list(wanted):
+            raise BuildError("the library's _metadata params are not in tensor-cache.json order",
+                             "keep the nn.Module's attribute order equal to the family's weight_map (a bug)")
+        self.params = [tvm.runtime.tensor(arrays[p["name"]], self.dev) for p in self.metadata["params"]]
+        get = tvm.get_global_func
+        self._add_seq = get("vm.builtin.kv_state_add_sequence")
+        self._begin = get("vm.builtin.kv_state_begin_forward")
+        self._end = get("vm.builtin.kv_state_end_forward")
+        self.kv = None
+
+    def reset(self, context_window: int) -> None:
+        import tvm_ffi
+
+        chunk = self.metadata["prefill_chunk_size"]
+        self.kv = self.vm["create_tir_paged_kv_cache"](
+            *[tvm_ffi.Shape([v]) for v in (1, context_window, chunk, PAGE_SIZE, 0)])
+        self._add_seq(self.kv, 0)
+
+    def forward(self, ids: list[int]) -> np.ndarray:
+        """One web-llm forward of <= prefill_chunk_size tokens; float32 logits of the last token."""
+        import tvm_ffi
+
+        tvm = self.tvm
+        embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(ids, dtype=np.int32), self.dev), self.params)
+        embed = embed.numpy().reshape(1, len(ids), -1)
+        self._begin(self.kv, tvm_ffi.Shape([0]), tvm_ffi.Shape([len(ids)]))
+        fn = self.vm["prefill" if len(ids) > 1 else "decode"]
+        out = fn(tvm.runtime.tensor(embed, self.dev), self.kv, self.params)
+        self._end(self.kv)
+        logits = out[0].numpy()
+        if logits.dtype != np.float32 or logits.shape[:2] != (1, 1):
+            raise BuildError(f"the library returned logits {logits.dtype}{list(logits.shape)}, "
+                             "web-llm needs float32 [1, 1, vocab]", "this is a compiler bug")
+        return logits[0, 0]
+
+    def greedy(self, ids: list[int], steps: int, context_window: int) -> tuple[list[int], list[np.ndarray]]:
+        """Fresh sequence: prefill `ids`, then `steps` greedy tokens (ignoring stop tokens).
+
+        Returns (tokens, logits that produced each token)."""
+        self.reset(context_window)
+        logits = [self.prefill(ids)]
+        tokens = [int(np.argmax(logits[0]))]
+        while len(tokens) < steps and len(ids) + len(tokens) < context_window:
+            logits.append(self.forward([tokens[-1]]))
+            tokens.append(int(np.argmax(logits[-1])))
+        return tokens, logits
+
+    def prefill(self, ids: list[int]) -> np.ndarray:
+        chunk = self.metadata["prefill_chunk_size"]
+        logits = None
+        for start in range(0, len(ids), chunk):
+            logits = self.forward(ids[start:start + chunk])
+        return logits
+
+
+def cut_at_stop(raw: list[int], stop_ids, max_new_tokens: int) -> tuple[list[int], str]:
+    """web-llm's chat output for a raw greedy sequence: (tokens before the first stop id, finish reason)."""
+    for i, t in enumerate(raw):
+        if t in stop_ids:
+            return raw[:i], "stop"
+    return raw[:max_new_tokens], "length"
+
+
+def _compare(ref: np.ndarray, got: np.ndarray) -> dict:
+    diff = float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64))))
+    top2 = np.sort(ref)[-2:]
+    return {"max_abs_diff": diff, "scale": float(np.max(np.abs(ref))), "argmax_ref": int(np.argmax(ref)),
+            "argmax_got": int(np.argmax(got)), "ref_margin": float(top2[1] - top2[0])}
+
+
+def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window: int,
+               prompt: str = PROMPT, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
+    """Compiled greedy decode + teacher-forced reference; returns the verify report (not yet judged)."""
+    from threadpoolctl import threadpool_limits
+
+    from build_pipeline.convert import dense_params
+    from build_pipeline.reference import ReferenceModel
+    from build_pipeline.tensor_cache import iter_tensors
+
+    timings = {}
+    t0 = time.monotonic()
+    ids, chat, tok = prompt_token_ids(variant_dir, prompt)
+    stop_ids = set(chat["conv_template"].get("stop_token_ids") or [])
+    if len(ids) >= context_window:
+        raise BuildError("the verification prompt does not fit the context window", "raise context_window")
+    compiled = CompiledModel(lib_path, variant_dir)
+    timings["load"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    raw, steps_logits = compiled.greedy(ids, max_new_tokens, context_window)
+    generated, finish = cut_at_stop(raw, stop_ids, max_new_tokens)
+    timings["compiled_run"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    ref = ReferenceModel(model.config, dense_params(iter_tensors(variant_dir)))
+    with threadpool_limits(limits=1, user_api="blas"):
+        ref.reset()
+        ref_logits = [ref.forward(ids)[-1]]
+        for tok_id in raw[: len(steps_logits) - 1]:
+            ref_logits.append(ref.forward([tok_id])[-1])
+    timings["reference_run"] = time.monotonic() - t0
+
+    steps = [_compare(r, g) for r, g in zip(ref_logits, steps_logits)]
+    return {
+        "prompt": prompt,
+        "prompt_token_ids": ids,
+        # What web-llm's chat API yields (stops at a stop token, which is not part of the output) ...
+        "greedy_token_ids": generated,
+        "greedy_text": tok.decode(generated, skip_special_tokens=False),
+        "finish_reason": finish,
+        # ... and the raw greedy continuation, stop tokens included (forwardTokensAndSample).
+        "raw_greedy_token_ids": raw,
+        "steps": steps,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "dtype": scheme.dtype,
+    }
+
+
+def judge(report: dict) -> dict:
+    """Add passed/summary/max_abs_diff/argmax_agreement to a run_parity report."""
+    dtype = report["dtype"]
+    worst = max(s["max_abs_diff"] / max(1.0, s["scale"]) for s in report["steps"])
+    agree = sum(s["argmax_ref"] == s["argmax_got"] for s in report["steps"])
+    flips = [i for i, s in enumerate(report["steps"]) if s["argmax_ref"] != s["argmax_got"]]
+    bad_flips = [i for i in flips
+                 if report["steps"][i]["ref_margin"] > NEAR_TIE[dtype] * max(1.0, report["steps"][i]["scale"])]
+    tol = TOLERANCE[dtype]
+    passed = worst <= tol and not bad_flips
+    n = len(report["steps"])
+    report.update(
+        passed=passed,
+        max_abs_diff=max(s["max_abs_diff"] for s in report["steps"]),
+        max_rel_diff=worst,
+        tolerance=tol,
+        argmax_agreement=f"{agree}/{n}",
+        near_tie_flips=[i for i in flips if i not in bad_flips],
+        summary=(f"{'PASS' if passed else 'FAIL'}: {n} steps (prefill {len(report['prompt_token_ids'])} tokens "
+                 f"+ {n - 1} decode), max |dlogit| {max(s['max_abs_diff'] for s in report['steps']):.2e} "
+                 f"({worst:.2e} of the logit range, tolerance {tol:.0e}), argmax agrees {agree}/{n}; "
+                 f"greedy {report['greedy_text']!r}"),
+    )
+    return report
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, model_config: dict) -> str:
+    """Hash of everything a verification result depends on: both libraries (their cache keys cover
+    config, quantization, settings and compiler sources), the shards, chat config, tokenizer, and the
+    verification + reference code itself."""
+    import hashlib
+
+    from build_pipeline.tensor_cache import read_index
+
+    variant_dir = Path(variant_dir)
+    here = Path(__file__).resolve()
+    pkg = here.parents[1]
+    shards = [r.get("sha256") or _file_sha256(variant_dir / r["dataPath"]) for r in read_index(variant_dir)["records"]]
+    desc = {
+        "cpu": cpu_key, "webgpu": webgpu_key, "config": model_config, "shards": shards,
+        "index": _file_sha256(variant_dir / "tensor-cache.json"),
+        "chat": _file_sha256(variant_dir / "mlc-chat-config.json"),
+        "tokenizer": _file_sha256(variant_dir / "tokenizer.json"),
+        "code": [_file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py")],
+        "prompt": PROMPT, "steps": MAX_NEW_TOKENS,
+    }
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def verify_variant(model, scheme, variant_dir: Path, settings, profile, webgpu_key: str | None = None) -> dict:
+    """Compile (or reuse) the CPU library, run the parity check, write verify.json; BuildError on failure.
+
+    A passing result is cached under its verification_key: rebuilding identical inputs reuses it (marked
+    `reused` in verify.json) instead of re-running the check. LANTERN_REVERIFY=1 forces a fresh run."""
+    import os
+
+    from build_pipeline.compiler import build_library, log
+    from build_pipeline.paths import cache_dir
+
+    start = time.monotonic()
+    lib, info, from_cache = build_library(model.family, model.config, scheme, settings, profile, "llvm")
+    key = verification_key(variant_dir, info["key"], webgpu_key, model.config.to_dict())
+    cached = cache_dir() / "verify" / f"{key}.json"
+    if cached.is_file() and not os.environ.get("LANTERN_REVERIFY"):
+        report = json.loads(cached.read_text())
+        report["reused"] = {"verification_key": key, "original_seconds": report["seconds"]}
+        report["seconds"] = {"total": round(time.monotonic() - start, 2)}
+        (Path(variant_dir) / VERIFY_FILE).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        log(f"verify {model.spec.id} {scheme.name}: identical inputs already verified; {report['summary']}")
+        return report
+    report = judge(run_parity(model, scheme, variant_dir, lib, settings.context_window))
+    report["target"] = "llvm"
+    report["verification_key"] = key
+    report["cpu_library"] = {"cache_key": info["key"], "from_cache": from_cache,
+                             "compile_seconds": info.get("total_seconds")}
+    report["seconds"]["total"] = round(time.monotonic() - start, 2)
+    text = json.dumps(report, indent=1, ensure_ascii=False)
+    if report["passed"]:
+        from build_pipeline.atomic import write_bytes_atomic
+
+        write_bytes_atomic(cached, text.encode())
+    (Path(variant_dir) / VERIFY_FILE).write_text(text)
+    log(f"verify {model.spec.id} {scheme.name}: {report['summary']}")
+    if not report["passed"]:
+        # The staged variant dir is discarded on error: keep the evidence in the cache dir.
+        kept = cache_dir() / "verify-failures" / f"{model.spec.id}-{scheme.name}-{int(time.time())}.json"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(text)
+        raise BuildError(
+            f"build verification failed for {model.spec.id} {scheme.name}: {report['summary']}",
+            f"the compiled model does not compute what the reference computes (a compiler bug); "
+            f"per-step numbers are in {kept}",
+        )
+    return report
+
+
+def cpu_library_for(variant_dir: Path) -> Path:
+    """The cached CPU library a built variant was verified with (from its verify.json)."""
+    from build_pipeline.compiler.cache import libs_root
+
+    report = json.loads((Path(variant_dir) / VERIFY_FILE).read_text())
+    path = libs_root() / report["cpu_library"]["cache_key"] / "model.so"
+    if not path.is_file():
+        raise BuildError(f"the CPU library of {variant_dir} is not in the cache ({path})",
+                         "rebuild the variant (the cache was cleared)")
+    return path
+
+
+def cpu_chat(variant_dir: Path, prompt: str, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
+    """Greedy chat answer of the verified CPU build (what web-llm at temperature 0 must reproduce)."""
+    ids, chat, tok = prompt_token_ids(Path(variant_dir), prompt)
+    model = CompiledModel(cpu_library_for(variant_dir), Path(variant_dir))
+    raw, _ = model.greedy(ids, max_new_tokens, chat["context_window_size"])
+    out, finish = cut_at_stop(raw, set(chat["conv_template"].get("stop_token_ids") or []), max_new_tokens)
+    return {"prompt": prompt, "prompt_token_ids": ids, "token_ids": out, "raw_token_ids": raw,
+            "text": tok.decode(out, skip_special_tokens=False), "finish_reason": finish}

@@ -1,0 +1,1 @@
+"""A minimal static page + loopback server that runs stock web-llm against built variants."""

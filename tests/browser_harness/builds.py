@@ -1,0 +1,43 @@
+"""Built variants for the compiler / verify / browser tests (real pipeline, shared compile cache).
+
+The compiled libraries live in the normal cache (<repo>/.cache/model-libs or $LANTERN_CACHE_DIR), so
+only the first run of a test session on a machine compiles and links; later builds of the same
+model take seconds (quantize, copy the cached .wasm, verify on the cached CPU library).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from tiny_model import write_hf_folder, write_model_config  # noqa: E402
+
+
+def tiny_spec(root: Path, quantizations=("q4f32_1",), qkv_bias: bool = False, tie: bool = True,
+              model_id: str = "tiny-llama", **config_kw):
+    """A ModelSpec for the tiny random model (written under `root`)."""
+    from build_pipeline.model_config import load_model_config
+
+    root = Path(root)
+    hf = write_hf_folder(root / f"hf-{model_id}", tie=tie, qkv_bias=qkv_bias)
+    cfg = write_model_config(root / f"{model_id}.toml", hf, quantizations=quantizations, model_id=model_id,
+                             family="qwen2" if qkv_bias else "llama", **config_kw)
+    return load_model_config(cfg)
+
+
+def build(spec, quantization: str, out_root: Path, compile_library: bool = True) -> Path:
+    """Build one variant with the real pipeline (build.py -> compile_variant); returns its dir."""
+    from build_pipeline.build import build_variant, load_model
+
+    return build_variant(load_model(spec), quantization, Path(out_root), compile_library)
+
+
+def smollm2_spec():
+    from build_pipeline.model_config import load_model_config
+    from build_pipeline.paths import model_configs_dir
+
+    return load_model_config(model_configs_dir() / "smollm2-135m-instruct.toml")
