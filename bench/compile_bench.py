@@ -45,7 +45,7 @@ def _settings(model, profile):
 
 
 def compile_costs(model) -> list[dict]:
-    from build_pipeline.compiler import build_library, resolve_profile
+    from build_pipeline.compiler import build_library, resolve_profiles
     from build_pipeline.compiler.wasm_runtime import ensure_runtime
     from build_pipeline.paths import cache_dir
     from build_pipeline.quantization import get_scheme
@@ -56,9 +56,8 @@ def compile_costs(model) -> list[dict]:
     print(f"wasm runtime (TVM web runtime objects, cached per TVM version): {runtime_s:.1f} s "
           f"({'cached' if runtime_s < 5 else 'built now'})")
     rows = []
-    for quant in QUANTS:
+    for quant, prof in [(q, p) for q in QUANTS for p in resolve_profiles(None, get_scheme(q))]:
         scheme = get_scheme(quant)
-        prof = resolve_profile(None, scheme)
         settings = _settings(model, prof)
         with tempfile.TemporaryDirectory(prefix="lantern-cold-cache-") as cold:
             shutil.copytree(cache_dir() / "wasm-runtime", Path(cold) / "wasm-runtime")
@@ -149,23 +148,13 @@ def decode_kernel_calls(model, scheme, profile) -> list[dict]:
 def browser_numbers(model) -> None:
     from browser_harness.builds import build
     from browser_harness.server import HarnessServer, harness_page
-    from build_pipeline.compiler import resolve_profile
+    from build_pipeline.compiler import resolve_profiles
     from build_pipeline.manifest import read_manifest
     from build_pipeline.quantization import get_scheme
 
     scheme = get_scheme("q4f32_1")
     out = Path(tempfile.mkdtemp(prefix="lantern-bench-"))
-    variants = {}
-    old = os.environ.get("LANTERN_COMPILE_PROFILE")
-    try:
-        for prof in ("swiftshader", "gpu"):
-            os.environ["LANTERN_COMPILE_PROFILE"] = prof
-            variants[prof] = build(model.spec, "q4f32_1", out / prof)
-    finally:
-        if old is None:
-            os.environ.pop("LANTERN_COMPILE_PROFILE", None)
-        else:
-            os.environ["LANTERN_COMPILE_PROFILE"] = old
+    variants = {prof: build(model.spec, "q4f32_1", out / prof, profile=prof) for prof in ("swiftshader", "gpu")}
     greedy = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
     results = {}
     from playwright.sync_api import sync_playwright
@@ -183,7 +172,7 @@ def browser_numbers(model) -> None:
             chat = page.evaluate("a => window.lantern.chat(a)", {"prompt": PROMPT, "maxTokens": 16, "model": prof})
             step = page.evaluate("a => window.lantern.timeDecode(a)",
                                  {"ids": report["prompt_token_ids"], "steps": 8, "model": prof})
-            calls = decode_kernel_calls(model, scheme, resolve_profile(prof, scheme))
+            calls = decode_kernel_calls(model, scheme, resolve_profiles(prof, scheme)[0])
             counts = Counter(c["fn"] for c in calls)
             unique = {c["fn"]: c for c in calls}
             timed = page.evaluate("a => window.lantern.timeCalls(a)",

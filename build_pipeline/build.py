@@ -69,7 +69,7 @@ def write_params(model: LoadedModel, scheme, out_dir: Path) -> dict:
 
 
 def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile_library: bool = True,
-                  server_gguf: dict | None = None) -> Path:
+                  server_gguf: dict | None = None, profile: str | None = None) -> Path:
     """Build one variant into out_root/<id>/<quantization>, atomically; returns that directory."""
     scheme = get_scheme(quantization)
     final = out_root / model.spec.id / scheme.name
@@ -80,13 +80,13 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
         chat_config = build_chat_config(model.spec, model.source, model.config, scheme)
         (tmp / CHAT_CONFIG_FILE).write_text(json.dumps(chat_config, indent=1, ensure_ascii=False))
         extra = [CHAT_CONFIG_FILE, INDEX_FILE, *model.source.tokenizer_files]
-        library = None
+        libraries = []
         if compile_library:
             from build_pipeline.compiler import compile_variant
 
-            library = compile_variant(model, scheme, tmp)
-            extra.append(library["file"])
-        build_manifest(model.spec, model.config, scheme, tmp, index, library, extra, server_gguf)
+            libraries = compile_variant(model, scheme, tmp, profile)
+            extra += [lib["file"] for lib in libraries]
+        build_manifest(model.spec, model.config, scheme, tmp, index, libraries, extra, server_gguf)
     return final
 
 
@@ -97,7 +97,7 @@ def is_built(out_root: Path, model_id: str, quantization: str) -> bool:
 
 
 def build(spec: ModelSpec, out_root: Path, quantizations=None, compile_library: bool = True,
-          if_missing: bool = False) -> list[Path]:
+          if_missing: bool = False, profile: str | None = None) -> list[Path]:
     """Build the requested variants (default: all in the config); `if_missing` skips finished ones."""
     quants = list(quantizations or spec.quantizations)
     for q in quants:
@@ -109,4 +109,4 @@ def build(spec: ModelSpec, out_root: Path, quantizations=None, compile_library: 
             return []
     model = load_model(spec)
     with staged_server_gguf(model, out_root / spec.id) as server_gguf:
-        return [build_variant(model, q, out_root, compile_library, server_gguf) for q in quants]
+        return [build_variant(model, q, out_root, compile_library, server_gguf, profile) for q in quants]

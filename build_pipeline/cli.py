@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -25,10 +24,8 @@ def cmd_build(args) -> int:
 
     spec = load_model_config(Path(args.config))
     out = Path(args.out) if args.out else models_dir()
-    if args.profile:  # read by build_pipeline.compiler.profiles.resolve_profile
-        os.environ["LANTERN_COMPILE_PROFILE"] = args.profile
     built = build(spec, out, args.quantization or None, compile_library=not args.no_compile,
-                  if_missing=args.if_missing)
+                  if_missing=args.if_missing, profile=args.profile)
     for path in built:
         print(f"built {path}")
     if args.if_missing and not built:
@@ -79,6 +76,9 @@ def cmd_inspect(args) -> int:
               f"GPU memory ~{_size(m['estimated_gpu_memory_bytes'])}, "
               f"features {', '.join(m['required_features']) or 'none'}")
         print(f"  library {lib.get('file', 'none')}" + (f" (profile {lib['profile']})" if lib else ""))
+        if m.get("software_library"):
+            soft = m["software_library"]
+            print(f"  software-adapter library {soft['file']} (profile {soft['profile']})")
         if r.verify:
             print(f"  verify: {'passed' if r.verify.get('passed') else 'FAILED'} {r.verify.get('summary', '')}")
         if r.ok:
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     b.add_argument("--no-compile", action="store_true", help="shards and configs only, no WebGPU library")
     b.add_argument("--if-missing", action="store_true", help="skip variants that are already built")
     b.add_argument("--profile", choices=("auto", "gpu", "swiftshader"),
-                   help="kernel build profile (default auto: swiftshader for f32 variants, gpu for f16)")
+                   help="kernel build profile (default auto: a gpu library for every variant plus a "
+                        "swiftshader one for f32 variants, used on software adapters)")
     b.set_defaults(func=cmd_build)
     ls = sub.add_parser("list", help="model configs and what is built, with sizes")
     ls.add_argument("--out", help="output root to look in")

@@ -44,9 +44,14 @@ def file_entries(variant_dir: Path, names: list[str]) -> list[dict]:
     return out
 
 
-def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: dict, library: dict | None,
+def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: dict, libraries: list[dict],
                    extra_files: list[str], server_gguf: dict | None = None) -> dict:
-    """Write lantern-manifest.json for a finished variant dir; returns it."""
+    """Write lantern-manifest.json for a finished variant dir; returns it.
+
+    `libraries` are the compiled WebGPU libraries, hardware default first: "library" is the one real
+    GPUs use, "software_library" (if any) the one a software adapter (SwiftShader) should use. A
+    browser downloads one of them, so download_bytes counts the default only.
+    """
     shard_entries = [
         {"path": s["dataPath"], "bytes": s["nbytes"], "sha256": s["sha256"]} for s in tensor_index["records"]
     ]
@@ -66,7 +71,7 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "prefill_chunk_size": spec.prefill_chunk_size,
         "param_count": meta["ParamSize"],
         "bits_per_param": round(meta["BitsPerParam"], 3),
-        "download_bytes": sum(f["bytes"] for f in files),
+        "download_bytes": sum(f["bytes"] for f in files if f["path"] not in {lib["file"] for lib in libraries[1:]}),
         "required_features": ["shader-f16"] if scheme.needs_shader_f16 else [],
         "required_limits": {
             "maxStorageBuffersPerShaderStage": MAX_STORAGE_BUFFERS_PER_STAGE,
@@ -77,7 +82,8 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "estimated_gpu_memory_bytes": memory_estimate(
             model_config, scheme, spec.context_window, spec.prefill_chunk_size, meta["ParamBytes"]
         )["total"],
-        "library": library,
+        "library": libraries[0] if libraries else None,
+        "software_library": libraries[1] if len(libraries) > 1 else None,
         # llama.cpp weights for the server fallback (one per model, outside `files`: browsers never fetch it).
         "server_gguf": server_gguf,
         "files": files,

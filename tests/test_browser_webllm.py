@@ -27,9 +27,11 @@ pytestmark = [
 GREEDY = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
 
 
-def _load(page, server, name: str, variant: Path) -> dict:
+def _load(page, server, name: str, variant: Path, library: str = "software_library") -> dict:
+    """Load a built variant with one of its libraries (SwiftShader is a software adapter: by default
+    the library built for software adapters, as the site's page would pick)."""
     url = server.add(name, variant)
-    lib = read_manifest(variant)["library"]["file"]
+    lib = read_manifest(variant)[library]["file"]
     # chatOpts only matter for forwardTokensAndSample (it samples with the config defaults);
     # chat requests pass the greedy settings explicitly.
     return page.evaluate("a => window.lantern.load(a)", {"modelId": name, "modelUrl": url,
@@ -103,6 +105,16 @@ def test_tiny_model_greedy_tokens_match_cpu_build(tmp_path, family, _browsers):
         assert penalized["outputIds"] == expected
         print(f"\ntiny {family} q4f32_1: load {loaded['loadMs'] / 1000:.1f} s, {len(chat['outputIds'])} tokens, "
               f"decode {chat['usage']['extra']['decode_tokens_per_s']:.1f} tok/s")
+
+
+def test_tiny_model_gpu_profile_library_matches_cpu_build(tmp_path, _browsers):
+    """The default library (dlight's tiled kernels, for real GPUs) computes the same tokens; SwiftShader
+    runs it slowly but correctly, so CI checks its kernels too."""
+    spec = tiny_spec(tmp_path)
+    variant = build(spec, "q4f32_1", tmp_path / "out")
+    with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
+        _load(page, server, "tiny-gpu", variant, library="library")
+        _check_against_verify(page, "tiny-gpu", variant)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import pytest
 
 from browser_harness.builds import build, tiny_spec
 from build_pipeline.compiler import (PROFILES, build_library, compile_executable, library_file_name, limits,
-                                     resolve_profile, webgpu_source, webgpu_target)
+                                     resolve_profiles, webgpu_source, webgpu_target)
 from build_pipeline.compiler.module import LibrarySettings
 from build_pipeline.errors import BuildError
 from build_pipeline.families import llama
@@ -47,12 +47,18 @@ def _cpu_metadata(variant: Path) -> dict:
 
 def test_variant_has_library_manifest_and_verify(tiny_q4f32):
     manifest = read_manifest(tiny_q4f32)
-    lib = manifest["library"]
-    assert lib["file"] == library_file_name("tiny-llama", "q4f32_1")
-    assert lib["profile"] == "swiftshader"  # auto: f32 variants are the ones that run without a GPU
-    wasm = tiny_q4f32 / lib["file"]
-    assert wasm.read_bytes()[:4] == b"\0asm"
-    assert lib["file"] in {f["path"] for f in manifest["files"]}  # hashed into the manifest
+    lib, soft = manifest["library"], manifest["software_library"]
+    # auto: the default library is scheduled for real GPUs; f32 variants, which software adapters
+    # run, also carry a SwiftShader-friendly one.
+    assert lib["file"] == library_file_name("tiny-llama", "q4f32_1", "gpu") and lib["profile"] == "gpu"
+    assert soft["file"] == library_file_name("tiny-llama", "q4f32_1", "swiftshader")
+    assert soft["profile"] == "swiftshader"
+    files = {f["path"]: f["bytes"] for f in manifest["files"]}
+    for entry in (lib, soft):
+        assert (tiny_q4f32 / entry["file"]).read_bytes()[:4] == b"\0asm"
+        assert entry["file"] in files  # hashed into the manifest
+    # A browser fetches one of the two libraries: the download size counts the default one.
+    assert manifest["download_bytes"] == sum(files.values()) - files[soft["file"]]
     assert lib["max_storage_buffers"] <= 10 and lib["max_invocations"] <= 256
     assert lib["max_workgroup_storage_bytes"] <= 32768
     report = json.loads((tiny_q4f32 / "verify.json").read_text())
@@ -79,7 +85,9 @@ def test_webgpu_library_interface_and_kernels(tiny_q4f32):
     """The library links against web-llm's runtime, and every kernel fits SwiftShader's limits."""
     from build_pipeline.compiler.wasm_runtime import check_interface
 
-    lib = read_manifest(tiny_q4f32)["library"]
+    manifest = read_manifest(tiny_q4f32)
+    check_interface(tiny_q4f32 / manifest["library"]["file"])
+    lib = manifest["software_library"]
     check_interface(tiny_q4f32 / lib["file"])
     from build_pipeline.compiler import cache
 
@@ -118,8 +126,9 @@ def test_decode_linears_are_single_fused_kernels_without_transposes():
 
 def test_f16_variant_uses_shader_f16_and_fits_gpu_limits():
     scheme = get_scheme("q4f16_1")
-    prof = resolve_profile(None, scheme)
-    assert prof.name == "gpu"  # auto: f16 needs shader-f16, i.e. a real GPU
+    prof = resolve_profiles(None, scheme)[0]
+    assert prof.name == "gpu"  # f16 needs shader-f16, i.e. a real GPU: no software library
+    assert [p.name for p in resolve_profiles(None, scheme)] == ["gpu"]
     ex, meta = compile_executable(llama, _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof,
                                   webgpu_target())
     src = webgpu_source(ex)
@@ -154,7 +163,7 @@ def test_kernel_over_device_limits_fails_the_build_and_leaves_nothing(tiny_root,
     monkeypatch.setitem(profiles.PROFILES, "swiftshader", strict)
     out = tmp_path / "out"
     with pytest.raises(BuildError, match=r"kernel \w+ binds (9|10) storage buffers"):
-        build(tiny_spec(tiny_root / "strict"), "q4f32_1", out)
+        build(tiny_spec(tiny_root / "strict"), "q4f32_1", out, profile="swiftshader")
     assert not (out / "tiny-llama" / "q4f32_1").exists()
     assert not list((tmp_path / "cache" / "model-libs").glob("*/model.wasm"))
 
@@ -174,7 +183,7 @@ def test_emcc_missing_is_a_clear_build_error(tiny_root, monkeypatch, tmp_path):
 
 def test_unknown_profile_is_a_clear_build_error():
     with pytest.raises(BuildError, match="unknown build profile 'tpu'"):
-        resolve_profile("tpu", get_scheme("q4f32_1"))
+        resolve_profiles("tpu", get_scheme("q4f32_1"))
 
 
 def test_family_without_model_definition_is_a_clear_build_error():
@@ -237,7 +246,7 @@ def test_cpu_parity_other_variants(tiny_root, quant, qkv_bias, tie):
     variant = build(spec, quant, tiny_root / "cpu-only", compile_library=False)
     model = load_model(spec)
     scheme = get_scheme(quant)
-    prof = resolve_profile(None, scheme)
+    prof = resolve_profiles(None, scheme)[0]
     settings = LibrarySettings(spec.context_window, spec.prefill_chunk_size, prof.name)
     lib, _, _ = build_library(model.family, model.config, scheme, settings, prof, "llvm")
     report = judge(run_parity(model, scheme, variant, lib, settings.context_window, max_new_tokens=8))
@@ -334,7 +343,7 @@ def test_cpu_parity_rope_scaling(tiny_root, scaling):
     assert model.config.rope_scaling == scaling
     variant = build(spec, "q4f32_1", tiny_root / "rope", compile_library=False)
     scheme = get_scheme("q4f32_1")
-    prof = resolve_profile(None, scheme)
+    prof = resolve_profiles(None, scheme)[0]
     settings = LibrarySettings(spec.context_window, spec.prefill_chunk_size, prof.name)
     lib, _, _ = build_library(model.family, model.config, scheme, settings, prof, "llvm")
     report = judge(run_parity(model, scheme, variant, lib, settings.context_window, max_new_tokens=8))

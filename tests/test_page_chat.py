@@ -24,6 +24,10 @@ def ready_session(serve, chromium, models):
     state = s.wait_state("needs-download", "ready", "engine-failed", "unsupported")
     assert state == "needs-download", (state, s.lantern(".error"))
     assert s.lantern(".selection.canChat") is True
+    # SwiftShader is a software adapter: the page takes the library built for it, and only that one.
+    chosen = s.lantern(".selection.variant")
+    assert chosen["library"]["file"].endswith("-swiftshader.wasm"), chosen["library"]
+    assert [f["path"] for f in chosen["files"] if f["path"].endswith(".wasm")] == [chosen["library"]["file"]]
     s.page.click("#download-button")
     state = s.wait_state("ready", "engine-failed", "download-failed", timeout=LOAD_TIMEOUT)
     assert state == "ready", (s.lantern(".error"), s.console[-20:])

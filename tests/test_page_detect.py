@@ -145,3 +145,31 @@ def test_variant_choice_and_plain_word_errors(serve, chromium, tiny_site_models)
 
     nothing = choose(_caps(), {"id": "m", "name": "M", "variants": []})
     assert nothing["codes"] == ["no-models"]
+
+
+ADAPTER_LIBRARY = """async ([variant, software]) => {
+  const { forAdapter } = await import('/static/js/choose.js');
+  return forAdapter(variant, software);
+}"""
+
+
+def test_each_adapter_gets_its_own_library(serve, chromium, tiny_site_models):
+    """f32 builds carry a library for real GPUs and one for software adapters: the page keeps one."""
+    server = serve(tiny_site_models)
+    s = chromium(webgpu=False)
+    s.page.goto(server.url + "/")
+    s.wait_state("unsupported")
+    variant = {
+        "id": "m-q4f32_1", "download_bytes": 110,
+        "library": {"file": "gpu.wasm", "url": "/x/gpu.wasm"},
+        "software_library": {"file": "soft.wasm", "url": "/x/soft.wasm"},
+        "files": [{"path": "shard.bin", "bytes": 100, "sha256": "a"}, {"path": "gpu.wasm", "bytes": 10, "sha256": "b"},
+                  {"path": "soft.wasm", "bytes": 7, "sha256": "c"}],
+    }
+    hardware = s.page.evaluate(ADAPTER_LIBRARY, [variant, False])
+    assert hardware["library"]["file"] == "gpu.wasm" and hardware["download_bytes"] == 110
+    assert [f["path"] for f in hardware["files"]] == ["shard.bin", "gpu.wasm"]
+    software = s.page.evaluate(ADAPTER_LIBRARY, [variant, True])
+    assert software["library"]["file"] == "soft.wasm" and software["download_bytes"] == 107
+    assert [f["path"] for f in software["files"]] == ["shard.bin", "soft.wasm"]
+    assert software["software_library"] is None

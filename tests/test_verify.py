@@ -82,7 +82,7 @@ def test_a_parity_mismatch_fails_the_build(tiny_variant, monkeypatch, tmp_path):
     verification must raise BuildError and keep the per-step evidence."""
     from build_pipeline import reference
     from build_pipeline.build import load_model
-    from build_pipeline.compiler import resolve_profile
+    from build_pipeline.compiler import resolve_profiles
     from build_pipeline.compiler.module import LibrarySettings
     from build_pipeline.quantization import get_scheme
 
@@ -91,7 +91,7 @@ def test_a_parity_mismatch_fails_the_build(tiny_variant, monkeypatch, tmp_path):
     monkeypatch.setattr(reference.ReferenceModel, "_rope", lambda self, x, pos: real_rope(self, x, pos * 2))
     monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))
     scheme = get_scheme("q4f32_1")
-    prof = resolve_profile(None, scheme)
+    prof = resolve_profiles(None, scheme)[0]
     work = tmp_path / "variant"
     work.mkdir()
     for f in variant.iterdir():

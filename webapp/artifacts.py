@@ -67,10 +67,19 @@ class Variant:
         """Site-relative weights URL, already carrying a `/resolve/<rev>/` segment web-llm keeps as is."""
         return f"/models/{self.model}/{self.quantization}/resolve/{revision or self.revision}/"
 
+    def _library(self, key: str) -> str | None:
+        library = self.manifest.get(key)
+        return library.get("file") if isinstance(library, dict) else None
+
     @property
     def library_file(self) -> str | None:
-        library = self.manifest.get("library")
-        return library.get("file") if isinstance(library, dict) else None
+        """The WebGPU library for real GPUs."""
+        return self._library("library")
+
+    @property
+    def software_library_file(self) -> str | None:
+        """The library built for software adapters (SwiftShader), when the variant has one."""
+        return self._library("software_library")
 
     def download_files(self) -> list[dict]:
         """What the page must fetch and verify before the engine starts (the manifest itself excluded)."""

@@ -20,14 +20,17 @@ VARIANT_FIELDS = (
 
 
 def describe_variant(variant) -> dict:
+    """`files` lists both libraries when there are two; the page keeps the one its adapter needs
+    (choose.js), so `download_bytes` counts the default library only."""
     m = variant.manifest
     out = {"id": variant.id, **{k: m.get(k) for k in VARIANT_FIELDS}}
     files = variant.download_files()
-    out["download_bytes"] = sum(f["bytes"] for f in files)
+    software = variant.software_library_file
+    out["download_bytes"] = sum(f["bytes"] for f in files if f["path"] != software)
     out["revision"] = variant.revision
     out["base_url"] = variant.base_path()
-    library = variant.library_file
-    out["library"] = ({"file": library, "url": variant.base_path() + library} if library else None)
+    for key, name in (("library", variant.library_file), ("software_library", software)):
+        out[key] = {"file": name, "url": variant.base_path() + name} if name else None
     out["files"] = files
     return out
 

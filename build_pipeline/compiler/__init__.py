@@ -2,9 +2,10 @@
 
 `compile_variant` is what build.py calls for every variant:
 
-1. resolve the build profile (`gpu` / `swiftshader`, see profiles.py),
-2. compile the nn.Module for WebGPU (wasm32 host) with our relax pipeline, check every kernel against
-   the device limits, link it with TVM's web runtime (wasm_runtime.py) -- or reuse the cached library,
+1. resolve the build profiles (`gpu`, plus `swiftshader` for f32 variants; see profiles.py),
+2. per profile, compile the nn.Module for WebGPU (wasm32 host) with our relax pipeline, check every
+   kernel against the device limits, link it with TVM's web runtime (wasm_runtime.py) -- or reuse the
+   cached library,
 3. compile the same model for the CPU (llvm; cached too) and run verify.py: prefill + greedy decode
    through the paged KV cache against the numpy reference on the variant's own weights. A parity
    failure raises BuildError, so nothing is published.
@@ -21,7 +22,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from build_pipeline.compiler.profiles import PROFILES, Profile, resolve_profile  # noqa: F401
+from build_pipeline.compiler.profiles import PROFILES, Profile, resolve_profiles  # noqa: F401
 from build_pipeline.errors import BuildError
 
 WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
@@ -44,8 +45,8 @@ def cpu_target():
     return tvm.target.Target({"kind": "llvm"})
 
 
-def library_file_name(model_id: str, scheme_name: str) -> str:
-    return f"{model_id}-{scheme_name}-webgpu.wasm"
+def library_file_name(model_id: str, scheme_name: str, profile: str) -> str:
+    return f"{model_id}-{scheme_name}-webgpu-{profile}.wasm"
 
 
 def settings_for(model, profile: Profile):
@@ -159,35 +160,46 @@ def _finish_webgpu(ex, out: Path, info: dict, scheme, profile: Profile) -> None:
     info["link_seconds"] = round(time.monotonic() - link_start, 2)
 
 
-def compile_variant(model, scheme, variant_dir: Path, profile: str | None = None, verify: bool = True) -> dict:
-    """Build the variant's WebGPU library into `variant_dir` and verify it; returns the manifest's "library"."""
-    prof = resolve_profile(profile, scheme)
-    settings = settings_for(model, prof)
+def compile_variant(model, scheme, variant_dir: Path, profile: str | None = None, verify: bool = True) -> list[dict]:
+    """Build the variant's WebGPU libraries into `variant_dir` and verify the model.
+
+    Returns one manifest entry per library, hardware default first (see resolve_profiles).
+    """
+    profiles = resolve_profiles(profile, scheme)
     start = time.monotonic()
-    lib, info, from_cache = build_library(model.family, model.config, scheme, settings, prof, "webgpu")
-    name = library_file_name(model.spec.id, scheme.name)
-    shutil.copyfile(lib, Path(variant_dir) / name)
-    result = {
-        "file": name,
-        "profile": prof.name,
-        "profile_description": prof.description,
-        "target": "webgpu",
-        "host": WASM_TARGET_HOST["mtriple"],
-        "kernels": info.get("kernels"),
-        "largest_kernel": info.get("largest_kernel"),
-        "max_storage_buffers": info.get("max_storage_buffers"),
-        "max_invocations": info.get("max_invocations"),
-        "max_workgroup_storage_bytes": info.get("max_workgroup_storage_bytes"),
-        "cache_key": info["key"],
-        "tvm": metadata.version("apache-tvm"),
-        "from_cache": from_cache,
-        "compile_seconds": info.get("total_seconds"),
-    }
+    entries, keys = [], []
+    for prof in profiles:
+        lib, info, from_cache = build_library(model.family, model.config, scheme, settings_for(model, prof), prof,
+                                              "webgpu")
+        name = library_file_name(model.spec.id, scheme.name, prof.name)
+        shutil.copyfile(lib, Path(variant_dir) / name)
+        keys.append(info["key"])
+        entries.append({
+            "file": name,
+            "profile": prof.name,
+            "profile_description": prof.description,
+            "target": "webgpu",
+            "host": WASM_TARGET_HOST["mtriple"],
+            "kernels": info.get("kernels"),
+            "largest_kernel": info.get("largest_kernel"),
+            "max_storage_buffers": info.get("max_storage_buffers"),
+            "max_invocations": info.get("max_invocations"),
+            "max_workgroup_storage_bytes": info.get("max_workgroup_storage_bytes"),
+            "cache_key": info["key"],
+            "tvm": metadata.version("apache-tvm"),
+            "from_cache": from_cache,
+            "compile_seconds": info.get("total_seconds"),
+        })
     if verify:
         from build_pipeline.compiler.verify import verify_variant
 
-        report = verify_variant(model, scheme, Path(variant_dir), settings, prof, webgpu_key=info["key"])
-        result["verify"] = {k: report[k] for k in ("passed", "summary", "max_abs_diff", "argmax_agreement")}
-        result["verify"]["reused"] = "reused" in report
-    result["seconds"] = round(time.monotonic() - start, 2)
-    return result
+        # One CPU build checks the model; the profiles differ only in how GPU kernels are scheduled.
+        report = verify_variant(model, scheme, Path(variant_dir), settings_for(model, profiles[0]), profiles[0],
+                                webgpu_key="+".join(keys))
+        summary = {k: report[k] for k in ("passed", "summary", "max_abs_diff", "argmax_agreement")}
+        summary["reused"] = "reused" in report
+        for entry in entries:
+            entry["verify"] = summary
+    for entry in entries:
+        entry["seconds"] = round(time.monotonic() - start, 2)
+    return entries

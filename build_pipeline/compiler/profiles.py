@@ -1,9 +1,9 @@
 """Build profiles: how kernels are scheduled, and the device limits each profile must respect.
 
-* ``gpu`` (default for f16 variants, which need shader-f16 and so a real GPU): dlight's stock GPU
-  rules, including the shared-memory tiled Matmul for fast prefill.
-* ``swiftshader`` (default for f32 variants, which are what runs on CI / without a GPU): every kernel
-  must compile quickly in SwiftShader (Chromium's CPU WebGPU), where big unrolled shared-memory
+* ``gpu`` (every variant's default library, for real GPUs): dlight's stock GPU rules, including the
+  shared-memory tiled Matmul for fast prefill.
+* ``swiftshader`` (a second library of f32 variants, for software adapters: CI, machines without a
+  GPU): every kernel must compile quickly in SwiftShader (Chromium's CPU WebGPU), where big unrolled shared-memory
   matmul kernels were reported to take minutes to compile and ``workgroupBarrier`` is very slow.
   Linears use schedules.py's register-only rules: decode GEMVs one output row per thread (measured
   10-30x faster than dlight's cross-thread GEMV on SwiftShader: lm_head 2.4 s -> 54-98 ms), prefill
@@ -13,12 +13,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from build_pipeline.errors import BuildError
 
-PROFILE_ENV = "LANTERN_COMPILE_PROFILE"
 AUTO = "auto"
 
 
@@ -69,19 +67,20 @@ PROFILES = {
 }
 
 
-def resolve_profile(requested: str | None, scheme) -> Profile:
-    """`requested` (or $LANTERN_COMPILE_PROFILE, or "auto") -> a Profile.
+def resolve_profiles(requested: str | None, scheme) -> list[Profile]:
+    """The libraries a variant ships, hardware default first.
 
-    auto: f16 variants need shader-f16, which SwiftShader lacks, so they get the fast "gpu" profile;
-    f32 variants are the ones that run without a GPU (CI, SwiftShader), so they get "swiftshader".
+    auto: every variant gets "gpu" (fast prefill on real GPUs). f32 variants are also what software
+    adapters run (SwiftShader has no shader-f16), so they get a second "swiftshader" library, which
+    the page picks on a fallback adapter. A named profile builds just that one library.
     """
-    name = requested or os.environ.get(PROFILE_ENV) or AUTO
+    name = requested or AUTO
     if name == AUTO:
-        name = "gpu" if scheme.needs_shader_f16 else "swiftshader"
+        return [PROFILES["gpu"]] if scheme.needs_shader_f16 else [PROFILES["gpu"], PROFILES["swiftshader"]]
     try:
-        return PROFILES[name]
+        return [PROFILES[name]]
     except KeyError:
         raise BuildError(
             f"unknown build profile {name!r}",
-            f"use one of: {AUTO}, {', '.join(PROFILES)} (--profile or ${PROFILE_ENV})",
+            f"use one of: {AUTO}, {', '.join(PROFILES)} (--profile)",
         ) from None

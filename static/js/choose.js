@@ -49,6 +49,26 @@ function problem(code, message) {
 }
 
 /**
+ * The variant as this adapter will use it. f32 builds ship two WebGPU libraries: `library` scheduled
+ * for real GPUs and `software_library` for software adapters (SwiftShader), whose shader compiler
+ * chokes on the big tiled kernels. Keep the one this adapter needs and drop the other from the files
+ * to download, so the downloader and the engine see a single library.
+ */
+export function forAdapter(variant, software) {
+  const alt = variant.software_library;
+  if (!alt) return variant;
+  const [keep, drop] = software ? [alt, variant.library] : [variant.library, alt];
+  const files = variant.files.filter((f) => !drop || f.path !== drop.file);
+  return {
+    ...variant,
+    library: keep,
+    software_library: null,
+    files,
+    download_bytes: files.reduce((sum, f) => sum + f.bytes, 0),
+  };
+}
+
+/**
  * Decide for one model. `cachedBytes` (already verified in this browser) lowers the storage need.
  * Returns { ok, canChat, variant, variantId, quantization, reason, problems[], warnings[], summary }.
  */
@@ -75,7 +95,7 @@ export function chooseVariant(caps, model, { cachedBytes = 0 } = {}) {
     return result;
   }
 
-  const checked = model.variants.map((v) => ({ variant: v, ...shortfalls(v, gpu) }));
+  const checked = model.variants.map((v) => forAdapter(v, gpu.software)).map((v) => ({ variant: v, ...shortfalls(v, gpu) }));
   const usable = checked.filter((c) => c.missingFeatures.length === 0 && c.limits.length === 0);
   if (usable.length === 0) {
     const onlyF16 = checked.every((c) => c.missingFeatures.length === 1 && c.missingFeatures[0] === F16
