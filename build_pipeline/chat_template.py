@@ -122,8 +122,14 @@ def derive_conv_template(
     return conv
 
 
-def format_prompt(conv: dict, messages: list[tuple[str, str]], add_generation_prompt: bool = True) -> str:
-    """A prompt assembled the way MLC/web-llm assemble it from a conv template (without prefix token ids)."""
+def _sep(value) -> str:
+    """web-llm's default for a missing role separator (`x || x == "" ? x : ": "`)."""
+    return value if value or value == "" else ": "
+
+
+def prompt_pieces(conv: dict, messages: list[tuple[str, str]], add_generation_prompt: bool = True) -> list[str]:
+    """The prompt as web-llm 0.2.86 builds it (getPromptArrayInternal, first round): the pieces it
+    tokenizes one by one. A leading ("system", text) message overrides the template's system message."""
     system = conv["system_message"]
     turns = []
     for role, content in messages:
@@ -131,9 +137,30 @@ def format_prompt(conv: dict, messages: list[tuple[str, str]], add_generation_pr
             system = content
         else:
             turns.append((role, content))
-    out = conv["system_template"].replace("{system_message}", system)
+    sys_prompt = conv["system_template"].replace("{system_message}", system)
+    if system == "" and conv.get("render_empty_system_message") is False:
+        sys_prompt = ""
+    templates = conv.get("role_templates") or {}
+    pieces = [sys_prompt] if sys_prompt else []
     for i, (role, content) in enumerate(turns):
-        out += conv["roles"][role] + conv["role_content_sep"] + content + conv["seps"][i % len(conv["seps"])]
+        text = templates.get(role, f"{{{role}_message}}").replace(f"{{{role}_message}}", content)
+        text = text.replace("{function_string}", "")
+        bare = conv.get("add_role_after_system_message") is False and sys_prompt and i == 0
+        prefix = "" if bare else conv["roles"][role] + _sep(conv.get("role_content_sep"))
+        pieces.append(prefix + text + conv["seps"][i % len(conv["seps"])])
     if add_generation_prompt:
-        out += conv["roles"]["assistant"] + conv["role_empty_sep"]
-    return out
+        pieces.append(conv["roles"]["assistant"] + _sep(conv.get("role_empty_sep")))
+    return pieces
+
+
+def format_prompt(conv: dict, messages: list[tuple[str, str]], add_generation_prompt: bool = True) -> str:
+    """The prompt text web-llm feeds the model (without the system prefix token ids)."""
+    return "".join(prompt_pieces(conv, messages, add_generation_prompt))
+
+
+def prompt_token_ids(conv: dict, tokenizer, messages: list[tuple[str, str]]) -> list[int]:
+    """Token ids exactly as web-llm builds them: prefix ids, then each piece tokenized on its own."""
+    ids = list(conv.get("system_prefix_token_ids") or [])
+    for piece in prompt_pieces(conv, messages):
+        ids += tokenizer.encode(piece, add_special_tokens=False).ids
+    return ids

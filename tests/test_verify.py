@@ -10,7 +10,8 @@ import pytest
 
 from browser_harness.builds import build, tiny_spec
 from build_pipeline.chat_template import format_prompt
-from build_pipeline.compiler.verify import (cut_at_stop, judge, prompt_pieces, prompt_token_ids,
+from build_pipeline.chat_template import prompt_pieces
+from build_pipeline.compiler.verify import (cut_at_stop, judge, prompt_token_ids,
                                             verify_variant)
 from build_pipeline.errors import BuildError
 
@@ -55,7 +56,7 @@ def test_prompt_pieces_reproduce_the_chat_template():
             "roles": {"user": "<|im_start|>user", "assistant": "<|im_start|>assistant"},
             "role_templates": {"user": "{user_message}"}, "seps": ["<|im_end|>\n"],
             "role_content_sep": "\n", "role_empty_sep": "\n", "add_role_after_system_message": True}
-    pieces = prompt_pieces(conv, "Hi?")
+    pieces = prompt_pieces(conv, [("user", "Hi?")])
     assert pieces == ["<|im_start|>system\nBe nice.<|im_end|>\n", "<|im_start|>user\nHi?<|im_end|>\n",
                       "<|im_start|>assistant\n"]
     assert "".join(pieces) == format_prompt(conv, [("user", "Hi?")])

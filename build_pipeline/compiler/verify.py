@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from build_pipeline import chat_template
 from build_pipeline.errors import BuildError
 
 VERIFY_FILE = "verify.json"
@@ -32,38 +33,13 @@ TOLERANCE = {"float32": 2e-3, "float16": 4e-2}
 NEAR_TIE = {"float32": 1e-3, "float16": 5e-2}  # relative top-2 margin under which a flip is tolerated
 
 
-def prompt_pieces(conv: dict, user_message: str, system_message: str | None = None) -> list[str]:
-    """web-llm 0.2.86's getPromptArrayInternal for [system?, user] + the empty assistant turn."""
-    system = conv.get("system_message", "") if system_message is None else system_message
-    sys_prompt = conv["system_template"].replace("{system_message}", system)
-    if system == "" and conv.get("render_empty_system_message") is False:
-        sys_prompt = ""
-    content_sep = conv.get("role_content_sep")
-    content_sep = content_sep if content_sep or content_sep == "" else ": "
-    empty_sep = conv.get("role_empty_sep")
-    empty_sep = empty_sep if empty_sep or empty_sep == "" else ": "
-    templates = conv.get("role_templates") or {}
-    pieces = [sys_prompt] if sys_prompt != "" else []
-    msg = templates.get("user", "{user_message}").replace("{user_message}", user_message)
-    msg = msg.replace("{function_string}", "")
-    prefix = "" if (conv.get("add_role_after_system_message") is False and sys_prompt != "") else \
-        conv["roles"]["user"] + content_sep
-    pieces.append(prefix + msg + conv["seps"][0])
-    pieces.append(conv["roles"]["assistant"] + empty_sep)
-    return pieces
-
-
 def prompt_token_ids(variant_dir: Path, user_message: str = PROMPT) -> tuple[list[int], dict, object]:
     """(token ids exactly as web-llm builds them, the chat config, the tokenizer)."""
     from tokenizers import Tokenizer
 
     chat = json.loads((variant_dir / "mlc-chat-config.json").read_text())
     tok = Tokenizer.from_file(str(variant_dir / "tokenizer.json"))
-    conv = chat["conv_template"]
-    ids = list(conv.get("system_prefix_token_ids") or [])
-    for piece in prompt_pieces(conv, user_message):
-        ids += tok.encode(piece, add_special_tokens=False).ids
-    return ids, chat, tok
+    return chat_template.prompt_token_ids(chat["conv_template"], tok, [("user", user_message)]), chat, tok
 
 
 class CompiledModel:

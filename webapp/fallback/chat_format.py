@@ -8,7 +8,7 @@ would feed the WebGPU model.
 
 from __future__ import annotations
 
-from build_pipeline.chat_template import format_prompt
+from build_pipeline.chat_template import prompt_token_ids
 
 
 class ChatFormat:
@@ -21,39 +21,14 @@ class ChatFormat:
         eos = chat_config.get("eos_token_id")
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_token_ids = frozenset(int(i) for i in [*(self.conv.get("stop_token_ids") or []), *eos])
-        self.prefix_ids = [int(i) for i in self.conv.get("system_prefix_token_ids") or []]
         self.temperature = float(chat_config.get("temperature", 0.7))
         self.top_p = float(chat_config.get("top_p", 0.95))
         self.repetition_penalty = float(chat_config.get("repetition_penalty", 1.0))
         self.tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
 
-    def prompt(self, messages: list[tuple[str, str]]) -> str:
-        return format_prompt(self.conv, messages)
-
-    def pieces(self, messages: list[tuple[str, str]]) -> list[str]:
-        """The prompt in web-llm's pieces (system part, one per message, the assistant opener); their
-        concatenation is exactly `prompt(messages)`."""
-        conv = self.conv
-        system = conv["system_message"]
-        turns = []
-        for role, content in messages:
-            if role == "system":
-                system = content
-            else:
-                turns.append((role, content))
-        out = [conv["system_template"].replace("{system_message}", system)]
-        seps = conv["seps"]
-        for i, (role, content) in enumerate(turns):
-            out.append(conv["roles"][role] + conv["role_content_sep"] + content + seps[i % len(seps)])
-        out.append(conv["roles"]["assistant"] + conv["role_empty_sep"])
-        return [p for p in out if p]
-
     def encode(self, messages: list[tuple[str, str]]) -> list[int]:
-        """Token ids as web-llm builds them: prefix ids, then each piece tokenized on its own."""
-        ids = list(self.prefix_ids)
-        for piece in self.pieces(messages):
-            ids += self.tokenizer.encode(piece, add_special_tokens=False).ids
-        return ids
+        """Token ids as web-llm builds them: prefix ids, then each prompt piece tokenized on its own."""
+        return prompt_token_ids(self.conv, self.tokenizer, messages)
 
 
 class StopScanner:
