@@ -105,17 +105,14 @@ def iter_tensors(variant_dir: Path):
             yield rec["name"], np.frombuffer(buf, dtype=rec["dtype"]).reshape(rec["shape"])
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
-def file_md5(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def file_md5(path: Path) -> str:
+    return file_digest(path, "md5")

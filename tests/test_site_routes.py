@@ -118,18 +118,6 @@ def test_models_api_with_no_models_is_an_empty_list(tmp_path):
     assert app_for(tmp_path).test_client().get("/api/models").get_json() == {"models": []}
 
 
-def test_index_file_missing_from_an_old_manifest_is_still_served_and_hashed(models):
-    vdir = models / MODEL / "q4f32_1"
-    manifest = manifest_of(models, "q4f32_1")
-    manifest["files"] = [f for f in manifest["files"] if f["path"] != "tensor-cache.json"]
-    (vdir / "lantern-manifest.json").write_text(json.dumps(manifest))
-    client = app_for(models).test_client()
-    v = variant(client, "q4f32_1")
-    entry = next(f for f in v["files"] if f["path"] == "tensor-cache.json")
-    assert entry["sha256"] == sha256(vdir / "tensor-cache.json")
-    assert client.get(v["base_url"] + "tensor-cache.json").status_code == 200
-
-
 # ------------------------------------------------------------------------------------------ artifact files
 @pytest.mark.parametrize("name, mime", [
     ("tensor-cache.json", "application/json"),

@@ -6,7 +6,7 @@ URL layout (web-llm appends `resolve/main/` to any model URL without a `/resolve
     /models/<model>/<quant>/resolve/main/<file>         always the current build: revalidate (ETag)
     /models/<model>/<quant>/<file>                      same as resolve/main
 
-Only files listed in the variant's lantern-manifest.json (plus the manifest and tensor-cache.json) are
+Only files listed in the variant's lantern-manifest.json (plus the manifest itself) are
 served; the URL parts are looked up in a dict built from the directory scan, never joined into a path
 as given, so traversal has nothing to reach.
 """
@@ -23,7 +23,6 @@ from pathlib import Path
 from flask import Blueprint, abort, current_app, send_file
 
 MANIFEST_FILE = "lantern-manifest.json"
-TENSOR_INDEX_FILE = "tensor-cache.json"
 CURRENT_REVISION = "main"
 REVISION_CHARS = 16
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -33,14 +32,6 @@ MIME_TYPES = {".wasm": "application/wasm", ".json": "application/json"}
 DEFAULT_MIME = "application/octet-stream"
 
 bp = Blueprint("artifacts", __name__)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mime_type(name: str) -> str:
@@ -95,16 +86,9 @@ def _load_variant(directory: Path, model: str, quantization: str) -> Variant:
         # Only plain names directly in the variant dir are servable; the manifest is trusted, but not blindly.
         if isinstance(path, str) and path and "/" not in path and "\\" not in path and path not in (".", ".."):
             files[path] = {"path": path, "bytes": int(entry["bytes"]), "sha256": str(entry["sha256"])}
-    revision_input = hashlib.sha256(raw)
-    if TENSOR_INDEX_FILE not in files and (directory / TENSOR_INDEX_FILE).is_file():
-        # Older manifests list the shards but not the index that names them: hash it here so the page
-        # can verify it like any other file, and fold it into the revision.
-        index_path = directory / TENSOR_INDEX_FILE
-        entry = {"path": TENSOR_INDEX_FILE, "bytes": index_path.stat().st_size, "sha256": _sha256_file(index_path)}
-        files = {TENSOR_INDEX_FILE: entry, **files}
-        revision_input.update(entry["sha256"].encode())
-    files[MANIFEST_FILE] = {"path": MANIFEST_FILE, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
-    return Variant(model, quantization, directory, manifest, revision_input.hexdigest()[:REVISION_CHARS], files)
+    digest = hashlib.sha256(raw).hexdigest()
+    files[MANIFEST_FILE] = {"path": MANIFEST_FILE, "bytes": len(raw), "sha256": digest}
+    return Variant(model, quantization, directory, manifest, digest[:REVISION_CHARS], files)
 
 
 class ArtifactStore:

@@ -216,30 +216,24 @@ def judge(report: dict) -> dict:
     return report
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, model_config: dict) -> str:
     """Hash of everything a verification result depends on: both libraries (their cache keys cover
     config, quantization, settings and compiler sources), the shards, chat config, tokenizer, and the
     verification + reference code itself."""
     import hashlib
 
-    from build_pipeline.tensor_cache import read_index
+    from build_pipeline.tensor_cache import file_sha256, read_index
 
     variant_dir = Path(variant_dir)
     here = Path(__file__).resolve()
     pkg = here.parents[1]
-    shards = [r.get("sha256") or _file_sha256(variant_dir / r["dataPath"]) for r in read_index(variant_dir)["records"]]
+    shards = [r.get("sha256") or file_sha256(variant_dir / r["dataPath"]) for r in read_index(variant_dir)["records"]]
     desc = {
         "cpu": cpu_key, "webgpu": webgpu_key, "config": model_config, "shards": shards,
-        "index": _file_sha256(variant_dir / "tensor-cache.json"),
-        "chat": _file_sha256(variant_dir / "mlc-chat-config.json"),
-        "tokenizer": _file_sha256(variant_dir / "tokenizer.json"),
-        "code": [_file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py")],
+        "index": file_sha256(variant_dir / "tensor-cache.json"),
+        "chat": file_sha256(variant_dir / "mlc-chat-config.json"),
+        "tokenizer": file_sha256(variant_dir / "tokenizer.json"),
+        "code": [file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py")],
         "prompt": PROMPT, "steps": MAX_NEW_TOKENS,
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]

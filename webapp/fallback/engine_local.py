@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import codecs
 import secrets
-import threading
 import time
 
+from webapp.fallback.background import BackgroundLoad
 from webapp.fallback.chat_format import ChatFormat, StopScanner
 from webapp.fallback.errors import APIError
 from webapp.fallback.job import ClientGone, GenerationTimeout, Job
@@ -21,31 +21,20 @@ from webapp.fallback.model_files import find_gguf, load_chat_files
 CLIENT_CHECK_SECONDS = 0.25
 
 
-class LocalEngine:
+class LocalEngine(BackgroundLoad):
     kind = "llama.cpp"
 
     def __init__(self, ref, settings):
+        super().__init__()
         self.ref = ref
         self.slots = settings.max_concurrent
         self.threads = settings.threads
         self.gguf = find_gguf(ref, settings.gguf)
         self.format: ChatFormat | None = None
-        self.state = "idle"
-        self.error: str | None = None
         self.load_seconds: float | None = None
         self._llamas: list = []
-        self._lock = threading.Lock()
-        self._done = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        """Begin loading in the background (idempotent)."""
-        with self._lock:
-            if self.state != "idle":
-                return
-            self.state = "loading"
-        threading.Thread(target=self._load, name="lantern-fallback-load", daemon=True).start()
-
     def _load(self) -> None:
         from llama_cpp import Llama
 

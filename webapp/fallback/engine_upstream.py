@@ -12,10 +12,10 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import time
 from urllib.parse import urlsplit
 
+from webapp.fallback.background import BackgroundLoad
 from webapp.fallback.chat_format import ChatFormat
 from webapp.fallback.errors import APIError
 from webapp.fallback.job import ClientGone, GenerationTimeout, Job
@@ -36,19 +36,16 @@ def split_base_url(url: str) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port, prefix
 
 
-class UpstreamEngine:
+class UpstreamEngine(BackgroundLoad):
     kind = "upstream"
 
     def __init__(self, ref, settings):
+        super().__init__()
         self.ref = ref
         self.scheme, self.host, self.port, self.prefix = split_base_url(settings.upstream)
         self.upstream_model = settings.upstream_model or ref.id
         self.api_key = settings.upstream_api_key
         self.format: ChatFormat | None = None
-        self.state = "idle"
-        self.error: str | None = None
-        self._lock = threading.Lock()
-        self._done = threading.Event()
         self._probe: tuple[float, bool, str | None] | None = None
 
     @property
@@ -56,13 +53,6 @@ class UpstreamEngine:
         return f"{self.scheme}://{self.host}:{self.port}{self.prefix}"
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        with self._lock:
-            if self.state != "idle":
-                return
-            self.state = "loading"
-        threading.Thread(target=self._load, name="lantern-fallback-load", daemon=True).start()
-
     def _load(self) -> None:
         """The local chat format (if the model is built here) lets Lantern count tokens and check context."""
         try:
