@@ -10,9 +10,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_MODEL := model_configs/smollm2-135m-instruct.toml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# command the project runs -> Debian package that provides it (only missing ones are installed;
-# a machine with Node.js from elsewhere keeps it).
-APT_NEEDS := emcc:emscripten chromium:chromium npm:npm
+# command (or file) the project needs -> Debian package that provides it (only missing ones are
+# installed; a machine with Node.js from elsewhere keeps it). Mesa's lavapipe Vulkan driver gives the
+# f16 kernel test a WebGPU adapter with shader-f16, which Chromium's SwiftShader lacks.
+APT_NEEDS := emcc:emscripten chromium:chromium npm:npm /usr/share/vulkan/icd.d/lvp_icd.*.json:mesa-vulkan-drivers
 # llama-cpp-python compiles llama.cpp from source; use both cores (pip caches the wheel afterwards).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
@@ -27,7 +28,8 @@ help:
 
 # Debian packages: emcc links the WebGPU model library, chromium runs the browser tests.
 system-deps:
-	@missing=""; for need in $(APT_NEEDS); do command -v $${need%%:*} >/dev/null 2>&1 || missing="$$missing $${need##*:}"; done; \
+	@missing=""; for need in $(APT_NEEDS); do what=$${need%%:*}; \
+	  command -v $$what >/dev/null 2>&1 || ls $$what >/dev/null 2>&1 || missing="$$missing $${need##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
@@ -71,7 +73,7 @@ test: install-test
 test-fast: install-test
 	$(PY) -m pytest -m "not slow"
 
-bench: install-test
+bench: install-test build-model
 	$(PY) -m bench
 
 clean:

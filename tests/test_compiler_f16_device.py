@@ -1,7 +1,7 @@
 """f16 WGSL on a device that has shader-f16 (SwiftShader in Chromium has none).
 
-Optional: needs Python `wgpu` and a Vulkan driver offering shader-f16 -- Debian's mesa-vulkan-drivers
-gives llvmpipe, which does. Every kernel of the f16 libraries must pass WGSL validation and pipeline
+Needs Python `wgpu` and a Vulkan driver offering shader-f16: Debian's mesa-vulkan-drivers gives
+llvmpipe (lavapipe), which does; the Makefile installs both. Every kernel of the f16 libraries must pass WGSL validation and pipeline
 creation with web-llm's limits (10 storage buffers, 256 invocations, 32 KiB workgroup memory).
 """
 
@@ -11,15 +11,15 @@ import os
 
 import pytest
 
-wgpu = pytest.importorskip("wgpu", reason="optional: pip install wgpu (+ apt mesa-vulkan-drivers)")
+import wgpu
 
 
 @pytest.fixture(scope="module")
 def f16_device():
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
-    if adapter is None or "shader-f16" not in adapter.features:
-        pytest.skip("no WebGPU adapter with shader-f16 (install mesa-vulkan-drivers for llvmpipe)")
+    assert adapter is not None and "shader-f16" in adapter.features, \
+        "no WebGPU adapter with shader-f16: install Debian's mesa-vulkan-drivers (make system-deps)"
     return adapter.request_device_sync(
         required_features=["shader-f16"],
         required_limits={"max_storage_buffers_per_shader_stage": 10,

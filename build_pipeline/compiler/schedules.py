@@ -126,26 +126,8 @@ class RowPerThreadMatmul(dl.gpu.GEMV):  # (idem)
         acc = sch.cache_write(block, 0, "local")
         sch.reverse_compute_at(acc, fi, preserve_unit_loops=True)
         # Inline the pad/dequantize producers into the reduction, the unpad/epilogue into the store.
-        for _ in range(4):
-            progressed = False
-            for b in list(sch.get_producers(block)):
-                try:
-                    sch.compute_inline(b)
-                    progressed = True
-                except Exception:  # pylint: disable=broad-except
-                    pass
-            if not progressed:
-                break
-        for _ in range(4):
-            progressed = False
-            for b in list(sch.get_consumers(acc)):
-                try:
-                    sch.reverse_compute_inline(b)
-                    progressed = True
-                except Exception:  # pylint: disable=broad-except
-                    pass
-            if not progressed:
-                break
+        _inline_all(lambda: sch.get_producers(block), sch.compute_inline)
+        _inline_all(lambda: sch.get_consumers(acc), sch.reverse_compute_inline)
         if list(sch.get_producers(block)) or list(sch.get_consumers(acc)):
             return None  # something could not be fused: leave the function to the other rules
         init = sch.decompose_reduction(block, ro)
@@ -154,3 +136,18 @@ class RowPerThreadMatmul(dl.gpu.GEMV):  # (idem)
         sch.unroll(sch.get_loops(init)[-1])
         sch.unroll(sch.get_loops(acc)[-2])
         return sch
+
+
+def _inline_all(neighbours, inline, rounds: int = 4) -> None:
+    """Inline what `neighbours()` returns, repeating while something moved (chains fold step by step);
+    blocks that cannot be inlined stay, and the caller checks what is left."""
+    for _ in range(rounds):
+        progressed = False
+        for b in list(neighbours()):
+            try:
+                inline(b)
+                progressed = True
+            except Exception:  # pylint: disable=broad-except
+                pass
+        if not progressed:
+            break
