@@ -56,6 +56,8 @@ def test_swiftshader_is_detected_flagged_slow_and_q4f32_chosen(serve, chromium, 
 
     selection = s.lantern(".selection")
     assert selection["ok"] is True
+    # Nothing saved yet: the temperature setting starts at the model's own default (0 in its config).
+    assert s.page.input_value("#temperature") == "0"
     assert selection["quantization"] == "q4f32_1"  # the q4f16_1 build needs shader-f16
     assert "shader-f16" in selection["reason"]
     assert any("software renderer" in w for w in selection["warnings"])

@@ -94,6 +94,13 @@ def test_models_api_describes_each_built_variant_from_its_manifest(client, model
     assert by_quant["q4f32_1"]["required_features"] == []
 
 
+def test_models_api_carries_the_models_sampling_defaults(models):
+    chat = json.loads((models / MODEL / "q4f32_1" / "mlc-chat-config.json").read_text())
+    v = variant(app_for(models).test_client(), "q4f32_1")
+    assert v["generation"]["temperature"] == chat["temperature"] == 0.0  # the tiny config's [generation]
+    assert v["generation"]["top_p"] == chat["top_p"] == 1.0
+
+
 def test_models_api_reports_library_url_when_built_with_one(models):
     add_library(models)
     v = variant(app_for(models).test_client(), "q4f32_1")

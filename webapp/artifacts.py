@@ -23,6 +23,7 @@ from pathlib import Path
 from flask import Blueprint, abort, current_app, send_file
 
 MANIFEST_FILE = "lantern-manifest.json"
+CHAT_CONFIG_FILE = "mlc-chat-config.json"
 CURRENT_REVISION = "main"
 REVISION_CHARS = 16
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -49,6 +50,8 @@ class Variant:
     revision: str
     # path -> {"path", "bytes", "sha256"}: every file the browser may ask for.
     files: dict = field(default_factory=dict)
+    # Sampling defaults from the variant's mlc-chat-config.json (the model config's [generation]).
+    generation: dict = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -88,7 +91,19 @@ def _load_variant(directory: Path, model: str, quantization: str) -> Variant:
             files[path] = {"path": path, "bytes": int(entry["bytes"]), "sha256": str(entry["sha256"])}
     digest = hashlib.sha256(raw).hexdigest()
     files[MANIFEST_FILE] = {"path": MANIFEST_FILE, "bytes": len(raw), "sha256": digest}
-    return Variant(model, quantization, directory, manifest, digest[:REVISION_CHARS], files)
+    return Variant(model, quantization, directory, manifest, digest[:REVISION_CHARS], files,
+                   _generation_defaults(directory))
+
+
+GENERATION_KEYS = ("temperature", "top_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+
+
+def _generation_defaults(directory: Path) -> dict:
+    try:
+        chat = json.loads((directory / CHAT_CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: chat[k] for k in GENERATION_KEYS if isinstance(chat.get(k), (int, float))}
 
 
 class ArtifactStore:

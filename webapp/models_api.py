@@ -32,6 +32,7 @@ def describe_variant(variant) -> dict:
     for key, name in (("library", variant.library_file), ("software_library", software)):
         out[key] = {"file": name, "url": variant.base_path() + name} if name else None
     out["files"] = files
+    out["generation"] = variant.generation
     return out
 
 

@@ -119,6 +119,7 @@ async function selectModel(modelId, { justVerified = false } = {}) {
     selection = chooseVariant(lantern.capabilities, model, { cachedBytes: state.cachedBytes });
   }
   lantern.selection = selection;
+  applyModelDefaults(selection.variant);
   log("selected", { variant: selection.variantId, ok: selection.ok });
   view.showCapabilities(selection);
   $("remove-button").hidden = !(lantern.cache && lantern.cache.cachedBytes > 0);
@@ -463,11 +464,24 @@ async function removeDownloaded() {
 }
 
 // ------------------------------------------------------------------------------------------------ wiring
+// The temperature slider follows the model's own default (its build config) until the user moves it.
+let userTemperature = false;
+
+function applyModelDefaults(variant) {
+  const t = variant && variant.generation ? variant.generation.temperature : undefined;
+  if (userTemperature || !Number.isFinite(t)) return;
+  $("temperature").value = String(t);
+  $("temperature-value").textContent = $("temperature").value;
+}
+
 function loadSettings() {
   try {
     const saved = JSON.parse(localStorage.getItem(SETTINGS_KEY) || "{}");
     if (typeof saved.systemPrompt === "string") $("system-prompt").value = saved.systemPrompt;
-    if (Number.isFinite(saved.temperature)) $("temperature").value = String(saved.temperature);
+    if (Number.isFinite(saved.temperature)) {
+      $("temperature").value = String(saved.temperature);
+      userTemperature = true;
+    }
     if (Number.isFinite(saved.maxTokens)) $("max-tokens").value = String(saved.maxTokens);
   } catch {
     /* defaults */
@@ -477,7 +491,8 @@ function loadSettings() {
 
 function saveSettings() {
   $("temperature-value").textContent = $("temperature").value;
-  localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings()));
+  const { temperature, ...rest } = settings();
+  localStorage.setItem(SETTINGS_KEY, JSON.stringify(userTemperature ? { ...rest, temperature } : rest));
 }
 
 function bindUI() {
@@ -496,7 +511,10 @@ function bindUI() {
   $("download-button").addEventListener("click", startDownload);
   $("remove-button").addEventListener("click", removeDownloaded);
   $("system-prompt").addEventListener("change", saveSettings);
-  $("temperature").addEventListener("input", saveSettings);
+  $("temperature").addEventListener("input", () => {
+    userTemperature = true;
+    saveSettings();
+  });
   $("max-tokens").addEventListener("change", saveSettings);
   $("mode").addEventListener("change", (e) => (e.target.value === "server" ? useServer() : useLocal()));
   $("model-picker").addEventListener("change", async (e) => {
