@@ -214,12 +214,19 @@ class PageSession:
 
 
 @pytest.fixture
-def chromium(_browsers):
+def chromium(_playwright, _browsers):
     """chromium(webgpu=True) -> PageSession with a fresh context; closed after the test."""
     opened = []
+    own_browsers = []
 
-    def open_session(webgpu: bool = True, init_script: str | None = None) -> PageSession:
-        context = _browsers(webgpu).new_context()
+    def open_session(webgpu: bool = True, init_script: str | None = None, dedicated: bool = False) -> PageSession:
+        """dedicated=True: a browser of its own, for tests that crash browser processes."""
+        if dedicated:
+            browser = chromium_launcher.launch(_playwright, webgpu)
+            own_browsers.append(browser)
+        else:
+            browser = _browsers(webgpu)
+        context = browser.new_context()
         if init_script:
             context.add_init_script(init_script)
         session = PageSession(context, None)
@@ -246,6 +253,9 @@ def chromium(_browsers):
     for session in opened:
         with contextlib.suppress(Exception):
             session.context.close()
+    for browser in own_browsers:
+        with contextlib.suppress(Exception):
+            browser.close()
 
 
 # ------------------------------------------------------------------------------------------ network faults

@@ -17,9 +17,9 @@ PROMPT = "What is the capital of France?"
 LOAD_TIMEOUT = 900_000  # SwiftShader compiles every WGSL kernel at load
 
 
-def ready_session(serve, chromium, models):
+def ready_session(serve, chromium, models, *, dedicated=False):
     server = serve(models)
-    s = chromium(webgpu=True)
+    s = chromium(webgpu=True, dedicated=dedicated)
     s.page.goto(server.url + "/")
     state = s.wait_state("needs-download", "ready", "engine-failed", "unsupported")
     assert state == "needs-download", (state, s.lantern(".error"))

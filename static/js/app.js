@@ -15,6 +15,7 @@ import * as view from "./view.js";
 const { $ } = view;
 const SETTINGS_KEY = "lantern.settings";
 const MODE_KEY = "lantern.mode"; // sessionStorage: server mode lasts as long as the consent does
+const DEVICE_LOSSES_KEY = "lantern.deviceLosses"; // sessionStorage: GPU losses survive the reload they ask for
 const LOCAL_UNAVAILABLE = new Set(["no-webgpu", "no-adapter", "adapter-too-small", "f16-missing", "insecure-context",
   "no-models", "quota-too-small"]);
 
@@ -36,6 +37,7 @@ const lantern = {
   lastReply: null,
   replyCount: 0, // finished answers (stopped and failed ones included): lets tests wait for the next one
   error: null,
+  deviceLosses: Number(sessionStorage.getItem(DEVICE_LOSSES_KEY) || 0),
   events: [],
   cspViolations: [],
   api: {},
@@ -72,6 +74,25 @@ function clearFailure() {
 const offerServer = (reason) => ({ label: "Answer on the server instead", id: "offer-server", onClick: () => useServer(reason) });
 const retryDownload = { label: "Retry download", id: "retry-download", onClick: () => startDownload() };
 const reloadPage = { label: "Reload the page", id: "reload-page", onClick: () => location.reload() };
+
+/** A lost GPU first gets a reload; lost again in this session, the server is offered as well. */
+function deviceLost(e) {
+  lantern.deviceLosses += 1;
+  sessionStorage.setItem(DEVICE_LOSSES_KEY, String(lantern.deviceLosses));
+  log("device-lost", { losses: lantern.deviceLosses });
+  fail(e.code, e.message, lantern.deviceLosses >= 2 ? [reloadPage, offerServer(e.message)] : [reloadPage]);
+}
+
+/** Drop a local engine whose GPU is gone; chatting locally needs a reload now. */
+function discardLostEngine(engine) {
+  if (localEngine === engine) localEngine = null;
+  lantern.engine.status = "lost";
+  engine.unload();
+  if (lantern.mode === "local") {
+    setState("engine-failed");
+    view.setEngineStatus("");
+  }
+}
 
 function variant() {
   return lantern.selection && lantern.selection.variant;
@@ -204,7 +225,14 @@ async function startLocalEngine() {
   setState("loading-engine");
   lantern.engine = { ...lantern.engine, kind: "local", status: "loading", startedCount: lantern.engine.startedCount + 1 };
   view.setEngineStatus("Starting the model on your GPU…");
-  const engine = new LocalEngine(v);
+  // The device lost while idle; during an answer or a load, those report it themselves.
+  const engine = new LocalEngine(v, {
+    onLost: (e) => {
+      if (busy || localEngine !== engine) return;
+      discardLostEngine(engine);
+      if (lantern.mode === "local") deviceLost(e);
+    },
+  });
   const started = performance.now();
   try {
     await engine.load((p) => {
@@ -216,7 +244,8 @@ async function startLocalEngine() {
     lantern.engine.status = "failed";
     setState("engine-failed");
     view.setEngineStatus("");
-    fail(e.code, e.message, e.code === "device-lost" ? [reloadPage, offerServer(e.message)] : [offerServer(e.message)]);
+    if (e.code === "device-lost") deviceLost(e);
+    else fail(e.code, e.message, [offerServer(e.message)]);
     return;
   }
   localEngine = engine;
@@ -330,6 +359,10 @@ async function send(text) {
   if (!text || busy) return;
   if (lantern.mode === "local" && !localEngine) {
     // Local chat isn't possible (yet): nothing is sent anywhere without the user's explicit consent.
+    if (lantern.engine.status === "lost") {
+      view.setEngineStatus("The GPU stopped responding: reload the page, or switch to the server in Settings.");
+      return;
+    }
     if (lantern.selection && !lantern.selection.ok) {
       const reason = lantern.selection.problems[0].message;
       if (!(await useServer(reason))) return;
@@ -390,12 +423,12 @@ async function send(text) {
     view.updateMessage(bubble, latest || "(no answer)", { stopped: true });
     conversation.messages.push({ role: "assistant", content: latest, finishReason: "error" });
     lantern.lastReply.finishReason = "error";
-    const actions = e.code === "device-lost" ? [reloadPage] : [];
     if (engine.kind === "local" && e.code === "device-lost") {
-      localEngine = null;
-      lantern.engine.status = "lost";
+      discardLostEngine(engine);
+      deviceLost(e);
+    } else {
+      fail(e.code, e.message);
     }
-    fail(e.code, e.message, actions);
   } finally {
     busy = false;
     view.setBusy(false);

@@ -23,9 +23,7 @@ export function classifyEngineError(err) {
   if (err instanceof EngineError) return err;
   const text = String(err && err.message ? err.message : err);
   if (/device (was )?lost|DeviceLostError|GPUDevice.*(lost|destroyed)/i.test(text)) {
-    return new EngineError("device-lost",
-      "The GPU stopped responding (this often means it ran out of memory). Reload the page to start again.",
-      { detail: text });
+    return new EngineError("device-lost", DEVICE_LOST_MESSAGE, { detail: text });
   }
   if (/exceed context window|ContextWindowSizeExceededError/i.test(text)) {
     return new EngineError("context-full",
@@ -62,12 +60,43 @@ export function modelRecord(variant) {
   };
 }
 
+const DEVICE_LOST_MESSAGE =
+  "The GPU stopped responding (this often means it ran out of memory). Reload the page to start again.";
+
 export class LocalEngine {
-  constructor(variant) {
+  /** onLost(error) runs once if the GPU device is lost after the engine started. */
+  constructor(variant, { onLost = () => {} } = {}) {
     this.kind = "local";
     this.variant = variant;
     this.engine = null;
     this.worker = null;
+    this.onLost = onLost;
+    this.lost = null; // EngineError once the device is gone
+    // Rejects when the device is lost, so a pending load or answer ends instead of hanging.
+    this.lostSignal = new Promise((_, reject) => {
+      this.rejectLost = reject;
+    });
+    this.lostSignal.catch(() => {});
+  }
+
+  markLost(detail) {
+    if (this.lost) return;
+    this.lost = new EngineError("device-lost", DEVICE_LOST_MESSAGE, { detail });
+    this.rejectLost(this.lost);
+    this.onLost(this.lost);
+  }
+
+  /** The error to report for `err`: a request on a dying device often fails just before the loss
+   * itself is reported, so give that report a moment to arrive. */
+  async explain(err) {
+    const moment = new Promise((resolve) => setTimeout(resolve, 1000));
+    await Promise.race([this.lostSignal, moment]).catch(() => {});
+    return this.lost || classifyEngineError(err);
+  }
+
+  /** Resolves like `promise`, or rejects as soon as the device is lost. */
+  untilLost(promise) {
+    return Promise.race([promise, this.lostSignal]);
   }
 
   async load(onProgress = () => {}) {
@@ -77,16 +106,21 @@ export class LocalEngine {
     // Loaded only now: a device that cannot run locally never parses the 7 MB engine.
     const { CreateWebWorkerMLCEngine } = await import("../vendor/web-llm/index.js");
     this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module", name: "lantern-engine" });
+    const events = new MessageChannel();
+    events.port1.onmessage = (e) => {
+      if (e.data && e.data.kind === "device-lost") this.markLost(e.data.message);
+    };
+    this.worker.postMessage({ lantern: "events" }, [events.port2]);
     try {
-      this.engine = await CreateWebWorkerMLCEngine(this.worker, this.variant.id, {
+      this.engine = await this.untilLost(CreateWebWorkerMLCEngine(this.worker, this.variant.id, {
         appConfig: { model_list: [modelRecord(this.variant)], cacheBackend: "cache" },
         initProgressCallback: (report) => onProgress({ fraction: report.progress, text: report.text }),
         logLevel: "WARN",
-      });
+      }));
     } catch (err) {
       this.worker.terminate();
       this.worker = null;
-      throw classifyEngineError(err);
+      throw await this.explain(err);
     }
   }
 
@@ -104,8 +138,12 @@ export class LocalEngine {
       };
       if (temperature != null) request.temperature = temperature;
       if (maxTokens != null) request.max_tokens = maxTokens;
-      const chunks = await this.engine.chat.completions.create(request);
-      for await (const chunk of chunks) {
+      if (this.lost) throw this.lost;
+      const chunks = await this.untilLost(this.engine.chat.completions.create(request));
+      const stream = chunks[Symbol.asyncIterator]();
+      for (;;) {
+        const { value: chunk, done } = await this.untilLost(stream.next());
+        if (done) break;
         const choice = chunk.choices && chunk.choices[0];
         const delta = choice && choice.delta && choice.delta.content;
         if (delta) {
@@ -117,7 +155,7 @@ export class LocalEngine {
         if (chunk.usage) usage = chunk.usage;
       }
     } catch (err) {
-      throw classifyEngineError(err);
+      throw await this.explain(err);
     }
     const extra = (usage && usage.extra) || {};
     return {
@@ -138,7 +176,8 @@ export class LocalEngine {
 
   async unload() {
     try {
-      if (this.engine) await this.engine.unload();
+      // On a lost device web-llm may never answer; terminating the worker frees everything anyway.
+      if (this.engine && !this.lost) await this.engine.unload();
     } finally {
       if (this.worker) this.worker.terminate();
       this.engine = null;
