@@ -10,17 +10,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from build_pipeline.atomic import ensure_writable_dir, staged_dir
-from build_pipeline.chat_config import build_chat_config
+from build_pipeline.chat_config import CHAT_CONFIG_FILE, build_chat_config
 from build_pipeline.families import family_of_hf_config, get_family
 from build_pipeline.gguf_export import server_gguf_path, staged_server_gguf
 from build_pipeline.errors import BuildError
 from build_pipeline.manifest import build_manifest
 from build_pipeline.model_config import ModelSpec
+from build_pipeline.model_package import MANIFEST_FILE as PACKAGE_MANIFEST, index_params, package_manifest
 from build_pipeline.quantization import get_scheme
 from build_pipeline.sources import open_source
 from build_pipeline.tensor_cache import INDEX_FILE, ShardWriter
-
-CHAT_CONFIG_FILE = "mlc-chat-config.json"
 
 
 @dataclass
@@ -85,7 +84,8 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
             from build_pipeline.compiler import compile_variant
 
             libraries = compile_variant(model, scheme, tmp, profile)
-            extra += [lib["file"] for lib in libraries]
+            (tmp / PACKAGE_MANIFEST).write_text(json.dumps(package_manifest(index_params(index)), indent=1))
+            extra += [PACKAGE_MANIFEST, *(lib["file"] for lib in libraries)]
         build_manifest(model.spec, model.config, scheme, tmp, index, libraries, extra, server_gguf)
     return final
 

@@ -7,6 +7,7 @@ import json
 from build_pipeline.chat_template import derive_conv_template
 from build_pipeline.errors import BuildError
 
+CHAT_CONFIG_FILE = "mlc-chat-config.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 

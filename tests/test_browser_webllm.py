@@ -9,6 +9,7 @@ the verified prompt ids (16 raw greedy steps, stop tokens included).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -27,15 +28,21 @@ pytestmark = [
 GREEDY = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
 
 
-def _load(page, server, name: str, variant: Path, library: str = "software_library") -> dict:
+def _load(page, server, name: str, variant: Path, library: str = "software_library", package: bool = False) -> dict:
     """Load a built variant with one of its libraries (SwiftShader is a software adapter: by default
-    the library built for software adapters, as the site's page would pick)."""
+    the library built for software adapters, as the site's page would pick). package=True goes through
+    web-llm's model-package path (mlc-model-manifest.json + `_metadata.artifact`), the plain contract otherwise."""
     url = server.add(name, variant)
-    lib = read_manifest(variant)[library]["file"]
+    manifest = read_manifest(variant)
+    lib = manifest[library]["file"]
     # chatOpts only matter for forwardTokensAndSample (it samples with the config defaults);
     # chat requests pass the greedy settings explicitly.
-    return page.evaluate("a => window.lantern.load(a)", {"modelId": name, "modelUrl": url,
-                                                        "libUrl": f"{url}/resolve/main/{lib}", "chatOpts": GREEDY})
+    args = {"modelId": name, "modelUrl": url, "libUrl": f"{url}/resolve/main/{lib}", "chatOpts": GREEDY}
+    if package:
+        args["modelManifest"] = manifest["package_manifest"]
+    loaded = page.evaluate("a => window.lantern.load(a)", args)
+    assert loaded["packaged"] is package
+    return loaded
 
 
 def _cpu_penalized_greedy(variant: Path, prompt: str, steps: int, repetition_penalty: float,
@@ -66,7 +73,7 @@ def _cpu_penalized_greedy(variant: Path, prompt: str, steps: int, repetition_pen
     return out
 
 
-def _check_against_verify(page, name: str, variant: Path) -> dict:
+def _check_against_verify(page, name: str, variant: Path, raw: bool = True) -> dict:
     report = json.loads((variant / "verify.json").read_text())
     assert report["passed"]
     chat = page.evaluate("a => window.lantern.chat(a)", {"prompt": report["prompt"], "maxTokens": 16, "model": name})
@@ -74,6 +81,8 @@ def _check_against_verify(page, name: str, variant: Path) -> dict:
     assert chat["outputIds"] == report["greedy_token_ids"], (chat, report["greedy_text"])
     assert chat["finishReason"] == report["finish_reason"]
     assert chat["text"] == report["greedy_text"]
+    if not raw:
+        return chat
     raw = page.evaluate("a => window.lantern.forwardIds(a)",
                         {"ids": report["prompt_token_ids"], "steps": len(report["raw_greedy_token_ids"]),
                          "model": name})
@@ -115,6 +124,25 @@ def test_tiny_model_gpu_profile_library_matches_cpu_build(tmp_path, _browsers):
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
         _load(page, server, "tiny-gpu", variant, library="library")
         _check_against_verify(page, "tiny-gpu", variant)
+
+
+def test_tiny_model_through_the_model_package_matches_cpu_build(tmp_path, _browsers):
+    """web-llm's model-package path: it checks the package manifest against the library's
+    `_metadata.artifact` (interface, parameter schema, device needs), then chats by role."""
+    spec = tiny_spec(tmp_path)
+    variant = build(spec, "q4f32_1", tmp_path / "out")
+    with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
+        _load(page, server, "tiny-package", variant, package=True)
+        _check_against_verify(page, "tiny-package", variant, raw=False)
+
+        # The check is real: weights that are not the library's are refused before anything loads.
+        other = tmp_path / "mismatched"
+        shutil.copytree(variant, other)
+        package = json.loads((other / "mlc-model-manifest.json").read_text())
+        package["weights"]["parameter_schema_id"] = "sha256:" + "0" * 64
+        (other / "mlc-model-manifest.json").write_text(json.dumps(package))
+        with pytest.raises(Exception, match="parameter schema IDs differ"):
+            _load(page, server, "tiny-mismatched", other, package=True)
 
 
 @pytest.mark.slow

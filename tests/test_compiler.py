@@ -79,6 +79,20 @@ def test_metadata_matches_tensor_cache(tiny_q4f32):
     assert meta["kv_state_kind"] == "kv_cache" and meta["sliding_window_size"] == -1
     assert meta["model_type"] == "llama" and meta["quantization"] == "q4f32_1"
     assert set(meta["memory_usage"]) == {"embed", "prefill", "decode"}
+    # web-llm's model package: the manifest beside the weights and the library's `artifact` agree,
+    # and the library declares the same device needs the site's manifest shows.
+    manifest = read_manifest(tiny_q4f32)
+    package = json.loads((tiny_q4f32 / manifest["package_manifest"]).read_text())
+    artifact = meta["artifact"]
+    assert artifact["interface_id"] == package["interface_id"]
+    assert artifact["parameter_schema_id"] == package["weights"]["parameter_schema_id"]
+    assert package["tasks"]["chat.completions"]["executor"] in artifact["programs"]
+    assert artifact["resources"] == {
+        "required_features": manifest["required_features"],
+        "max_storage_buffer_binding_size": manifest["required_limits"]["maxStorageBufferBindingSize"],
+        "estimated_device_memory_bytes": manifest["estimated_gpu_memory_bytes"],
+    }
+    assert manifest["package_manifest"] in {f["path"] for f in manifest["files"]}
 
 
 def test_webgpu_library_interface_and_kernels(tiny_q4f32):

@@ -15,7 +15,7 @@ bp = Blueprint("models_api", __name__)
 MODEL_FIELDS = ("name", "family", "license")
 VARIANT_FIELDS = (
     "quantization", "context_window", "prefill_chunk_size", "param_count", "bits_per_param", "download_bytes",
-    "required_features", "required_limits", "estimated_gpu_memory_bytes",
+    "required_features", "required_limits", "estimated_gpu_memory_bytes", "package_manifest",
 )
 
 

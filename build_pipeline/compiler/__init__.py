@@ -56,9 +56,12 @@ def settings_for(model, profile: Profile):
 
 
 def library_metadata(config, scheme, settings, params, profile: Profile) -> dict:
-    """`_metadata` JSON (web-llm reads params/prefill_chunk_size/kv_state_kind; the rest is for mlc parity)."""
+    """`_metadata` JSON (web-llm reads params/prefill_chunk_size/kv_state_kind, and `artifact` when the
+    variant ships a model package; the rest is for mlc parity)."""
+    from build_pipeline import gpu_needs, model_package
     from build_pipeline.compiler.cache import compiler_fingerprint
 
+    needs = gpu_needs.needs(config, scheme, settings.context_window, settings.prefill_chunk_size, params)
     return {
         "model_type": config.family,
         "quantization": scheme.name,
@@ -71,6 +74,7 @@ def library_metadata(config, scheme, settings, params, profile: Profile) -> dict
         "kv_state_kind": "kv_cache",
         "max_batch_size": 1,
         "params": [{"name": n, "shape": s, "dtype": d, "preprocs": []} for n, s, d in params],
+        "artifact": model_package.compiled_program(params, needs),
         "lantern": {"profile": profile.name, "compiler": compiler_fingerprint()[:16],
                     "tvm": metadata.version("apache-tvm")},
     }

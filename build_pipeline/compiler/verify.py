@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from build_pipeline import chat_template
+from build_pipeline.chat_config import CHAT_CONFIG_FILE
 from build_pipeline.errors import BuildError
 
 VERIFY_FILE = "verify.json"
@@ -37,7 +38,7 @@ def prompt_token_ids(variant_dir: Path, user_message: str = PROMPT) -> tuple[lis
     """(token ids exactly as web-llm builds them, the chat config, the tokenizer)."""
     from tokenizers import Tokenizer
 
-    chat = json.loads((variant_dir / "mlc-chat-config.json").read_text())
+    chat = json.loads((variant_dir / CHAT_CONFIG_FILE).read_text())
     tok = Tokenizer.from_file(str(variant_dir / "tokenizer.json"))
     return chat_template.prompt_token_ids(chat["conv_template"], tok, [("user", user_message)]), chat, tok
 
@@ -231,7 +232,7 @@ def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, mo
     desc = {
         "cpu": cpu_key, "webgpu": webgpu_key, "config": model_config, "shards": shards,
         "index": file_sha256(variant_dir / "tensor-cache.json"),
-        "chat": file_sha256(variant_dir / "mlc-chat-config.json"),
+        "chat": file_sha256(variant_dir / CHAT_CONFIG_FILE),
         "tokenizer": file_sha256(variant_dir / "tokenizer.json"),
         "code": [file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py")],
         "prompt": PROMPT, "steps": MAX_NEW_TOKENS,

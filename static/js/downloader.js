@@ -37,7 +37,7 @@ export function modelUrl(variant) {
 }
 
 export function scopeFor(variant, path) {
-  if (path === "mlc-chat-config.json") return SCOPES.config;
+  if (path === "mlc-chat-config.json" || path === variant.package_manifest) return SCOPES.config;
   if (variant.library && path === variant.library.file) return SCOPES.wasm;
   return SCOPES.model;
 }

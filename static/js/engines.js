@@ -54,6 +54,8 @@ export function modelRecord(variant) {
     model: modelUrl(variant),
     model_id: variant.id,
     model_lib: variant.library ? fileUrl(variant, variant.library.file) : undefined,
+    // web-llm then checks, before loading, that library, weights and device fit together.
+    ...(variant.package_manifest ? { model_manifest: variant.package_manifest } : {}),
     required_features: variant.required_features || [],
     overrides: { context_window_size: variant.context_window },
     integrity,

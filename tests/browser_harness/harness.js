@@ -30,13 +30,16 @@ function use(id) {
 }
 
 // Load one variant. `modelUrl` is `<origin>/models/<name>` (web-llm appends resolve/main/).
-async function load({ modelId: id, modelUrl, libUrl, requiredFeatures = [], chatOpts = undefined }) {
+// `modelManifest` (e.g. "mlc-model-manifest.json") loads through web-llm's model-package path.
+async function load({ modelId: id, modelUrl, libUrl, requiredFeatures = [], chatOpts = undefined,
+                      modelManifest = undefined }) {
   const gpu = await gpuInfo();
   if (!gpu.ok) throw new Error("WebGPU unavailable: " + gpu.reason);
   const progress = [];
   const t0 = performance.now();
   const appConfig = {
-    model_list: [{ model: modelUrl, model_id: id, model_lib: libUrl, required_features: requiredFeatures }],
+    model_list: [{ model: modelUrl, model_id: id, model_lib: libUrl, required_features: requiredFeatures,
+                   ...(modelManifest ? { model_manifest: modelManifest } : {}) }],
   };
   engine = await webllm.CreateMLCEngine(id, {
     appConfig,
@@ -46,9 +49,11 @@ async function load({ modelId: id, modelUrl, libUrl, requiredFeatures = [], chat
   modelId = id;
   engines.set(id, engine);
   const loadMs = performance.now() - t0;
+  const packaged = engine.loadedModelIdToPipeline.get(id).artifact !== undefined;
   // web-llm reports "Loading GPU shader modules[i/N]" while compiling every WGSL kernel up front.
   const shaderMarks = progress.filter((p) => /shader/i.test(p.text));
-  return { loadMs, gpu, progressTail: progress.slice(-3), shaderStartMs: shaderMarks.length ? shaderMarks[0].t : null };
+  return { loadMs, gpu, packaged, progressTail: progress.slice(-3),
+           shaderStartMs: shaderMarks.length ? shaderMarks[0].t : null };
 }
 
 // Greedy chat completion through the public API; the generated token ids are read from the pipeline
