@@ -138,6 +138,8 @@ def build_library(family, config, scheme, settings, profile: Profile, kind: str 
             info["bytes"] = (tmp / filename).stat().st_size
             (tmp / cache.INFO_FILE).write_text(json.dumps(info, indent=1))
         log(f"{kind} library ready in {info['total_seconds']:.1f} s ({info['bytes']:,} bytes)")
+        for old in cache.prune():
+            log(f"removed least recently used cached library {old}")
         return cache.libs_root() / key / filename, info, False
 
 

@@ -4,6 +4,8 @@ The key hashes everything that changes the library: the model config values, the
 the profile (and its revision), context/prefill settings, the target, the TVM / tvm-ffi / emcc
 versions and the compiler's own source files. An entry is a directory holding the library file and
 `info.json`; it is built in a temp dir and renamed into place, so an entry is complete or absent.
+Every build or reuse marks the entry as used; once the cache outgrows $LANTERN_LIB_CACHE_MAX_MB
+(default 2048), the least recently used entries are removed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +33,9 @@ FINGERPRINT_GLOBS = ("compiler/**/*.py", "compiler/runtime_support/**/*", "famil
 # The verification harness does not change what is compiled.
 FINGERPRINT_EXCLUDE = ("compiler/verify.py",)
 INFO_FILE = "info.json"
+DEFAULT_MAX_MB = 2048
+# An entry used this recently is never pruned: another build may be copying its library right now.
+PRUNE_GRACE_SECONDS = 3600
 
 
 @cache
@@ -76,8 +82,40 @@ def lookup(key: str, filename: str) -> tuple[Path, dict] | None:
     entry = libs_root() / key
     lib, info = entry / filename, entry / INFO_FILE
     if lib.is_file() and info.is_file():
+        os.utime(info)  # last use, for pruning
         return lib, json.loads(info.read_text())
     return None
+
+
+def _entry_bytes(entry: Path) -> int:
+    return sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+
+
+def prune(max_bytes: int | None = None, now: float | None = None) -> list[str]:
+    """Remove least recently used entries until the cache fits in `max_bytes`; returns their keys."""
+    if max_bytes is None:
+        max_bytes = int(float(os.environ.get("LANTERN_LIB_CACHE_MAX_MB", DEFAULT_MAX_MB)) * 2**20)
+    now = time.time() if now is None else now
+    root = libs_root()
+    if not root.is_dir():
+        return []
+    entries = []
+    for entry in root.iterdir():
+        info = entry / INFO_FILE
+        if entry.is_dir() and not entry.name.startswith(".") and info.is_file():
+            entries.append((info.stat().st_mtime, entry, _entry_bytes(entry)))
+    total = sum(size for _, _, size in entries)
+    removed = []
+    for used, entry, size in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if now - used < PRUNE_GRACE_SECONDS:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        (root / f".{entry.name}.lock").unlink(missing_ok=True)
+        total -= size
+        removed.append(entry.name)
+    return removed
 
 
 @contextlib.contextmanager
