@@ -37,7 +37,7 @@ def largest_buffer(model_config, scheme, context_window: int, prefill_chunk: int
     c, b = model_config, _activation_bytes(scheme)
     kv_layer = 2 * c.num_key_value_heads * c.head_dim * context_window * b
     act = prefill_chunk * max(2 * c.intermediate_size, c.hidden_size * 4) * b
-    logits = prefill_chunk * c.vocab_size * 4
+    logits = c.vocab_size * 4  # prefill returns the last position's logits only
     return max(biggest_param_bytes, kv_layer, act, logits)
 
 
