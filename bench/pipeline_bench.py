@@ -103,11 +103,13 @@ def decode_speed(out: Path, n_tokens: int = 32) -> None:
     ref_tps = len(got) / (time.perf_counter() - t)
     print(f"numpy reference (q4f32_1 dequantized, 1 BLAS thread): {ref_tps:.1f} tok/s")
     try:
-        import llama_cpp
+        import llama_cpp  # noqa: F401 - only to know whether the peer is installed
     except ImportError:
         print("llama.cpp: not installed, no peer")
         return
-    llm = llama_cpp.Llama(model_path=str(model.source.gguf_path), n_ctx=512, n_threads=2, verbose=False)
+    from webapp.fallback.engine_worker import load_llama
+
+    llm = load_llama(str(model.source.gguf_path), 512, 2)
     llm.eval(ids)
     t = time.perf_counter()
     for _ in range(n_tokens):

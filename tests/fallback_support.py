@@ -52,6 +52,7 @@ def running(app):
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="fallback-test-server", daemon=True)
     thread.start()
+    wait_for_engine(app)
     try:
         yield Client("127.0.0.1", server.server_port)
     finally:
@@ -61,6 +62,15 @@ def running(app):
         service = app.extensions.get("lantern_fallback")
         if service is not None:
             service.close()
+
+
+def wait_for_engine(app, timeout: float = 120.0) -> str | None:
+    """Wait until the site's engine process (started with the app) is ready or failed; its state then.
+
+    Tests with a short request timeout would otherwise see the engine still loading."""
+    service = app.extensions.get("lantern_fallback")
+    process = getattr(service.engine, "process", None) if service is not None else None
+    return process.wait(timeout) if process is not None else None
 
 
 @dataclass

@@ -142,8 +142,10 @@ def serve():
     stack = contextlib.ExitStack()
 
     def start(models_dir, config=None, wsgi_wrapper=None):
-        # One llama.cpp thread keeps the second core for Chromium when a test uses the real fallback.
-        app = create_app({"MODELS_DIR": str(models_dir), "TESTING": True, "FALLBACK_THREADS": 1, **(config or {})})
+        # One llama.cpp thread keeps the second core for Chromium when a test uses the real fallback; the
+        # engine process starts when the page first asks the server (most page tests never do).
+        app = create_app({"MODELS_DIR": str(models_dir), "TESTING": True, "FALLBACK_THREADS": 1,
+                          "FALLBACK_PRELOAD": False, **(config or {})})
         return stack.enter_context(live_server(app, wsgi_wrapper))
 
     with stack:

@@ -21,9 +21,9 @@ TOKENS = [5, 80, 90, 100, 7, 260, 12, 263, 40, 41]  # ids in the tiny vocabulary
 
 
 def llama_logits(path, tokens=TOKENS) -> np.ndarray:
-    from llama_cpp import Llama
+    from webapp.fallback.engine_worker import load_llama
 
-    llm = Llama(str(path), n_ctx=64, n_threads=1, logits_all=True, verbose=False)
+    llm = load_llama(str(path), 64, 1, logits_all=True)
     try:
         llm.eval(tokens)
         return np.array(llm.scores[: len(tokens)])

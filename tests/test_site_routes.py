@@ -22,7 +22,8 @@ WASM_MAGIC = b"\0asm\x01\0\0\0"
 
 
 def app_for(models_dir: Path, **config):
-    return create_app({"MODELS_DIR": str(models_dir), "TESTING": True, **config})
+    # Route tests never generate: the fallback engine process starts only if one asks for it.
+    return create_app({"MODELS_DIR": str(models_dir), "TESTING": True, "FALLBACK_PRELOAD": False, **config})
 
 
 @pytest.fixture

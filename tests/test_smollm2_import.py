@@ -96,8 +96,10 @@ def test_reference_answers_france(float_reference, tokenizer, conv):
 def test_reference_matches_llama_cpp_logits(smollm2_gguf, float_reference, tokenizer, conv):
     """llama.cpp runs the same GGUF with its own (permuted-q/k) kernels: its next-token logits must agree
     with ours, which only happens when the importer un-permutes q/k correctly."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    llm = llama_cpp.Llama(model_path=str(smollm2_gguf), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    pytest.importorskip("llama_cpp")
+    from webapp.fallback.engine_worker import load_llama
+
+    llm = load_llama(str(smollm2_gguf), 256, 2, logits_all=True)
     ids = tokenizer.encode(format_prompt(conv, [("user", FRANCE)])).ids
     llm.eval(ids)
     theirs = np.array(llm.scores[: len(ids)], dtype=np.float32)

@@ -1,9 +1,10 @@
 """Server-side fallback inference: an OpenAI-compatible API the page uses only after the user consents.
 
-`init_app` reads the LANTERN_* settings, picks the engine (embedded llama.cpp, or a proxy to an
-upstream server), and wires the API, /metrics and a /healthz check. Nothing heavy happens here: the
-model loads on first use (or in the background with LANTERN_FALLBACK_PRELOAD), so the site starts fast.
-With LANTERN_FALLBACK_ENABLED=0 no route is registered at all.
+`init_app` reads the LANTERN_* settings, picks the engine (llama.cpp in a supervised child process of
+the site's own, or a proxy to an upstream server), and wires the API, /metrics and a /healthz check.
+Nothing heavy happens in the site's process: the engine process loads the model in the background
+(at start, or on first use with LANTERN_FALLBACK_PRELOAD=0), so the site starts fast and a crash in
+llama.cpp never takes it down. With LANTERN_FALLBACK_ENABLED=0 no route is registered at all.
 """
 
 from __future__ import annotations
@@ -40,10 +41,9 @@ class Fallback:
         return "fallback", ok, detail
 
     def close(self, wait: float = 10.0) -> bool:
-        """Free the engine's llama.cpp contexts once no generation uses them (tests create many apps).
+        """Stop the engine (its process, for the local engine) once no generation uses it.
 
-        Returns False, freeing nothing, if generations are still running after `wait` seconds: freeing a
-        context under a running generation would crash the process.
+        Returns False, stopping nothing, if generations are still running after `wait` seconds.
         """
         deadline = time.monotonic() + wait
         while self.admission.active and time.monotonic() < deadline:
@@ -85,8 +85,10 @@ def init_app(app) -> None:
         return
     engine = _make_engine(ref, settings)
     admission = Admission(settings.max_concurrent, settings.max_queue)
-    service = Fallback(settings, ref, engine, admission, ApiKeys(settings.api_keys, settings.api_keys_file),
-                       Metrics(admission, engine))
+    metrics = Metrics(admission, engine)
+    if hasattr(engine, "restart_listeners"):
+        engine.restart_listeners.append(metrics.engine_restarts.inc)
+    service = Fallback(settings, ref, engine, admission, ApiKeys(settings.api_keys, settings.api_keys_file), metrics)
     app.extensions[EXTENSION_KEY] = service
     checks.append(service.health)
     app.register_error_handler(APIError, lambda exc: exc.response())

@@ -1,76 +1,119 @@
-"""The embedded engine: llama.cpp (llama-cpp-python) on the model's GGUF, one context per slot.
+"""The site's own engine: llama.cpp on the model's GGUF, in a supervised child process.
 
-Loading happens in a background thread on first need (or at start with LANTERN_FALLBACK_PRELOAD), so
-the site starts at once and /healthz can say "loading". The weights are memory-mapped, so N slots
-share one copy; each slot owns only its KV cache, which also keeps the conversation prefix of its
-last request (a follow-up turn in the same slot skips re-reading the shared history).
+To the API it is just an upstream that the site starts itself: the same streaming client as proxy
+mode (engine_upstream) talks to it over loopback, so a native crash in llama.cpp ends one request with
+a clear error instead of ending the site. What differs from a foreign upstream:
+
+- the prompt goes as token ids made here with web-llm's prompt assembly, and the sampling values are
+  the ones the site resolved, so both sides of the product answer alike;
+- the request names its slot, so each slot keeps its llama.cpp context (and the KV prefix of its last
+  conversation) in the engine process;
+- the engine's state (starting, ready, restarting, failed) comes from the supervisor, and a request
+  that finds it not ready gets 503 + Retry-After after a short wait.
 """
 
 from __future__ import annotations
 
-import codecs
-import secrets
+import http.client
+import math
 import time
 
-from webapp.fallback.background import BackgroundLoad
-from webapp.fallback.chat_format import ChatFormat, StopScanner
+from webapp.fallback.chat_format import ChatFormat
+from webapp.fallback.engine_upstream import UpstreamEngine
 from webapp.fallback.errors import APIError
-from webapp.fallback.job import ClientGone, GenerationTimeout, Job
+from webapp.fallback.job import Job
 from webapp.fallback.model_files import find_gguf, load_chat_files
+from webapp.fallback.supervisor import EngineProcess
 
-CLIENT_CHECK_SECONDS = 0.25
+ENGINE_GRACE_SECONDS = 5.0  # the engine's own deadline trails the site's, which must fire first
 
 
-class LocalEngine(BackgroundLoad):
+class LocalEngine(UpstreamEngine):
     kind = "llama.cpp"
 
     def __init__(self, ref, settings):
-        super().__init__()
+        # No upstream URL: the port is the engine process's, known once it is ready (see _connection).
         self.ref = ref
+        self.scheme, self.host, self.port, self.prefix = "http", "127.0.0.1", 0, "/v1"
+        self.upstream_model = ref.id
+        self.api_key = None
+        self.format: ChatFormat | None = None
+        self._probe = None
         self.slots = settings.max_concurrent
         self.threads = settings.threads
+        self.ready_wait = settings.ready_wait
         self.gguf = find_gguf(ref, settings.gguf)
-        self.format: ChatFormat | None = None
-        self.load_seconds: float | None = None
-        self._llamas: list = []
+        self.restart_listeners: list = []
+        self.process: EngineProcess | None = None
+        self._format_error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def _load(self) -> None:
-        from llama_cpp import Llama
+    @property
+    def state(self) -> str:
+        if self._format_error:
+            return "failed"
+        return self.process.state if self.process is not None else "idle"
 
-        started = time.monotonic()
+    @property
+    def error(self) -> str | None:
+        return self._format_error or (self.process.error if self.process is not None else None)
+
+    def start(self) -> None:
+        """Start the engine process (idempotent); the chat format is read here, once."""
+        if self.process is not None or self._format_error:
+            return
         try:
             if self.gguf is None or not self.gguf.is_file():
                 raise FileNotFoundError(f"no GGUF for model {self.ref.id} (looked for {self.gguf or 'model.gguf'})")
-            fmt = ChatFormat(*load_chat_files(self.ref))
-            llamas = [
-                Llama(model_path=str(self.gguf), n_ctx=fmt.context_window, n_batch=512, n_threads=self.threads,
-                      n_threads_batch=self.threads, verbose=False)
-                for _ in range(self.slots)
-            ]
-            self.format, self._llamas = fmt, llamas
-            self.load_seconds = time.monotonic() - started
-            self.state = "ready"
+            self.format = ChatFormat(*load_chat_files(self.ref))
         except Exception as exc:  # noqa: BLE001 - reported through /healthz and 503s
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.state = "error"
-        finally:
-            self._done.set()
+            self._format_error = f"{type(exc).__name__}: {exc}"
+            return
+        self.process = EngineProcess(
+            {"model": self.ref.id, "gguf": str(self.gguf), "n_ctx": self.format.context_window,
+             "slots": self.slots, "threads": self.threads, "stop_token_ids": sorted(self.format.stop_token_ids),
+             "repetition_penalty": self.format.repetition_penalty},
+            on_restart=self._restarted,
+        )
+        self.process.start()
+
+    def _restarted(self) -> None:
+        for listener in self.restart_listeners:
+            listener()
+
+    @property
+    def restarts(self) -> int:
+        return self.process.restarts if self.process is not None else 0
 
     def wait_ready(self, deadline: float) -> None:
         self.start()
-        if not self._done.wait(max(0.0, deadline - time.monotonic())):
-            raise APIError(503, "The model is still loading; retry shortly.", type="server_error",
-                           code="model_loading", headers={"Retry-After": "2"})
-        if self.state != "ready":
+        if self.process is not None:
+            self.process.wait(min(self.ready_wait, deadline - time.monotonic()))
+        state = self.state
+        if state == "ready":
+            return
+        if state == "failed":
             raise APIError(503, "The server model is unavailable (see /healthz).", type="server_error",
                            code="model_unavailable")
+        retry_after = 2
+        if state == "restarting" and self.process.retry_at is not None:
+            retry_after = max(1, math.ceil(self.process.retry_at - time.monotonic()) + 2)
+        message = ("The server engine is restarting after a crash; retry shortly." if state == "restarting"
+                   else "The model is still loading; retry shortly.")
+        raise APIError(503, message, type="server_error",
+                       code="engine_restarting" if state == "restarting" else "model_loading",
+                       headers={"Retry-After": str(retry_after)})
 
     def status(self) -> tuple[bool, dict]:
+        proc = self.process
         detail = {"engine": self.kind, "state": self.state, "model": self.ref.id,
-                  "gguf": str(self.gguf) if self.gguf else None, "slots": self.slots, "threads": self.threads}
-        if self.load_seconds is not None:
-            detail["load_seconds"] = round(self.load_seconds, 3)
+                  "gguf": str(self.gguf) if self.gguf else None, "slots": self.slots, "threads": self.threads,
+                  "isolated": True, "restarts": self.restarts}
+        if proc is not None and proc.ready is not None:
+            detail.update(pid=proc.ready.pid, load_seconds=proc.ready.load_seconds,
+                          cpu_features=proc.ready.system_info)
+        if proc is not None and proc.last_exit:
+            detail["last_exit"] = proc.last_exit
         if self.error:
             detail["error"] = self.error
         if self.state == "idle" and (self.gguf is None or not self.gguf.is_file()):
@@ -79,56 +122,31 @@ class LocalEngine(BackgroundLoad):
         return self.state in ("idle", "ready"), detail
 
     def close(self) -> None:
-        for llm in self._llamas:
-            llm.close()
-        self._llamas = []
+        if self.process is not None:
+            self.process.close()
 
     # -- generation --------------------------------------------------------------------------
-    def generate(self, job: Job, slot: int, client_gone=None):
-        """Text pieces for `job` on the llama.cpp context of `slot`; sets job.finish_reason and counts."""
-        return self._pieces(job, self._llamas[slot], client_gone)
+    def _headers(self, slot: int | None = None) -> dict:
+        headers = super()._headers(slot)
+        headers["Authorization"] = f"Bearer {self.process.token}"
+        if slot is not None:
+            headers["X-Lantern-Slot"] = str(slot)
+        return headers
 
-    def _pieces(self, job: Job, llm, client_gone):
-        fmt = self.format
+    def _payload(self, job: Job) -> dict:
         req = job.request
-        seed = req.seed % (2**32) if req.seed is not None else secrets.randbits(32)
-        llm.set_seed(seed)
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopScanner(job.stop)
-        tokens = llm.generate(
-            job.prompt_ids, temp=job.temperature, top_p=job.top_p, top_k=0, min_p=0.0, typical_p=1.0,
-            repeat_penalty=fmt.repetition_penalty, frequency_penalty=req.frequency_penalty,
-            presence_penalty=req.presence_penalty,
-        )
-        next_check = time.monotonic() + CLIENT_CHECK_SECONDS
-        stopped_by_text = False
-        try:
-            for token in tokens:
-                if job.first_token_at is None:
-                    job.first_token_at = time.monotonic()
-                if token in fmt.stop_token_ids:
-                    job.finish_reason = "stop"
-                    break
-                job.completion_tokens += 1
-                text, stopped_by_text = stops.push(utf8.decode(llm.detokenize([token])))
-                if text:
-                    yield text
-                if stopped_by_text:
-                    job.finish_reason = "stop"
-                    break
-                if job.completion_tokens >= job.max_tokens:
-                    job.finish_reason = "length"
-                    break
-                now = time.monotonic()
-                if now > job.deadline:
-                    raise GenerationTimeout()
-                if client_gone is not None and now >= next_check:
-                    if client_gone():
-                        raise ClientGone()
-                    next_check = now + CLIENT_CHECK_SECONDS
-        finally:
-            tokens.close()
-        if not stopped_by_text:
-            tail = stops.flush() + utf8.decode(b"", final=True)
-            if tail:
-                yield tail
+        return {"prompt_token_ids": job.prompt_ids, "max_tokens": job.max_tokens, "temperature": job.temperature,
+                "top_p": job.top_p, "seed": req.seed, "stop": job.stop, "frequency_penalty": req.frequency_penalty,
+                "presence_penalty": req.presence_penalty,
+                "timeout": max(0.1, job.deadline - time.monotonic()) + ENGINE_GRACE_SECONDS}
+
+    def _broken(self, what: str) -> APIError:
+        return APIError(503, "The server engine stopped while answering; it restarts by itself. Retry shortly.",
+                        type="server_error", code="engine_crashed", headers={"Retry-After": "2"})
+
+    def _connection(self, timeout: float):
+        """A connection to the engine process that is running now (its port changes with each restart)."""
+        ready = self.process.ready if self.process is not None else None
+        if ready is None:
+            raise self._broken("unreachable")
+        return http.client.HTTPConnection(self.host, ready.port, timeout=timeout)

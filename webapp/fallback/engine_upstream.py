@@ -70,11 +70,19 @@ class UpstreamEngine(BackgroundLoad):
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=timeout)
 
-    def _headers(self) -> dict:
+    def _headers(self, slot: int | None = None) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
+
+    def _broken(self, what: str) -> APIError:
+        """The error for an upstream that failed mid-request (`what` happened); subclasses say more."""
+        messages = {"unreachable": "The upstream server is unreachable.",
+                    "broke_off": "The upstream server broke off the answer.",
+                    "ended_early": "The upstream server ended the answer early."}
+        code = "upstream_unavailable" if what == "unreachable" else "upstream_error"
+        return APIError(502, messages[what], type="server_error", code=code)
 
     def _reachable(self) -> tuple[bool, str | None]:
         now = time.monotonic()
@@ -131,16 +139,15 @@ class UpstreamEngine(BackgroundLoad):
         conn = self._connection(max(0.1, remaining))
         try:
             conn.request("POST", f"{self.prefix}/chat/completions", body=json.dumps(self._payload(job)),
-                         headers=self._headers())
+                         headers=self._headers(slot))
             resp = conn.getresponse()
         except (socket.timeout, TimeoutError):
             conn.close()
             raise APIError(504, "The upstream server did not answer in time.", type="server_error",
                            code="upstream_timeout") from None
-        except OSError as exc:
+        except OSError:
             conn.close()
-            raise APIError(502, f"The upstream server is unreachable ({type(exc).__name__}).", type="server_error",
-                           code="upstream_unavailable") from None
+            raise self._broken("unreachable") from None
         if resp.status != 200:
             err = _upstream_error(resp)
             conn.close()
@@ -161,12 +168,10 @@ class UpstreamEngine(BackgroundLoad):
                 except (socket.timeout, TimeoutError):
                     raise GenerationTimeout() from None
                 except (OSError, http.client.HTTPException):
-                    raise APIError(502, "The upstream server broke off the answer.", type="server_error",
-                                   code="upstream_error") from None
+                    raise self._broken("broke_off") from None
                 if not line:
                     # Some servers answer 200 and then fail (llama_cpp.server on a prompt over its context).
-                    raise APIError(502, "The upstream server ended the answer early.", type="server_error",
-                                   code="upstream_error")
+                    raise self._broken("ended_early")
                 line = line.strip()
                 if not line.startswith(b"data:"):
                     continue

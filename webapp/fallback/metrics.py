@@ -38,6 +38,8 @@ class Metrics:
         self.decode_rate = Histogram("lantern_fallback_decode_tokens_per_second",
                                      "Per-request generation speed after the first token", buckets=RATE_BUCKETS,
                                      registry=r)
+        self.engine_restarts = Counter("lantern_fallback_engine_restarts",
+                                       "Times the engine process died and was restarted", registry=r)
         Gauge("lantern_fallback_queue_depth", "Requests waiting for a slot",
               registry=r).set_function(lambda: admission.queued)
         Gauge("lantern_fallback_active_generations", "Slots in use",

@@ -63,7 +63,8 @@ class Settings:
     model: str | None = None  # Lantern model id to serve (default: the default model config)
     gguf: str | None = None  # explicit GGUF path (default: dist/models/<id>/model.gguf, else the source GGUF)
     threads: int = 1  # llama.cpp threads per generation slot
-    preload: bool = False  # start loading the engine when the app starts
+    preload: bool = True  # start the engine process with the site (else on first use)
+    ready_wait: float = 15.0  # seconds a request waits for a starting/restarting engine before 503
     api_keys: tuple[str, ...] = ()
     api_keys_file: str | None = None
     max_concurrent: int = 2
@@ -96,7 +97,8 @@ def load_settings(config) -> Settings:
         gguf=_text(get("FALLBACK_GGUF")),
         threads=_number("FALLBACK_THREADS", threads, int, 1) if threads is not None
         else _default_threads(max_concurrent),
-        preload=_bool("FALLBACK_PRELOAD", get("FALLBACK_PRELOAD", False)),
+        preload=_bool("FALLBACK_PRELOAD", get("FALLBACK_PRELOAD", True)),
+        ready_wait=_number("FALLBACK_READY_WAIT", get("FALLBACK_READY_WAIT", 15.0), float, 0.0),
         api_keys=_keys(get("API_KEYS")),
         api_keys_file=_text(get("API_KEYS_FILE")),
         max_concurrent=max_concurrent,
