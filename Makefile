@@ -82,7 +82,18 @@ static/vendor/web-llm/index.js: node_modules/.package-lock.json
 	mkdir -p static/vendor/web-llm
 	cp node_modules/@mlc-ai/web-llm/lib/index.js $@
 
-install: system-deps $(VENV)/.installed-app static/vendor/web-llm/index.js
+# wllama (llama.cpp in WebAssembly) runs the CPU tier: its ES module and both wasm builds (one thread,
+# and threads for cross-origin isolated pages), served from the site like web-llm.
+WLLAMA_FILES := static/vendor/wllama/index.js static/vendor/wllama/single-thread/wllama.wasm \
+  static/vendor/wllama/multi-thread/wllama.wasm
+$(WLLAMA_FILES) &: node_modules/.package-lock.json
+	mkdir -p static/vendor/wllama/single-thread static/vendor/wllama/multi-thread
+	cp node_modules/@wllama/wllama/esm/index.js static/vendor/wllama/index.js
+	cp node_modules/@wllama/wllama/esm/single-thread/wllama.wasm static/vendor/wllama/single-thread/
+	cp node_modules/@wllama/wllama/esm/multi-thread/wllama.wasm static/vendor/wllama/multi-thread/
+	cp node_modules/@wllama/wllama/LICENCE static/vendor/wllama/LICENCE
+
+install: system-deps $(VENV)/.installed-app static/vendor/web-llm/index.js $(WLLAMA_FILES)
 
 install-test: install $(VENV)/.installed-test
 

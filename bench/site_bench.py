@@ -85,6 +85,8 @@ def run(models: Path, model: str = MODEL, quant: str = QUANT) -> dict:
         with serving(models) as url, sync_playwright() as p:
             # A persistent profile on disk: storage behaves as for a real user (not in-memory incognito).
             context = chromium.launch_persistent(p, profile)
+            # This bench measures the WebGPU path (on SwiftShader the page would pick the CPU tier).
+            context.add_init_script("try { localStorage.setItem('lantern.tier', 'gpu'); } catch (e) {}")
             page = context.new_page()
             page.goto(url + "/")
             wait_state(page, ["needs-download", "downloaded", "unsupported"], 60_000)

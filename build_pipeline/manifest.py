@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from build_pipeline import gpu_needs
+from build_pipeline.cpu_tier import cpu_tier
 from build_pipeline.model_package import MANIFEST_FILE as PACKAGE_MANIFEST, index_params
 from build_pipeline.tensor_cache import file_sha256
 
@@ -62,8 +63,11 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "package_manifest": PACKAGE_MANIFEST if PACKAGE_MANIFEST in extra_files else None,
         "library": libraries[0] if libraries else None,
         "software_library": libraries[1] if len(libraries) > 1 else None,
-        # llama.cpp weights for the server fallback (one per model, outside `files`: browsers never fetch it).
+        # llama.cpp weights for the server fallback (one per model, outside `files`: a WebGPU browser never
+        # fetches it) ...
         "server_gguf": server_gguf,
+        # ... and for the in-browser CPU tier (wllama), with what that needs of the device.
+        "cpu_tier": cpu_tier(model_config, spec.context_window, server_gguf),
         "files": files,
     }
     (variant_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))

@@ -221,14 +221,23 @@ def chromium(_playwright, _browsers):
     opened = []
     own_browsers = []
 
-    def open_session(webgpu: bool = True, init_script: str | None = None, dedicated: bool = False) -> PageSession:
-        """dedicated=True: a browser of its own, for tests that crash browser processes."""
+    def open_session(webgpu: bool = True, init_script: str | None = None, dedicated: bool = False,
+                     tier: str | None = "gpu") -> PageSession:
+        """dedicated=True: a browser of its own, for tests that crash browser processes.
+
+        tier: the Settings choice of local engine the page starts with. "gpu" (default) keeps the page
+        on WebGPU, as the tests of the GPU path and of the server fallback need (with "auto" a browser
+        without a usable GPU gets the CPU tier); None leaves the page's own choice ("auto")."""
         if dedicated:
             browser = chromium_launcher.launch(_playwright, webgpu)
             own_browsers.append(browser)
         else:
             browser = _browsers(webgpu)
         context = browser.new_context()
+        if tier:
+            context.add_init_script(
+                "try { if (!localStorage.getItem('lantern.tier')) localStorage.setItem('lantern.tier', %r); } "
+                "catch (e) {}" % tier)
         if init_script:
             context.add_init_script(init_script)
         session = PageSession(context, None)

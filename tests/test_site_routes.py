@@ -292,7 +292,11 @@ def test_security_headers_on_every_kind_of_response(client):
         policy = _csp(response)
         assert policy["default-src"] == ["'self'"], kind
         assert policy["script-src"] == ["'self'", "'wasm-unsafe-eval'"], kind
-        assert policy["worker-src"] == ["'self'"], kind
+        assert policy["worker-src"] == ["'self'", "blob:"], kind  # blob: for wllama's own workers (CPU tier)
+        # Cross-origin isolated (wasm threads for the CPU tier), and nothing here is embeddable cross-origin.
+        assert h["Cross-Origin-Opener-Policy"] == "same-origin", kind
+        assert h["Cross-Origin-Embedder-Policy"] == "require-corp", kind
+        assert h["Cross-Origin-Resource-Policy"] == "same-origin", kind
         assert policy["connect-src"] == ["'self'"], kind
         assert policy["object-src"] == ["'none'"], kind
         joined = h["Content-Security-Policy"]

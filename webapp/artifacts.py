@@ -79,6 +79,59 @@ class Variant:
         """What the page must fetch and verify before the engine starts (the manifest itself excluded)."""
         return [entry for path, entry in self.files.items() if path != MANIFEST_FILE]
 
+    def file_path(self, name: str) -> Path | None:
+        entry = self.files.get(name)
+        return self.directory / entry["path"] if entry else None
+
+
+CPU_TIER = "cpu"  # URL segment of a model's CPU tier (never a quantization name)
+CPU_TIER_FILES = (CHAT_CONFIG_FILE,)  # served beside the GGUF: the page formats prompts from its conv_template
+
+
+@dataclass
+class CpuTier:
+    """A model's in-browser CPU tier: its GGUF (the server's) and the chat config, served under
+    /models/<model>/cpu/resolve/<revision>/ like a variant, verified by the page the same way."""
+
+    model: str
+    needs: dict  # the manifest's cpu_tier block
+    revision: str
+    files: dict  # name -> {"path", "bytes", "sha256"} (what the page sees)
+    sources: dict  # name -> absolute Path on disk
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{CPU_TIER}"
+
+    def base_path(self) -> str:
+        return f"/models/{self.model}/{CPU_TIER}/resolve/{self.revision}/"
+
+    def file_path(self, name: str) -> Path | None:
+        return self.sources.get(name)
+
+
+def cpu_tier_of(variant: Variant) -> CpuTier | None:
+    """The CPU tier described by one variant's manifest, if its GGUF is really there beside it."""
+    needs = variant.manifest.get("cpu_tier")
+    if not isinstance(needs, dict) or not isinstance(needs.get("gguf"), dict):
+        return None
+    gguf = needs["gguf"]
+    model_dir = variant.directory.parent.resolve()
+    source = (variant.directory / str(gguf["path"])).resolve()
+    if source.parent != model_dir or not source.is_file():  # only the model's own model.gguf
+        return None
+    name = source.name
+    files = {name: {"path": name, "bytes": int(gguf["bytes"]), "sha256": str(gguf["sha256"])}}
+    sources = {name: source}
+    for extra in CPU_TIER_FILES:
+        entry = variant.files.get(extra)
+        if entry is None:
+            return None
+        files[extra] = dict(entry)
+        sources[extra] = variant.directory / entry["path"]
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return CpuTier(variant.model, needs, digest[:REVISION_CHARS], files, sources)
+
 
 def _load_variant(directory: Path, model: str, quantization: str) -> Variant:
     raw = (directory / MANIFEST_FILE).read_bytes()
@@ -166,10 +219,21 @@ class ArtifactStore:
             self._cache[directory] = (key, variant)
         return variant
 
-    def get(self, model: str, quantization: str) -> Variant | None:
+    def get(self, model: str, quantization: str) -> Variant | CpuTier | None:
+        if quantization == CPU_TIER:
+            return self.cpu_tier(model)
         for variant in self.scan():
             if variant.model == model and variant.quantization == quantization:
                 return variant
+        return None
+
+    def cpu_tier(self, model: str) -> CpuTier | None:
+        """The model's CPU tier, from the first of its variants that describes one."""
+        for variant in self.scan():
+            if variant.model == model:
+                tier = cpu_tier_of(variant)
+                if tier is not None:
+                    return tier
         return None
 
 
@@ -187,8 +251,8 @@ def _serve(model: str, quantization: str, revision: str, filename: str):
     if revision not in (CURRENT_REVISION, variant.revision):
         # An old revision's bytes are gone; serving today's bytes under it would break `immutable`.
         abort(404)
-    path = variant.directory / entry["path"]
-    if not path.is_file():
+    path = variant.file_path(filename)
+    if path is None or not path.is_file():
         abort(404)
     # The manifest's SHA-256 is the content identity: an honest strong validator.
     response = send_file(path, mimetype=mime_type(filename), etag=entry["sha256"], conditional=True,

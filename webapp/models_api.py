@@ -36,17 +36,41 @@ def describe_variant(variant) -> dict:
     return out
 
 
+def describe_cpu_tier(tier) -> dict:
+    """The in-browser CPU tier in the shape of a variant (the page's downloader and cache handle both)."""
+    files = list(tier.files.values())
+    gguf = next(f for f in files if f["path"].endswith(".gguf"))
+    return {
+        "id": tier.id, "tier": "cpu", "quantization": tier.needs["gguf"].get("type"), "engine": tier.needs["engine"],
+        "context_window": tier.needs["context_window"], "ram_bytes": tier.needs["ram_bytes"],
+        "preferred_on_software_adapter": bool(tier.needs.get("preferred_on_software_adapter")),
+        "gguf": gguf["path"], "download_bytes": sum(f["bytes"] for f in files), "revision": tier.revision,
+        "base_url": tier.base_path(), "library": None, "software_library": None, "package_manifest": None,
+        "required_features": [], "required_limits": {}, "files": files,
+    }
+
+
 def catalog() -> dict:
     models: dict[str, dict] = {}
     for variant in store().scan():
         m = variant.manifest
         entry = models.setdefault(variant.model, {
             "id": variant.model, **{k: m.get(k) for k in MODEL_FIELDS}, "default": False, "variants": [],
+            "cpu": None,
         })
         entry["default"] = entry["default"] or bool(m.get("default"))
         entry["variants"].append(describe_variant(variant))
+    for model_id, entry in models.items():
+        tier = store().cpu_tier(model_id)
+        if tier is not None:
+            entry["cpu"] = {**describe_cpu_tier(tier), "generation": _generation_of(entry)}
     ordered = sorted(models.values(), key=lambda e: (not e["default"], e["id"]))
     return {"models": ordered}
+
+
+def _generation_of(entry: dict) -> dict:
+    """Sampling defaults are the model's (the same chat config every variant carries)."""
+    return next((v["generation"] for v in entry["variants"] if v.get("generation")), {})
 
 
 @bp.get("/api/models")

@@ -5,6 +5,7 @@ import { detectCapabilities } from "./capabilities.js";
 import { chooseVariant } from "./choose.js";
 import { grantServerConsent, hasServerConsent } from "./consent.js";
 import { downloadVariant, inspectCache, removeModel, verifyStored } from "./downloader.js";
+import { CpuEngine } from "./cpu-engine.js";
 import { LocalEngine, ServerEngine, classifyEngineError } from "./engines.js";
 import { formatBytes, formatSeconds } from "./format.js";
 import {
@@ -14,6 +15,7 @@ import * as view from "./view.js";
 
 const { $ } = view;
 const SETTINGS_KEY = "lantern.settings";
+const TIER_KEY = "lantern.tier"; // localStorage: "auto" | "gpu" | "cpu" (Settings: which local engine)
 const MODE_KEY = "lantern.mode"; // sessionStorage: server mode lasts as long as the consent does
 const DEVICE_LOSSES_KEY = "lantern.deviceLosses"; // sessionStorage: GPU losses survive the reload they ask for
 const LOCAL_UNAVAILABLE = new Set(["no-webgpu", "no-adapter", "adapter-too-small", "f16-missing", "insecure-context",
@@ -28,7 +30,8 @@ const lantern = {
   selection: null,
   cache: null,
   download: { status: "idle" },
-  engine: { kind: null, status: "none", loadSeconds: null, progress: null, startedCount: 0 },
+  engine: { kind: null, tier: null, status: "none", loadSeconds: null, progress: null, startedCount: 0, threads: null },
+  tierPreference: localStorage.getItem(TIER_KEY) || "auto",
   mode: "local",
   privacy: "local",
   consent: hasServerConsent(),
@@ -72,6 +75,7 @@ function clearFailure() {
 
 // ---------------------------------------------------------------------------------------------- actions
 const offerServer = (reason) => ({ label: "Answer on the server instead", id: "offer-server", onClick: () => useServer(reason) });
+const offerCpu = { label: "Run it on my processor instead", id: "offer-cpu", onClick: () => switchTier("cpu") };
 const retryDownload = { label: "Retry download", id: "retry-download", onClick: () => startDownload() };
 const reloadPage = { label: "Reload the page", id: "reload-page", onClick: () => location.reload() };
 
@@ -118,7 +122,8 @@ async function fetchCatalog() {
 async function selectModel(modelId, { justVerified = false } = {}) {
   const model = lantern.catalog.models.find((m) => m.id === modelId) || lantern.catalog.models[0] || null;
   lantern.model = model ? model.id : null;
-  let selection = chooseVariant(lantern.capabilities, model);
+  const tier = lantern.tierPreference;
+  let selection = chooseVariant(lantern.capabilities, model, { tier });
   lantern.cache = null;
   if (selection.variant) {
     let state = await inspectCache(selection.variant);
@@ -137,12 +142,13 @@ async function selectModel(modelId, { justVerified = false } = {}) {
       if (check.damaged.length) state = await inspectCache(selection.variant);
     }
     lantern.cache = { cached: [...state.cached], cachedBytes: state.cachedBytes, complete: state.complete };
-    selection = chooseVariant(lantern.capabilities, model, { cachedBytes: state.cachedBytes });
+    selection = chooseVariant(lantern.capabilities, model, { cachedBytes: state.cachedBytes, tier });
   }
   lantern.selection = selection;
   applyModelDefaults(selection.variant);
-  log("selected", { variant: selection.variantId, ok: selection.ok });
+  log("selected", { variant: selection.variantId, ok: selection.ok, tier: selection.tier });
   view.showCapabilities(selection);
+  view.showTiers(selection.tiers, lantern.tierPreference);
   $("remove-button").hidden = !(lantern.cache && lantern.cache.cachedBytes > 0);
   $("download-button").hidden = true;
   clearFailure();
@@ -152,6 +158,8 @@ async function selectModel(modelId, { justVerified = false } = {}) {
   if (!selection.ok) {
     const first = selection.problems[0];
     const actions = first.code === "quota-too-small" ? [retryDownload, offerServer(first.message)] : [offerServer(first.message)];
+    // Settings asked for the GPU, which can't run here, but the processor can: offer that first.
+    if (selection.tier === "gpu" && selection.tiers.includes("cpu")) actions.unshift(offerCpu);
     if (local) {
       setState("unsupported");
       fail(first.code, first.message, actions);
@@ -222,22 +230,27 @@ async function startLocalEngine() {
     return;
   }
   if (localEngine) await localEngine.unload();
+  localEngine = null;
   setState("loading-engine");
-  lantern.engine = { ...lantern.engine, kind: "local", status: "loading", startedCount: lantern.engine.startedCount + 1 };
-  view.setEngineStatus("Starting the model on your GPU…");
+  const tier = lantern.selection.tier;
+  const where = tier === "cpu" ? "your processor" : "your GPU";
+  lantern.engine = { ...lantern.engine, kind: "local", tier, status: "loading", startedCount: lantern.engine.startedCount + 1 };
+  view.setEngineStatus(`Starting the model on ${where}…`);
   // The device lost while idle; during an answer or a load, those report it themselves.
-  const engine = new LocalEngine(v, {
-    onLost: (e) => {
-      if (busy || localEngine !== engine) return;
-      discardLostEngine(engine);
-      if (lantern.mode === "local") deviceLost(e);
-    },
-  });
+  const engine = tier === "cpu"
+    ? new CpuEngine(v, { threads: lantern.capabilities.wasm.threads })
+    : new LocalEngine(v, {
+      onLost: (e) => {
+        if (busy || localEngine !== engine) return;
+        discardLostEngine(engine);
+        if (lantern.mode === "local") deviceLost(e);
+      },
+    });
   const started = performance.now();
   try {
     await engine.load((p) => {
       lantern.engine.progress = p;
-      view.setEngineStatus(p.text || "Starting the model on your GPU…");
+      view.setEngineStatus(p.text || `Starting the model on ${where}…`);
     });
   } catch (err) {
     const e = classifyEngineError(err);
@@ -249,9 +262,23 @@ async function startLocalEngine() {
     return;
   }
   localEngine = engine;
-  lantern.engine = { ...lantern.engine, kind: "local", status: "ready", loadSeconds: (performance.now() - started) / 1000 };
-  view.setEngineStatus(`Ready: ${v.id} runs on your GPU (started in ${formatSeconds(lantern.engine.loadSeconds)}).`);
+  lantern.engine = {
+    ...lantern.engine, kind: "local", status: "ready", loadSeconds: (performance.now() - started) / 1000,
+    threads: tier === "cpu" ? engine.threads : null,
+  };
+  view.setEngineStatus(readyText(v));
   if (lantern.mode === "local") setState("ready");
+}
+
+/** What the local engine is, in plain words; the CPU tier says how fast it really ran here. */
+function readyText(v, stats = null) {
+  const started = `started in ${formatSeconds(lantern.engine.loadSeconds)}`;
+  if (lantern.engine.tier !== "cpu") return `Ready: ${v.id} runs on your GPU (${started}).`;
+  const threads = lantern.engine.threads;
+  const isolated = lantern.capabilities.wasm.isolated;
+  const how = `${threads} thread${threads > 1 ? "s" : ""}${isolated ? "" : ", one because this page isn't cross-origin isolated"}`;
+  const speed = stats && stats.decodeTokensPerSecond ? `, ~${Math.round(stats.decodeTokensPerSecond)} tokens/s` : "";
+  return `Ready: ${v.id} runs on your processor (${how}${speed}; ${started}). Private, slower than a GPU.`;
 }
 
 function askConsent(reason) {
@@ -417,6 +444,7 @@ async function send(text) {
     conversation.messages.push({ role: "assistant", content: result.text, finishReason: result.finishReason, stats: result.stats });
     Object.assign(lantern.lastReply, { text: result.text, finishReason: result.finishReason, stats: result.stats });
     view.showStats(result.stats, engine.kind);
+    if (engine.tier === "cpu" && localEngine === engine) view.setEngineStatus(readyText(variant(), result.stats));
   } catch (err) {
     const e = classifyEngineError(err);
     if (frame) cancelAnimationFrame(frame);
@@ -479,6 +507,24 @@ function newChat() {
   view.clearMessages();
   view.showStats(null);
   refreshConversations();
+}
+
+/** Settings: which local engine (auto / GPU / processor). Takes effect at once, no reload. */
+async function switchTier(tier) {
+  if (busy) {
+    $("local-tier").value = lantern.tierPreference;
+    return;
+  }
+  lantern.tierPreference = tier;
+  localStorage.setItem(TIER_KEY, tier);
+  log("tier", { tier });
+  if (localEngine) {
+    await localEngine.unload();
+    localEngine = null;
+    lantern.engine = { ...lantern.engine, status: "none" };
+  }
+  view.hideDownload();
+  await selectModel(lantern.model);
 }
 
 async function removeDownloaded() {
@@ -550,6 +596,7 @@ function bindUI() {
   });
   $("max-tokens").addEventListener("change", saveSettings);
   $("mode").addEventListener("change", (e) => (e.target.value === "server" ? useServer() : useLocal()));
+  $("local-tier").addEventListener("change", (e) => switchTier(e.target.value));
   $("model-picker").addEventListener("change", async (e) => {
     if (localEngine) {
       await localEngine.unload();
@@ -581,7 +628,7 @@ async function main() {
   view.setPrivacy("local");
   view.setBusy(false);
   Object.assign(lantern.api, {
-    send, stop, newChat, startDownload, removeDownloaded, useServer, useLocal, selectModel,
+    send, stop, newChat, startDownload, removeDownloaded, useServer, useLocal, selectModel, switchTier,
     inspectCache: async () => {
       const s = await inspectCache(variant());
       return { cached: [...s.cached], cachedBytes: s.cachedBytes, complete: s.complete };

@@ -101,6 +101,24 @@ async function detectStorage() {
   return out;
 }
 
+// The smallest module using a SIMD instruction (i8x16.splat + i8x16.popcnt): validates only where wasm
+// SIMD exists, which the CPU tier's llama.cpp build needs.
+const WASM_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1,
+  8, 0, 65, 0, 253, 15, 253, 98, 11]);
+
+/** WebAssembly for the CPU tier: SIMD, and threads (SharedArrayBuffer) when cross-origin isolated. */
+function detectWasm() {
+  let simd = false;
+  try {
+    simd = typeof WebAssembly === "object" && WebAssembly.validate(WASM_SIMD_PROBE);
+  } catch {
+    simd = false;
+  }
+  const isolated = Boolean(self.crossOriginIsolated) && typeof SharedArrayBuffer === "function";
+  const cores = navigator.hardwareConcurrency || 1;
+  return { simd, isolated, threads: isolated ? Math.max(1, Math.min(8, cores)) : 1 };
+}
+
 /** The full capability report the page shows and tests read as `window.lantern.capabilities`. */
 export async function detectCapabilities() {
   const [webgpu, storage] = await Promise.all([detectWebGPU(), detectStorage()]);
@@ -112,6 +130,7 @@ export async function detectCapabilities() {
     indexedDB: "indexedDB" in self,
     deviceMemoryGB: navigator.deviceMemory ?? null,
     hardwareConcurrency: navigator.hardwareConcurrency ?? null,
+    wasm: detectWasm(),
     webgpu,
     storage,
   };

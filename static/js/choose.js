@@ -68,15 +68,103 @@ export function forAdapter(variant, software) {
   };
 }
 
-/**
- * Decide for one model. `cachedBytes` (already verified in this browser) lowers the storage need.
- * Returns { ok, canChat, variant, variantId, quantization, reason, problems[], warnings[], summary }.
- */
-export function chooseVariant(caps, model, { cachedBytes = 0 } = {}) {
-  const result = {
+function emptyResult(model, tier) {
+  return {
     ok: false, canChat: false, model: model ? model.id : null, variant: null, variantId: null,
-    quantization: null, reason: "", problems: [], warnings: [], summary: "",
+    quantization: null, reason: "", problems: [], warnings: [], summary: "", tier, tiers: [],
   };
+}
+
+function storageProblem(caps, model, variant, cachedBytes) {
+  const need = Math.max(0, (variant.download_bytes || 0) - cachedBytes);
+  const avail = caps.storage ? caps.storage.available : null;
+  if (avail != null && need > avail) {
+    return problem("quota-too-small",
+      `${model.name} needs ${formatBytes(need)} of browser storage, but this browser only allows ` +
+      `${formatBytes(avail)} more for this site. Free up disk space or remove other downloaded models.`);
+  }
+  return null;
+}
+
+function sizeText(variant, cachedBytes) {
+  const need = Math.max(0, (variant.download_bytes || 0) - cachedBytes);
+  return cachedBytes >= (variant.download_bytes || 0) ? "already downloaded" : `${formatBytes(need)} download`;
+}
+
+/**
+ * The CPU tier (llama.cpp in WebAssembly, model.gguf from the server's build) for this browser:
+ * private like the GPU path, needs no GPU at all. Returns a result like chooseGpu's.
+ */
+export function chooseCpu(caps, model, { cachedBytes = 0 } = {}) {
+  const result = emptyResult(model, "cpu");
+  const cpu = model && model.cpu;
+  if (!cpu) {
+    result.problems.push(problem("no-cpu-build", "This model has no build for running on the processor."));
+    return result;
+  }
+  if (!caps.wasm || !caps.wasm.simd) {
+    result.problems.push(problem("no-wasm-simd",
+      "This browser can't run WebAssembly with SIMD, which the on-device CPU engine needs."));
+    return result;
+  }
+  if (!caps.secureContext || !caps.cacheApi || !caps.subtleCrypto) {
+    result.problems.push(problem("insecure-context",
+      "This page must be opened over HTTPS (or from localhost) so the browser allows model storage and verification."));
+    return result;
+  }
+  result.variant = cpu;
+  result.variantId = cpu.id;
+  result.quantization = cpu.quantization;
+  result.canChat = true;
+  const quota = storageProblem(caps, model, cpu, cachedBytes);
+  if (quota) result.problems.push(quota);
+  if (caps.deviceMemoryGB && caps.deviceMemoryGB * 1024 ** 3 < cpu.ram_bytes) {
+    result.warnings.push(`This device reports about ${caps.deviceMemoryGB} GB of memory and the model needs ` +
+      `about ${formatBytes(cpu.ram_bytes)} on the processor: it may not fit.`);
+  }
+  const threads = caps.wasm.threads;
+  if (!caps.wasm.isolated) {
+    result.warnings.push("This page isn't cross-origin isolated here, so the processor engine uses one thread (slower).");
+  }
+  result.ok = result.problems.length === 0;
+  result.summary = result.ok
+    ? `Runs on your processor (${threads} thread${threads > 1 ? "s" : ""}, slower than a GPU), ` +
+      `${sizeText(cpu, cachedBytes)}, needs about ${formatBytes(cpu.ram_bytes)} of memory; nothing leaves this device.`
+    : `${model.name} can't be stored on this device.`;
+  return result;
+}
+
+/**
+ * Decide for one model: the GPU (WebGPU) build if this device can run one, else the CPU tier, else
+ * nothing local (the page then offers the server, with consent). `tier` "gpu" / "cpu" forces a local
+ * tier (the Settings switch); "auto" also prefers the CPU tier over a software GPU adapter when the
+ * build says it is faster there (measured: bench/cpu_tier_bench.py). `cachedBytes` (already verified
+ * in this browser) lowers the storage need. Returns { ok, canChat, tier, tiers[], variant, variantId,
+ * quantization, reason, problems[], warnings[], summary }; `tiers` lists the local tiers that can run.
+ */
+export function chooseVariant(caps, model, { cachedBytes = 0, tier = "auto" } = {}) {
+  const gpu = chooseGpu(caps, model, { cachedBytes });
+  const cpu = chooseCpu(caps, model, { cachedBytes });
+  const tiers = [gpu, cpu].filter((r) => r.ok && r.canChat).map((r) => r.tier);
+  let chosen;
+  if (tier === "gpu" || tier === "cpu") {
+    chosen = tier === "gpu" ? gpu : cpu;
+  } else if (gpu.ok && gpu.canChat && !(caps.webgpu.software && cpu.ok && model.cpu.preferred_on_software_adapter)) {
+    chosen = gpu;
+  } else if (cpu.ok) {
+    chosen = cpu;
+    cpu.reason = caps.webgpu.available && caps.webgpu.software
+      ? `Your GPU is a software renderer (${caps.webgpu.name}); ${model.name} runs faster on your processor.`
+      : `${gpu.problems[0] ? gpu.problems[0].message + " " : ""}Lantern runs ${model.name} on your processor instead.`;
+  } else {
+    chosen = gpu.ok || gpu.problems.length ? gpu : cpu;
+  }
+  return { ...chosen, tiers };
+}
+
+/** The WebGPU decision for one model (see chooseVariant). */
+export function chooseGpu(caps, model, { cachedBytes = 0 } = {}) {
+  const result = emptyResult(model, "gpu");
   const gpu = caps.webgpu;
   if (!model || !model.variants || model.variants.length === 0) {
     result.problems.push(problem("no-models", "No model has been built on this server yet."));
@@ -141,13 +229,8 @@ export function chooseVariant(caps, model, { cachedBytes = 0 } = {}) {
     result.reason = `Lantern uses the ${chosen.quantization} build.`;
   }
 
-  const need = Math.max(0, (chosen.download_bytes || 0) - cachedBytes);
-  const avail = caps.storage ? caps.storage.available : null;
-  if (avail != null && need > avail) {
-    result.problems.push(problem("quota-too-small",
-      `${model.name} needs ${formatBytes(need)} of browser storage, but this browser only allows ` +
-      `${formatBytes(avail)} more for this site. Free up disk space or remove other downloaded models.`));
-  }
+  const quota = storageProblem(caps, model, chosen, cachedBytes);
+  if (quota) result.problems.push(quota);
   if (gpu.software) {
     result.warnings.push(`Your GPU is a software renderer (${gpu.name}): it works, but answers will be slow.`);
   }
@@ -162,9 +245,8 @@ export function chooseVariant(caps, model, { cachedBytes = 0 } = {}) {
   }
   result.ok = result.problems.length === 0;
   const where = gpu.software ? `${gpu.name}, a software renderer — slow` : gpu.name;
-  const size = cachedBytes >= (chosen.download_bytes || 0) ? "already downloaded" : `${formatBytes(need)} download`;
   result.summary = result.ok
-    ? `Runs on your GPU (${where}), ${size}, nothing leaves this device.`
+    ? `Runs on your GPU (${where}), ${sizeText(chosen, cachedBytes)}, nothing leaves this device.`
     : `${model.name} can't be stored on this device.`;
   return result;
 }

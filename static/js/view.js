@@ -29,6 +29,13 @@ export function showCapabilities(selection) {
   notes.replaceChildren(...selection.warnings.map((w) => el("li", { text: w })));
 }
 
+/** Settings' local-engine switch: only tiers that can run here are selectable. */
+export function showTiers(tiers, preference) {
+  const select = $("local-tier");
+  for (const option of select.options) option.disabled = option.value !== "auto" && !tiers.includes(option.value);
+  select.value = preference;
+}
+
 /** actions: [{label, id, onClick}] */
 export function showError(message, actions = []) {
   $("error-message").textContent = message;
@@ -84,7 +91,7 @@ export function showStats(stats, kind) {
     $("stats").textContent = "";
     return;
   }
-  const where = kind === "server" ? "on the server" : "on this device";
+  const where = kind === "server" ? "on the server" : stats.tier === "cpu" ? "on this device's processor" : "on this device";
   $("stats").textContent = `First token after ${formatSeconds(stats.ttftSeconds)} · ` +
     `${formatRate(stats.decodeTokensPerSecond, "tokens/s")} · answered ${where}`;
 }

@@ -1,0 +1,207 @@
+// The CPU tier: the model's GGUF (the same file the server fallback runs) in llama.cpp compiled to
+// WebAssembly (npm @wllama/wllama, vendored), for browsers without a usable GPU. Private like the GPU
+// path: the weights come from the verified browser cache and nothing is sent anywhere. wllama runs
+// llama.cpp in its own worker (and wasm threads when the page is cross-origin isolated), so decoding
+// never blocks the page.
+//
+// Same interface as engines.js (kind "local", load/chat/stop/unload). The prompt is assembled from the
+// variant's conv_template exactly as web-llm does (prompt.js) and fed as token ids; sampling is
+// temperature + top_p only (no top_k / min_p), as in web-llm and the server, so greedy answers equal
+// the server's on the same GGUF.
+
+import { SCOPES, fileUrl } from "./downloader.js";
+import { EngineError } from "./engines.js";
+import { promptTokenIds } from "./prompt.js";
+
+const WLLAMA = new URL("../vendor/wllama/", import.meta.url);
+const CHAT_CONFIG = "mlc-chat-config.json";
+
+/** Cuts streamed text at the first stop string, holding back only a tail that could still become one. */
+class StopScanner {
+  constructor(stops) {
+    this.stops = stops.filter(Boolean);
+    this.longest = Math.max(0, ...this.stops.map((s) => s.length));
+    this.buf = "";
+  }
+
+  push(text) {
+    if (!this.stops.length) return [text, false];
+    const buf = this.buf + text;
+    const hits = this.stops.map((s) => buf.indexOf(s)).filter((i) => i >= 0);
+    if (hits.length) {
+      this.buf = "";
+      return [buf.slice(0, Math.min(...hits)), true];
+    }
+    let hold = 0;
+    for (let k = Math.min(buf.length, this.longest - 1); k > 0; k--) {
+      const tail = buf.slice(-k);
+      if (this.stops.some((s) => s.startsWith(tail))) {
+        hold = k;
+        break;
+      }
+    }
+    this.buf = hold ? buf.slice(buf.length - hold) : "";
+    return [buf.slice(0, buf.length - hold), false];
+  }
+
+  flush() {
+    const out = this.buf;
+    this.buf = "";
+    return out;
+  }
+}
+
+async function cached(scope, url) {
+  const hit = await (await caches.open(scope)).match(new Request(url));
+  if (!hit) throw new EngineError("download-failed", "A model file is missing from browser storage; download it again.");
+  return hit;
+}
+
+export class CpuEngine {
+  /** threads: from the capability report (all cores when cross-origin isolated, else one). */
+  constructor(variant, { threads = 1 } = {}) {
+    this.kind = "local";
+    this.tier = "cpu";
+    this.variant = variant;
+    this.requestedThreads = threads;
+    this.wllama = null;
+    this.chatConfig = null;
+    this.kvTokens = []; // what the context holds now: a follow-up turn re-reads only what changed
+    this.aborted = false;
+    this.threads = 1;
+  }
+
+  async load(onProgress = () => {}) {
+    const v = this.variant;
+    onProgress({ fraction: 0, text: "Reading the model from browser storage…" });
+    this.chatConfig = await (await cached(SCOPES.config, fileUrl(v, CHAT_CONFIG))).json();
+    const blob = await (await cached(SCOPES.model, fileUrl(v, v.gguf))).blob();
+    const { Wllama } = await import("../vendor/wllama/index.js");
+    this.threads = this.requestedThreads;
+    this.wllama = new Wllama({
+      "single-thread/wllama.wasm": new URL("single-thread/wllama.wasm", WLLAMA).href,
+      "multi-thread/wllama.wasm": new URL("multi-thread/wllama.wasm", WLLAMA).href,
+    }, { suppressNativeLog: true });
+    onProgress({ fraction: 0.5, text: `Starting the model on your processor (${this.threads} thread${this.threads > 1 ? "s" : ""})…` });
+    try {
+      await this.wllama.loadModel([blob], { n_ctx: v.context_window, n_batch: 512, n_threads: this.threads });
+    } catch (err) {
+      await this.unload();
+      throw new EngineError("engine-failed", `The model could not start on your processor: ${err.message || err}`);
+    }
+    this.threads = this.wllama.getNumThreads();
+    onProgress({ fraction: 1, text: "Ready." });
+  }
+
+  get stopTokenIds() {
+    const c = this.chatConfig;
+    const eos = Array.isArray(c.eos_token_id) ? c.eos_token_id : c.eos_token_id != null ? [c.eos_token_id] : [];
+    return new Set([...(c.conv_template.stop_token_ids || []), ...eos]);
+  }
+
+  async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {
+    const w = this.wllama;
+    const c = this.chatConfig;
+    const conv = c.conv_template;
+    this.aborted = false;
+    const started = performance.now();
+    const ids = await promptTokenIds(conv, messages, (text) => w.tokenize(text, true));
+    const room = this.variant.context_window - ids.length;
+    if (room < 1) {
+      throw new EngineError("context-full",
+        "This conversation is longer than the model can keep in mind. Start a new chat to continue.");
+    }
+    const limit = Math.min(maxTokens ?? room, room);
+    // Keep the context's common prefix with this prompt (at least one token must be decoded for logits).
+    let keep = 0;
+    while (keep < Math.min(this.kvTokens.length, ids.length - 1) && this.kvTokens[keep] === ids[keep]) keep += 1;
+    if (keep === 0) {
+      await w.kvClear();
+    } else if (keep < this.kvTokens.length) {
+      try {
+        await w.kvRemove(keep, -1);
+      } catch {
+        keep = 0; // llama.cpp could not roll back: start from an empty context
+        await w.kvClear();
+      }
+    }
+    await w.samplingInit({
+      temp: temperature ?? c.temperature ?? 0.7, top_p: c.top_p ?? 0.95, top_k: 0, min_p: 0, typ_p: 1,
+      penalty_repeat: c.repetition_penalty ?? 1, penalty_freq: 0, penalty_present: 0,
+    }, ids);
+    this.kvTokens = ids.slice(0, keep);
+    await w.decode(ids.slice(keep), {});
+    this.kvTokens = ids.slice();
+    const promptDone = performance.now();
+
+    const stops = this.stopTokenIds;
+    const scanner = new StopScanner(conv.stop_str || []);
+    const utf8 = new TextDecoder("utf-8");
+    let text = "";
+    let stoppedByText = false;
+    let finishReason = "length";
+    let completion = 0;
+    let firstAt = null;
+    const emit = (piece) => {
+      if (!piece) return;
+      if (firstAt === null) firstAt = performance.now();
+      text += piece;
+      onDelta(piece, text);
+    };
+    while (completion < limit) {
+      if (this.aborted) {
+        finishReason = "abort";
+        break;
+      }
+      const { token, piece } = await w.samplingSample();
+      if (stops.has(token)) {
+        finishReason = "stop";
+        break;
+      }
+      completion += 1;
+      const [out, hit] = scanner.push(utf8.decode(piece, { stream: true }));
+      emit(out);
+      if (hit) {
+        stoppedByText = true;
+        finishReason = "stop";
+        break;
+      }
+      await w.samplingAccept([token]);
+      await w.decode([token], {});
+      this.kvTokens.push(token);
+    }
+    if (!stoppedByText) emit(scanner.flush() + utf8.decode());
+    const ended = performance.now();
+    const decodeSeconds = firstAt ? (ended - firstAt) / 1000 : null;
+    return {
+      text, finishReason,
+      stats: {
+        source: "engine",
+        tier: "cpu",
+        threads: this.threads,
+        ttftSeconds: firstAt ? (firstAt - started) / 1000 : (promptDone - started) / 1000,
+        prefillTokensPerSecond: ids.length - keep > 0 ? (ids.length - keep) / ((promptDone - started) / 1000) : null,
+        decodeTokensPerSecond: decodeSeconds && completion > 1 ? (completion - 1) / decodeSeconds : null,
+        promptTokens: ids.length,
+        completionTokens: completion,
+      },
+    };
+  }
+
+  stop() {
+    this.aborted = true;
+  }
+
+  async unload() {
+    const w = this.wllama;
+    this.wllama = null;
+    this.kvTokens = [];
+    if (w) {
+      try {
+        await w.exit();
+      } catch {
+        /* the worker is gone either way */
+      }
+    }
+  }
+}
