@@ -113,6 +113,19 @@ def test_cpu_tier_chats_privately_and_answers_like_the_server(serve, chromium, s
     # Same GGUF, same prompt tokens, greedy: the server's llama.cpp answers the same words.
     assert server_answer(server.url, GERMANY, 64) == reply["text"]
 
+    # Stop ends an answer early; Remove frees the stored model (the next visit would download again).
+    count = s.lantern(".replyCount")
+    s.page.fill("#prompt", "Write a long story about a dragon who learns to cook.")
+    s.page.click("#send")
+    s.page.wait_for_function("() => window.lantern.state === 'generating' && window.lantern.lastReply.deltas >= 3",
+                             timeout=60_000)
+    s.page.click("#stop")
+    s.page.wait_for_function("(n) => window.lantern.replyCount > n", arg=count, timeout=30_000)
+    assert s.lantern(".lastReply.finishReason") == "abort"
+    s.page.click("#remove-button")
+    assert s.wait_state("needs-download", timeout=30_000) == "needs-download"
+    assert s.poll("() => window.lantern.api.inspectCache()")["cachedBytes"] == 0
+
 
 @pytest.mark.slow
 def test_without_cross_origin_isolation_one_thread_and_it_says_so(serve, chromium, smollm2_site_models):
