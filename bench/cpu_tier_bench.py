@@ -17,20 +17,16 @@ SwiftShader path. The last ratio is why the page prefers the CPU tier on softwar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
-import tempfile
-import threading
-from pathlib import Path
 
-from build_pipeline.paths import REPO_ROOT, model_configs_dir, models_dir
+from bench.support import MODEL, serving_in_thread, smollm2_models
+from build_pipeline.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 import chromium  # noqa: E402  (tests/chromium.py: the one place Chromium's path and flags live)
 
-MODEL, QUANT = "smollm2-135m-instruct", "q4f32_1"
 STORY = "Write a long story about a dragon who learns to cook."
 SHORT = "In two sentences, explain why the sky is blue to a curious child."  # ~40 tokens with the template
 NEW_TOKENS = 64
@@ -85,43 +81,6 @@ MEASURE = """async ([threads, prompt, nTokens, leanFirst]) => {
 }"""
 
 
-@contextlib.contextmanager
-def smollm2_models():
-    """The repo's build (with its WebGPU libraries) when there is one, else a fresh no-library build."""
-    have = models_dir()
-    if (have / MODEL / QUANT / "lantern-manifest.json").is_file() and (have / MODEL / "model.gguf").is_file():
-        yield have
-        return
-    from build_pipeline.build import build
-    from build_pipeline.model_config import load_model_config
-
-    with tempfile.TemporaryDirectory(prefix="lantern-cpu-bench-") as tmp:
-        print(f"building {MODEL} {QUANT} (no library) into {tmp} ...", flush=True)
-        build(load_model_config(model_configs_dir() / f"{MODEL}.toml"), Path(tmp), [QUANT], compile_library=False)
-        yield Path(tmp)
-
-
-@contextlib.contextmanager
-def serving(models: Path):
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
-    from webapp import create_app
-
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, *a, **k):
-            pass
-
-    app = create_app({"MODELS_DIR": str(models), "FALLBACK_PRELOAD": False})
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-
-
 def _ready_page(browser, url: str, tier: str):
     context = browser.new_context()
     context.add_init_script("try { localStorage.setItem('lantern.tier', %r); } catch (e) {}" % tier)
@@ -174,7 +133,7 @@ def swiftshader(playwright, url: str) -> dict | None:
 def run() -> dict:
     from playwright.sync_api import sync_playwright
 
-    with smollm2_models() as models, serving(models) as url, sync_playwright() as p:
+    with smollm2_models() as models, serving_in_thread(models) as url, sync_playwright() as p:
         browser = chromium.launch(p, webgpu=False)
         try:
             cpu = cpu_tier_rounds(browser, url)
@@ -200,7 +159,7 @@ def report(r: dict) -> None:
         print(f"  {threads} thread(s): Lantern CPU tier prefill {lan_p:6.1f}, decode {lan_d:6.1f} tok/s | stock wllama "
               f"2.3.7 prefill {stock_p:6.1f}, decode {stock_d:6.1f} tok/s | decode ratio {lan_d / stock_d:.2f}x "
               f"({'meets' if lan_d / stock_d >= 1.0 else 'BELOW'} the 1.0x target), prefill ratio {lan_p / stock_p:.2f}x")
-        print(f"      rounds (Lantern/stock decode): "
+        print("      rounds (Lantern/stock decode): "
               + ", ".join(f"{x['lantern']['decode']:.1f}/{x['stock']['decode']:.1f}" for x in rows))
     short = r["cpu"]["short"]
     print(f"  time to first token, {short['promptTokens']}-token prompt, 2 threads: {short['ttft']:.2f} s "

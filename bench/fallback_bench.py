@@ -22,14 +22,12 @@ import http.client
 import json
 import os
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from build_pipeline.paths import model_configs_dir, models_dir
+from bench.support import MODEL, QUANT, smollm2_models
 
-MODEL, QUANT = "smollm2-135m-instruct", "q4f32_1"
 FRANCE = "What is the capital of France?"
 STORY = "Write a long story about a dragon who learns to cook. Chapter {i}."
 ROUNDS = 5
@@ -40,22 +38,6 @@ CLIENT_TOKENS = 64
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def smollm2_models():
-    """A models dir holding the SmolLM2 variant (the repo's if built, else a fresh no-library build)."""
-    have = models_dir()
-    if (have / MODEL / QUANT / "mlc-chat-config.json").is_file():
-        yield have
-        return
-    from build_pipeline.build import build
-    from build_pipeline.model_config import load_model_config
-
-    with tempfile.TemporaryDirectory(prefix="lantern-fallback-bench-") as tmp:
-        print(f"building {MODEL} {QUANT} (no library) into {tmp} ...", flush=True)
-        build(load_model_config(model_configs_dir() / f"{MODEL}.toml"), Path(tmp), [QUANT], compile_library=False)
-        yield Path(tmp)
 
 
 def _serve_child(config: dict, port_pipe) -> None:

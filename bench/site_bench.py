@@ -15,11 +15,10 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from bench.support import serving_in_thread
 from build_pipeline.paths import REPO_ROOT, models_dir
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -44,27 +43,6 @@ HASH_PROBE = """async (mb) => {
 }"""
 
 
-@contextmanager
-def serving(models: Path):
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
-    from webapp import create_app
-
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, *a, **k):
-            pass
-
-    server = make_server("127.0.0.1", 0, create_app({"MODELS_DIR": str(models)}), threaded=True,
-                         request_handler=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-
-
 def lantern(page, expr=""):
     return page.evaluate(f"() => JSON.parse(JSON.stringify(window.lantern{expr} ?? null))")
 
@@ -82,7 +60,7 @@ def run(models: Path, model: str = MODEL, quant: str = QUANT) -> dict:
     results = {"model": manifest["id"], "download_mb": manifest["download_bytes"] / 1e6, "library": has_library}
     profile = tempfile.mkdtemp(prefix="lantern-bench-profile-")
     try:
-        with serving(models) as url, sync_playwright() as p:
+        with serving_in_thread(models) as url, sync_playwright() as p:
             # A persistent profile on disk: storage behaves as for a real user (not in-memory incognito).
             context = chromium.launch_persistent(p, profile)
             # This bench measures the WebGPU path (on SwiftShader the page would pick the CPU tier).

@@ -1,0 +1,55 @@
+"""What several benchmarks share: the default model built once, and the site served on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+from pathlib import Path
+
+from build_pipeline.paths import model_configs_dir, models_dir
+
+MODEL, QUANT = "smollm2-135m-instruct", "q4f32_1"
+
+
+@contextlib.contextmanager
+def smollm2_models(require: str = "mlc-chat-config.json"):
+    """A models dir holding the SmolLM2 variant (the repo's if built with `require` in it, else a fresh
+    build without the WebGPU library, removed afterwards)."""
+    have = models_dir()
+    if (have / MODEL / QUANT / require).is_file() and (have / MODEL / "model.gguf").is_file():
+        yield have
+        return
+    from build_pipeline.build import build
+    from build_pipeline.model_config import load_model_config
+
+    with tempfile.TemporaryDirectory(prefix="lantern-bench-") as tmp:
+        print(f"building {MODEL} {QUANT} (no library) into {tmp} ...", flush=True)
+        build(load_model_config(model_configs_dir() / f"{MODEL}.toml"), Path(tmp), [QUANT], compile_library=False)
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def serving_in_thread(models: Path, **config):
+    """The real app on werkzeug's threaded server in this process; yields its base URL. The server
+    fallback's engine starts only if a page asks for it (browser benchmarks never do)."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    from webapp import create_app
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *a, **k):
+            pass
+
+    app = create_app({"MODELS_DIR": str(models), "FALLBACK_PRELOAD": False, **config})
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        fallback = app.extensions.get("lantern_fallback")
+        if fallback is not None:
+            fallback.close()
