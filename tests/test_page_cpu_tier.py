@@ -183,11 +183,14 @@ def test_software_adapter_prefers_the_cpu_tier_and_settings_switch_tiers(serve, 
     s.page.click("#download-button")
     assert s.wait_state("ready", "engine-failed", timeout=180_000) == "ready"
     greedy(s)
+    s.page.fill("#max-tokens", "12")  # the random tiny model never stops by itself
+    s.page.dispatch_event("#max-tokens", "change")
     cpu_reply = ask(s, "Hello")
     assert cpu_reply["stats"]["tier"] == "cpu" and cpu_reply["finishReason"] in ("stop", "length")
 
     s.page.select_option("#local-tier", "gpu")
-    s.wait_state("needs-download", timeout=60_000)
+    s.page.wait_for_function("() => window.lantern.selection.tier === 'gpu' && window.lantern.state === "
+                             "'needs-download'", timeout=60_000)
     assert s.lantern(".selection.tier") == "gpu"
     s.page.click("#download-button")
     assert s.wait_state("ready", "engine-failed", timeout=600_000) == "ready", s.lantern(".error")
@@ -196,8 +199,8 @@ def test_software_adapter_prefers_the_cpu_tier_and_settings_switch_tiers(serve, 
     assert gpu_reply["finishReason"] in ("stop", "length") and "tier" not in gpu_reply["stats"]
 
     s.page.select_option("#local-tier", "cpu")  # already downloaded: straight back to ready
-    assert s.wait_state("ready", timeout=60_000) == "ready"
-    assert s.lantern(".engine.tier") == "cpu"
+    s.page.wait_for_function("() => window.lantern.engine.tier === 'cpu' && window.lantern.state === 'ready'",
+                             timeout=60_000)
     assert ask(s, "Hello")["stats"]["tier"] == "cpu"
     assert s.page.evaluate("() => window.lanternMarker") == 1
     assert s.page.evaluate("() => localStorage.getItem('lantern.tier')") == "cpu"
