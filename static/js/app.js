@@ -8,6 +8,7 @@ import { downloadVariant, inspectCache, removeModel, verifyStored } from "./down
 import { CpuEngine } from "./cpu-engine.js";
 import { LocalEngine, ServerEngine, classifyEngineError } from "./engines.js";
 import { formatBytes, formatSeconds } from "./format.js";
+import { loadCatalog, registerServiceWorker, showOffline, watchConnectivity } from "./offline.js";
 import {
   deleteConversation, getConversation, listConversations, newConversation, saveConversation,
 } from "./store.js";
@@ -41,6 +42,9 @@ const lantern = {
   replyCount: 0, // finished answers (stopped and failed ones included): lets tests wait for the next one
   error: null,
   deviceLosses: Number(sessionStorage.getItem(DEVICE_LOSSES_KEY) || 0),
+  build: document.querySelector('meta[name="lantern-build"]')?.content || null, // this page's app version
+  offline: false, // the server can't be reached: local answers only, the server option is hidden
+  serviceWorker: { status: "pending" },
   events: [],
   cspViolations: [],
   api: {},
@@ -63,6 +67,7 @@ function setState(state) {
 }
 
 function fail(code, message, actions = []) {
+  if (lantern.offline) actions = actions.filter((a) => a.id !== "offer-server");
   lantern.error = { code, message };
   log("error", { code, message });
   view.showError(message, actions);
@@ -113,10 +118,11 @@ async function refreshStorage() {
   }
 }
 
-async function fetchCatalog() {
-  const response = await fetch("/api/models", { cache: "no-cache" });
-  if (!response.ok) throw new Error(`the model list could not be loaded (${response.status})`);
-  return response.json();
+function setOffline(offline) {
+  if (lantern.offline === offline) return;
+  lantern.offline = offline;
+  log("offline", { offline });
+  showOffline(offline);
 }
 
 async function selectModel(modelId, { justVerified = false } = {}) {
@@ -304,6 +310,11 @@ function askConsent(reason) {
 }
 
 async function useServer(reason) {
+  if (lantern.offline) {
+    $("mode").value = "local";
+    view.setEngineStatus("Offline: the server can't be reached, so answers can only come from this device.");
+    return false;
+  }
   if (!hasServerConsent()) {
     const agreed = await askConsent(reason);
     if (!agreed) {
@@ -637,9 +648,10 @@ async function main() {
   });
   setState("detecting");
   try {
-    const [catalog, capabilities] = await Promise.all([fetchCatalog(), detectCapabilities()]);
+    const [{ catalog, offline }, capabilities] = await Promise.all([loadCatalog(), detectCapabilities()]);
     lantern.catalog = catalog;
     lantern.capabilities = capabilities;
+    setOffline(offline);
   } catch (err) {
     setState("error");
     fail("startup", `Lantern could not start: ${err.message || err}`, [reloadPage]);
@@ -648,7 +660,12 @@ async function main() {
   view.showStorage(lantern.capabilities.storage);
   showModelPicker(lantern.catalog);
   await refreshConversations();
-  const restoreServer = hasServerConsent() && sessionStorage.getItem(MODE_KEY) === "server";
+  watchConnectivity(setOffline);
+  registerServiceWorker().then((sw) => {
+    lantern.serviceWorker = sw;
+    log("service-worker", sw);
+  });
+  const restoreServer = !lantern.offline && hasServerConsent() && sessionStorage.getItem(MODE_KEY) === "server";
   if (restoreServer) lantern.mode = "server";
   await selectModel($("model-picker").value);
   if (restoreServer) await useServer();
