@@ -13,6 +13,8 @@ import {
   deleteConversation, getConversation, listConversations, newConversation, saveConversation,
 } from "./store.js";
 import * as view from "./view.js";
+import { fileName, matchesTitle, parseImport, saveFile, titleFrom, toJson, toMarkdown } from "./conversations.js";
+import { copyText, decorateMessage } from "./message-actions.js";
 
 const { $ } = view;
 const SETTINGS_KEY = "lantern.settings";
@@ -55,6 +57,7 @@ let localEngine = null;
 let serverEngine = null;
 let conversation = null;
 let busy = false;
+let editing = null; // index of the sent message being edited, or null
 
 function log(type, detail = {}) {
   lantern.events.push({ t: Math.round(performance.now()), type, ...detail });
@@ -392,40 +395,88 @@ function engineMessages(conv, systemPrompt) {
   return out;
 }
 
-async function send(text) {
-  text = (text ?? $("prompt").value).trim();
-  if (!text || busy) return;
+/** The engine that answers now, after asking consent where needed; null (with a status line) if none. */
+async function readyEngine() {
   if (lantern.mode === "local" && !localEngine) {
     // Local chat isn't possible (yet): nothing is sent anywhere without the user's explicit consent.
     if (lantern.engine.status === "lost") {
       view.setEngineStatus("The GPU stopped responding: reload the page, or switch to the server in Settings.");
-      return;
+      return null;
     }
     if (lantern.selection && !lantern.selection.ok) {
       const reason = lantern.selection.problems[0].message;
-      if (!(await useServer(reason))) return;
+      if (!(await useServer(reason))) return null;
     } else {
       view.setEngineStatus(lantern.state === "needs-download"
         ? "Download the model first (button above), or switch to the server in Settings."
         : "The model is still starting; your message is kept in the box.");
-      return;
+      return null;
     }
   }
   if (lantern.mode === "server" && !hasServerConsent()) {
-    if (!(await useServer())) return;
+    if (!(await useServer())) return null;
   }
-  const engine = activeEngine();
-  if (!engine) return;
+  return activeEngine();
+}
 
-  const { systemPrompt, temperature, maxTokens } = settings();
+async function send(text) {
+  text = (text ?? $("prompt").value).trim();
+  if (!text || busy) return;
+  const engine = await readyEngine();
+  if (!engine) return;
   if (!conversation) conversation = newConversation({ modelId: lantern.selection?.variantId || lantern.model });
+  if (editing !== null) {
+    // Edit and resend: the edited message replaces the old one and everything after it.
+    conversation.messages.length = Math.min(editing, conversation.messages.length);
+    setEditing(null);
+  }
+  if (!conversation.messages.length && !conversation.renamed) conversation.title = titleFrom(text);
+  conversation.messages.push({ role: "user", content: text });
+  $("prompt").value = "";
+  renderConversation();
+  await answer(engine);
+}
+
+/** Regenerate: the last answer is dropped and the same conversation is answered again. */
+async function regenerate() {
+  if (busy || !conversation || conversation.messages.at(-1)?.role !== "assistant") return;
+  const engine = await readyEngine();
+  if (!engine) return;
+  conversation.messages.pop();
+  log("regenerate");
+  renderConversation();
+  await answer(engine);
+}
+
+/** Edit a sent message: its text goes back to the box; sending replaces it and what followed. */
+function setEditing(index) {
+  editing = index;
+  $("editing").hidden = index === null;
+  if (index === null) return;
+  $("prompt").value = conversation.messages[index].content;
+  $("prompt").focus();
+}
+
+function renderConversation() {
+  view.clearMessages();
+  if (!conversation) return;
+  const last = conversation.messages.length - 1;
+  conversation.messages.forEach((m, index) => {
+    const text = m.content || (m.finishReason === "error" ? "(no answer)" : "");
+    const bubble = view.addMessage(m.role, text, { stopped: m.finishReason === "abort" || m.finishReason === "error" });
+    decorateMessage(bubble, m, {
+      index, isLastAnswer: index === last, onCopy: copyText, onRegenerate: regenerate,
+      onEdit: (i) => !busy && setEditing(i),
+    });
+  });
+}
+
+/** Answer the conversation as it stands (its last message is the user's). */
+async function answer(engine) {
+  const { systemPrompt, temperature, maxTokens } = settings();
   conversation.mode = engine.kind;
   conversation.systemPrompt = systemPrompt;
-  if (!conversation.messages.length) conversation.title = text.slice(0, 60);
-  conversation.messages.push({ role: "user", content: text });
   lantern.conversationId = conversation.id;
-  $("prompt").value = "";
-  view.addMessage("user", text);
   const bubble = view.addMessage("assistant", "");
   await saveConversation(conversation);
   await refreshConversations();
@@ -474,6 +525,7 @@ async function send(text) {
     await saveConversation(conversation);
     await refreshConversations();
     if (lantern.state === "generating") setState("ready");
+    renderConversation();
     lantern.replyCount += 1;
   }
 }
@@ -488,7 +540,9 @@ function stop() {
 
 async function refreshConversations() {
   const all = await listConversations();
-  view.showConversations(all, conversation && conversation.id, { onOpen: openConversation, onDelete: removeConversation });
+  const shown = all.filter((c) => matchesTitle(c, $("conversation-search").value));
+  view.showConversations(shown, conversation && conversation.id,
+    { onOpen: openConversation, onDelete: removeConversation, onRename: renameConversation });
   return all;
 }
 
@@ -498,8 +552,8 @@ async function openConversation(id) {
   if (!found) return;
   conversation = found;
   lantern.conversationId = id;
-  view.clearMessages();
-  for (const m of conversation.messages) view.addMessage(m.role, m.content, { stopped: m.finishReason === "abort" });
+  setEditing(null);
+  renderConversation();
   $("system-prompt").value = conversation.systemPrompt || "";
   view.showStats(null);
   await refreshConversations();
@@ -511,8 +565,41 @@ async function removeConversation(id) {
   await refreshConversations();
 }
 
+async function renameConversation(id, title) {
+  const found = conversation && conversation.id === id ? conversation : await getConversation(id);
+  if (found && title) {
+    Object.assign(found, { title, renamed: true });
+    await saveConversation(found);
+    log("renamed", { id });
+  }
+  await refreshConversations();
+}
+
+async function exportConversation(kind) {
+  if (!conversation) return;
+  const saved = (await getConversation(conversation.id)) || conversation;
+  if (kind === "json") saveFile(fileName(saved, "json"), "application/json", toJson(saved));
+  else saveFile(fileName(saved, "md"), "text/markdown", toMarkdown(saved));
+}
+
+async function importConversation(file) {
+  if (!file || busy) return;
+  let imported;
+  try {
+    imported = parseImport(await file.text());
+  } catch (err) {
+    fail("import-failed", `Could not import ${file.name}: ${err.message}`);
+    return;
+  }
+  if (await getConversation(imported.id)) imported.id = crypto.randomUUID(); // never overwrite one of yours
+  await saveConversation(imported, { touch: false });
+  log("imported", { id: imported.id });
+  await openConversation(imported.id);
+}
+
 function newChat() {
   if (busy) return;
+  setEditing(null);
   conversation = null;
   lantern.conversationId = null;
   view.clearMessages();
@@ -597,6 +684,14 @@ function bindUI() {
     }
   });
   $("stop").addEventListener("click", stop);
+  $("cancel-edit").addEventListener("click", () => setEditing(null));
+  $("conversation-search").addEventListener("input", () => refreshConversations());
+  $("export-md").addEventListener("click", () => exportConversation("md"));
+  $("export-json").addEventListener("click", () => exportConversation("json"));
+  $("import-file").addEventListener("change", async (e) => {
+    await importConversation(e.target.files[0]);
+    e.target.value = "";
+  });
   $("new-chat").addEventListener("click", newChat);
   $("download-button").addEventListener("click", startDownload);
   $("remove-button").addEventListener("click", removeDownloaded);
@@ -639,7 +734,7 @@ async function main() {
   view.setPrivacy("local");
   view.setBusy(false);
   Object.assign(lantern.api, {
-    send, stop, newChat, startDownload, removeDownloaded, useServer, useLocal, selectModel, switchTier,
+    send, stop, newChat, regenerate, startDownload, removeDownloaded, useServer, useLocal, selectModel, switchTier,
     inspectCache: async () => {
       const s = await inspectCache(variant());
       return { cached: [...s.cached], cachedBytes: s.cachedBytes, complete: s.complete };
