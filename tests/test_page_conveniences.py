@@ -162,3 +162,30 @@ def test_accessibility_smoke_keyboard_and_labels(serve, chromium, tiny_site_mode
     s.page.locator(".message.assistant .copy-answer").focus()
     s.page.keyboard.press("Enter")
     s.page.wait_for_function("() => document.querySelector('.message.assistant .copy-answer').textContent === 'Copied'")
+
+
+def test_loading_shows_stages_then_folds_into_one_line(serve, chromium, tiny_site_models):
+    server, s = ready_page(serve, chromium, tiny_site_models)
+    load = s.lantern(".load")
+    assert [st["name"] for st in load["stages"]] == ["downloading", "verifying", "starting", "ready"], load
+    assert all(st["seconds"] is not None and st["seconds"] >= 0 for st in load["stages"])
+    assert load["readySeconds"] > 0
+    stages = s.page.locator("#load-stages li").all_inner_texts()
+    assert stages[0].startswith("Downloading ") and stages[-1].startswith("Ready (")
+    # One line once verified and running; the file rows are still there, folded.
+    summary = s.page.locator("#download-summary").inner_text()
+    variant = s.lantern(".selection.variant")
+    assert summary == load["summary"]
+    assert summary.startswith("Tiny test Llama · ") and " verified · ready in " in summary and summary.endswith(" s")
+    assert s.page.evaluate("() => document.getElementById('download').open") is False
+    assert s.page.locator("#file-progress li").first.is_hidden()
+    s.page.click("#download-summary")  # expandable for the detail
+    assert s.page.locator("#file-progress li").count() == len(variant["files"])
+    assert s.page.locator("#file-progress li").first.is_visible()
+
+    # A returning visit: the stored files are re-verified, then started; the same single line.
+    s.page.reload()
+    assert s.wait_state("ready", timeout=60_000) == "ready"
+    names = [st["name"] for st in s.lantern(".load.stages")]
+    assert names == ["verifying", "starting", "ready"]
+    assert " verified · ready in " in s.page.locator("#download-summary").inner_text()

@@ -15,6 +15,7 @@ import {
 import * as view from "./view.js";
 import { fileName, matchesTitle, parseImport, saveFile, titleFrom, toJson, toMarkdown } from "./conversations.js";
 import { copyText, decorateMessage } from "./message-actions.js";
+import { LoadTimeline, collapseDownload, expandDownload } from "./loading.js";
 
 const { $ } = view;
 const SETTINGS_KEY = "lantern.settings";
@@ -47,6 +48,7 @@ const lantern = {
   build: document.querySelector('meta[name="lantern-build"]')?.content || null, // this page's app version
   offline: false, // the server can't be reached: local answers only, the server option is hidden
   serviceWorker: { status: "pending" },
+  load: { startedAt: null, stages: [], readySeconds: null, summary: null }, // stages with their seconds
   events: [],
   cspViolations: [],
   api: {},
@@ -58,6 +60,7 @@ let serverEngine = null;
 let conversation = null;
 let busy = false;
 let editing = null; // index of the sent message being edited, or null
+const timeline = new LoadTimeline(lantern.load);
 
 function log(type, detail = {}) {
   lantern.events.push({ t: Math.round(performance.now()), type, ...detail });
@@ -139,9 +142,12 @@ async function selectModel(modelId, { justVerified = false } = {}) {
     if (state.complete && !justVerified) {
       // Everything is stored: re-hash it before trusting it (storage can be damaged after the download).
       let check;
+      timeline.reset();
+      timeline.stage("verifying", "Verifying the stored files");
       try {
         check = await verifyStored(selection.variant);
       } catch (err) {
+        timeline.stop();
         setState("error");
         fail("verify-failed", `Lantern could not check the stored model files: ${err.message || err}`, [reloadPage]);
         return;
@@ -179,11 +185,13 @@ async function selectModel(modelId, { justVerified = false } = {}) {
     if (selection.canChat) {
       if (local) await startLocalEngine();
     } else if (local) {
+      timeline.stop();
       setState("downloaded");
       view.setEngineStatus("Downloaded and verified. This build has no WebGPU library yet, so it can't chat.");
     }
     return;
   }
+  timeline.stop();
   const need = selection.variant.download_bytes - lantern.cache.cachedBytes;
   const button = $("download-button");
   button.textContent = lantern.cache.cachedBytes > 0
@@ -201,8 +209,13 @@ async function startDownload() {
   setState("downloading");
   const progress = {};
   lantern.download = progress;
+  timeline.reset();
+  timeline.stage("downloading");
+  expandDownload();
   let frame = 0;
   const render = () => {
+    // Every byte is in: what remains is hashing the last files.
+    if (progress.status === "downloading" && progress.receivedBytes >= progress.totalBytes) timeline.stage("verifying");
     if (frame) return;
     frame = requestAnimationFrame(() => {
       frame = 0;
@@ -215,6 +228,7 @@ async function startDownload() {
     log("downloaded", { fetched: progress.fetched.length, verifyMBps: progress.verifyMBps });
   } catch (err) {
     view.showDownload(progress);
+    timeline.stop();
     setState("download-failed");
     const code = err.code || "download-failed";
     const message = code === "quota-too-small"
@@ -245,6 +259,7 @@ async function startLocalEngine() {
   const where = tier === "cpu" ? "your processor" : "your GPU";
   lantern.engine = { ...lantern.engine, kind: "local", tier, status: "loading", startedCount: lantern.engine.startedCount + 1 };
   view.setEngineStatus(`Starting the model on ${where}…`);
+  timeline.stage("starting", tier === "cpu" ? "Starting on your processor" : "Starting the engine");
   // The device lost while idle; during an answer or a load, those report it themselves.
   const engine = tier === "cpu"
     ? new CpuEngine(v, { threads: lantern.capabilities.wasm.threads })
@@ -260,9 +275,11 @@ async function startLocalEngine() {
     await engine.load((p) => {
       lantern.engine.progress = p;
       view.setEngineStatus(p.text || `Starting the model on ${where}…`);
+      if (tier === "gpu" && /shader/i.test(p.text || "")) timeline.stage("starting", "Compiling shaders");
     });
   } catch (err) {
     const e = classifyEngineError(err);
+    timeline.stop();
     lantern.engine.status = "failed";
     setState("engine-failed");
     view.setEngineStatus("");
@@ -276,6 +293,9 @@ async function startLocalEngine() {
     threads: tier === "cpu" ? engine.threads : null,
   };
   view.setEngineStatus(readyText(v));
+  timeline.stage("ready");
+  const model = lantern.catalog.models.find((m) => m.id === lantern.model);
+  collapseDownload(lantern.load, (model && model.name) || v.id, v.download_bytes);
   if (lantern.mode === "local") setState("ready");
 }
 
@@ -622,6 +642,7 @@ async function switchTier(tier) {
     lantern.engine = { ...lantern.engine, status: "none" };
   }
   view.hideDownload();
+  timeline.reset();
   await selectModel(lantern.model);
 }
 
@@ -635,6 +656,7 @@ async function removeDownloaded() {
   const removed = await removeModel(lantern.model);
   log("removed", { entries: removed });
   view.hideDownload();
+  timeline.reset();
   view.setEngineStatus(`Removed the downloaded model (${removed} files).`);
   await refreshStorage();
   await selectModel(lantern.model);
@@ -709,6 +731,7 @@ function bindUI() {
       localEngine = null;
     }
     view.hideDownload();
+    timeline.reset();
     newChat();
     await selectModel(e.target.value);
   });
