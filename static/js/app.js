@@ -653,7 +653,7 @@ async function removeDownloaded() {
     localEngine = null;
     lantern.engine = { ...lantern.engine, status: "none" };
   }
-  const removed = await removeModel(lantern.model);
+  const removed = await removeModel(lantern.model, variant()?.base_url);
   log("removed", { entries: removed });
   view.hideDownload();
   timeline.reset();
