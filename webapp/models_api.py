@@ -6,7 +6,7 @@ the site adds only what it owns: the URLs and the content revision.
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from webapp.artifacts import store
 
@@ -19,6 +19,12 @@ VARIANT_FIELDS = (
 )
 
 
+def files_base() -> str:
+    """Where the browser fetches model files: this site ("") or MODEL_FILES_BASE_URL (a CDN mirroring /models/).
+    Only the URLs change; the SHA-256 of every file still comes from this site's manifest."""
+    return (current_app.config.get("MODEL_FILES_BASE_URL") or "").rstrip("/")
+
+
 def describe_variant(variant) -> dict:
     """`files` lists both libraries when there are two; the page keeps the one its adapter needs
     (choose.js), so `download_bytes` counts the default library only."""
@@ -28,9 +34,9 @@ def describe_variant(variant) -> dict:
     software = variant.software_library_file
     out["download_bytes"] = sum(f["bytes"] for f in files if f["path"] != software)
     out["revision"] = variant.revision
-    out["base_url"] = variant.base_path()
+    out["base_url"] = files_base() + variant.base_path()
     for key, name in (("library", variant.library_file), ("software_library", software)):
-        out[key] = {"file": name, "url": variant.base_path() + name} if name else None
+        out[key] = {"file": name, "url": out["base_url"] + name} if name else None
     out["files"] = files
     out["generation"] = variant.generation
     return out
@@ -45,7 +51,7 @@ def describe_cpu_tier(tier) -> dict:
         "context_window": tier.needs["context_window"], "ram_bytes": tier.needs["ram_bytes"],
         "preferred_on_software_adapter": bool(tier.needs.get("preferred_on_software_adapter")),
         "gguf": gguf["path"], "download_bytes": sum(f["bytes"] for f in files), "revision": tier.revision,
-        "base_url": tier.base_path(), "library": None, "software_library": None, "package_manifest": None,
+        "base_url": files_base() + tier.base_path(), "library": None, "software_library": None, "package_manifest": None,
         "required_features": [], "required_limits": {}, "files": files,
     }
 

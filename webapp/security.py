@@ -10,7 +10,13 @@ scripts can mint). No inline script or style is allowed; no other origin can be 
 Cross-origin isolation (COOP same-origin + COEP require-corp, with CORP same-origin on every response)
 gives the page SharedArrayBuffer, which the CPU tier needs for wasm threads. Everything the page loads
 is same-origin, so nothing is lost by requiring CORP.
+
+One exception, set by the operator: with MODEL_FILES_BASE_URL (env LANTERN_MODEL_FILES_BASE_URL) the
+model files come from that origin (a CDN or object store), so connect-src allows exactly that origin too.
+The page still checks every file against the SHA-256 in the manifest this site served (docs/production.md).
 """
+
+from urllib.parse import urlsplit
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -37,9 +43,28 @@ HEADERS = {
 }
 
 
+def files_origin(base_url: str | None) -> str | None:
+    """The origin of MODEL_FILES_BASE_URL (None when the files come from this site)."""
+    if not base_url:
+        return None
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"MODEL_FILES_BASE_URL must be an http(s) URL without query or fragment: {base_url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def content_security_policy(extra_connect: str | None = None) -> str:
+    if not extra_connect:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("connect-src 'self'", f"connect-src 'self' {extra_connect}")
+
+
 def init_app(app) -> None:
+    headers = {**HEADERS, "Content-Security-Policy": content_security_policy(
+        files_origin(app.config.get("MODEL_FILES_BASE_URL")))}
+
     @app.after_request
     def _security_headers(response):
-        for name, value in HEADERS.items():
+        for name, value in headers.items():
             response.headers.setdefault(name, value)
         return response

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from webapp import artifacts, health, models_api, pages
+from webapp import artifacts, health, models_api, pages, shell
 
 
 def init_app(app) -> None:
@@ -11,3 +11,4 @@ def init_app(app) -> None:
     models_api.init_app(app)
     pages.init_app(app)
     health.init_app(app)
+    shell.init_app(app)

@@ -8,10 +8,14 @@ import { downloadVariant, inspectCache, removeModel, verifyStored } from "./down
 import { CpuEngine } from "./cpu-engine.js";
 import { LocalEngine, ServerEngine, classifyEngineError } from "./engines.js";
 import { formatBytes, formatSeconds } from "./format.js";
+import { loadCatalog, registerServiceWorker, showOffline, watchConnectivity } from "./offline.js";
 import {
   deleteConversation, getConversation, listConversations, newConversation, saveConversation,
 } from "./store.js";
 import * as view from "./view.js";
+import { fileName, matchesTitle, parseImport, saveFile, titleFrom, toJson, toMarkdown } from "./conversations.js";
+import { copyText, decorateMessage } from "./message-actions.js";
+import { LoadTimeline, collapseDownload, expandDownload } from "./loading.js";
 
 const { $ } = view;
 const SETTINGS_KEY = "lantern.settings";
@@ -41,6 +45,10 @@ const lantern = {
   replyCount: 0, // finished answers (stopped and failed ones included): lets tests wait for the next one
   error: null,
   deviceLosses: Number(sessionStorage.getItem(DEVICE_LOSSES_KEY) || 0),
+  build: document.querySelector('meta[name="lantern-build"]')?.content || null, // this page's app version
+  offline: false, // the server can't be reached: local answers only, the server option is hidden
+  serviceWorker: { status: "pending" },
+  load: { startedAt: null, stages: [], readySeconds: null, summary: null }, // stages with their seconds
   events: [],
   cspViolations: [],
   api: {},
@@ -51,6 +59,8 @@ let localEngine = null;
 let serverEngine = null;
 let conversation = null;
 let busy = false;
+let editing = null; // index of the sent message being edited, or null
+const timeline = new LoadTimeline(lantern.load);
 
 function log(type, detail = {}) {
   lantern.events.push({ t: Math.round(performance.now()), type, ...detail });
@@ -63,6 +73,7 @@ function setState(state) {
 }
 
 function fail(code, message, actions = []) {
+  if (lantern.offline) actions = actions.filter((a) => a.id !== "offer-server");
   lantern.error = { code, message };
   log("error", { code, message });
   view.showError(message, actions);
@@ -113,10 +124,11 @@ async function refreshStorage() {
   }
 }
 
-async function fetchCatalog() {
-  const response = await fetch("/api/models", { cache: "no-cache" });
-  if (!response.ok) throw new Error(`the model list could not be loaded (${response.status})`);
-  return response.json();
+function setOffline(offline) {
+  if (lantern.offline === offline) return;
+  lantern.offline = offline;
+  log("offline", { offline });
+  showOffline(offline);
 }
 
 async function selectModel(modelId, { justVerified = false } = {}) {
@@ -130,9 +142,12 @@ async function selectModel(modelId, { justVerified = false } = {}) {
     if (state.complete && !justVerified) {
       // Everything is stored: re-hash it before trusting it (storage can be damaged after the download).
       let check;
+      timeline.reset();
+      timeline.stage("verifying", "Verifying the stored files");
       try {
         check = await verifyStored(selection.variant);
       } catch (err) {
+        timeline.stop();
         setState("error");
         fail("verify-failed", `Lantern could not check the stored model files: ${err.message || err}`, [reloadPage]);
         return;
@@ -170,11 +185,13 @@ async function selectModel(modelId, { justVerified = false } = {}) {
     if (selection.canChat) {
       if (local) await startLocalEngine();
     } else if (local) {
+      timeline.stop();
       setState("downloaded");
       view.setEngineStatus("Downloaded and verified. This build has no WebGPU library yet, so it can't chat.");
     }
     return;
   }
+  timeline.stop();
   const need = selection.variant.download_bytes - lantern.cache.cachedBytes;
   const button = $("download-button");
   button.textContent = lantern.cache.cachedBytes > 0
@@ -192,8 +209,13 @@ async function startDownload() {
   setState("downloading");
   const progress = {};
   lantern.download = progress;
+  timeline.reset();
+  timeline.stage("downloading");
+  expandDownload();
   let frame = 0;
   const render = () => {
+    // Every byte is in: what remains is hashing the last files.
+    if (progress.status === "downloading" && progress.receivedBytes >= progress.totalBytes) timeline.stage("verifying");
     if (frame) return;
     frame = requestAnimationFrame(() => {
       frame = 0;
@@ -206,6 +228,7 @@ async function startDownload() {
     log("downloaded", { fetched: progress.fetched.length, verifyMBps: progress.verifyMBps });
   } catch (err) {
     view.showDownload(progress);
+    timeline.stop();
     setState("download-failed");
     const code = err.code || "download-failed";
     const message = code === "quota-too-small"
@@ -236,6 +259,7 @@ async function startLocalEngine() {
   const where = tier === "cpu" ? "your processor" : "your GPU";
   lantern.engine = { ...lantern.engine, kind: "local", tier, status: "loading", startedCount: lantern.engine.startedCount + 1 };
   view.setEngineStatus(`Starting the model on ${where}…`);
+  timeline.stage("starting", tier === "cpu" ? "Starting on your processor" : "Starting the engine");
   // The device lost while idle; during an answer or a load, those report it themselves.
   const engine = tier === "cpu"
     ? new CpuEngine(v, { threads: lantern.capabilities.wasm.threads })
@@ -251,9 +275,11 @@ async function startLocalEngine() {
     await engine.load((p) => {
       lantern.engine.progress = p;
       view.setEngineStatus(p.text || `Starting the model on ${where}…`);
+      if (tier === "gpu" && /shader/i.test(p.text || "")) timeline.stage("starting", "Compiling shaders");
     });
   } catch (err) {
     const e = classifyEngineError(err);
+    timeline.stop();
     lantern.engine.status = "failed";
     setState("engine-failed");
     view.setEngineStatus("");
@@ -267,6 +293,9 @@ async function startLocalEngine() {
     threads: tier === "cpu" ? engine.threads : null,
   };
   view.setEngineStatus(readyText(v));
+  timeline.stage("ready");
+  const model = lantern.catalog.models.find((m) => m.id === lantern.model);
+  collapseDownload(lantern.load, (model && model.name) || v.id, v.download_bytes);
   if (lantern.mode === "local") setState("ready");
 }
 
@@ -304,6 +333,11 @@ function askConsent(reason) {
 }
 
 async function useServer(reason) {
+  if (lantern.offline) {
+    $("mode").value = "local";
+    view.setEngineStatus("Offline: the server can't be reached, so answers can only come from this device.");
+    return false;
+  }
   if (!hasServerConsent()) {
     const agreed = await askConsent(reason);
     if (!agreed) {
@@ -381,40 +415,88 @@ function engineMessages(conv, systemPrompt) {
   return out;
 }
 
-async function send(text) {
-  text = (text ?? $("prompt").value).trim();
-  if (!text || busy) return;
+/** The engine that answers now, after asking consent where needed; null (with a status line) if none. */
+async function readyEngine() {
   if (lantern.mode === "local" && !localEngine) {
     // Local chat isn't possible (yet): nothing is sent anywhere without the user's explicit consent.
     if (lantern.engine.status === "lost") {
       view.setEngineStatus("The GPU stopped responding: reload the page, or switch to the server in Settings.");
-      return;
+      return null;
     }
     if (lantern.selection && !lantern.selection.ok) {
       const reason = lantern.selection.problems[0].message;
-      if (!(await useServer(reason))) return;
+      if (!(await useServer(reason))) return null;
     } else {
       view.setEngineStatus(lantern.state === "needs-download"
         ? "Download the model first (button above), or switch to the server in Settings."
         : "The model is still starting; your message is kept in the box.");
-      return;
+      return null;
     }
   }
   if (lantern.mode === "server" && !hasServerConsent()) {
-    if (!(await useServer())) return;
+    if (!(await useServer())) return null;
   }
-  const engine = activeEngine();
-  if (!engine) return;
+  return activeEngine();
+}
 
-  const { systemPrompt, temperature, maxTokens } = settings();
+async function send(text) {
+  text = (text ?? $("prompt").value).trim();
+  if (!text || busy) return;
+  const engine = await readyEngine();
+  if (!engine) return;
   if (!conversation) conversation = newConversation({ modelId: lantern.selection?.variantId || lantern.model });
+  if (editing !== null) {
+    // Edit and resend: the edited message replaces the old one and everything after it.
+    conversation.messages.length = Math.min(editing, conversation.messages.length);
+    setEditing(null);
+  }
+  if (!conversation.messages.length && !conversation.renamed) conversation.title = titleFrom(text);
+  conversation.messages.push({ role: "user", content: text });
+  $("prompt").value = "";
+  renderConversation();
+  await answer(engine);
+}
+
+/** Regenerate: the last answer is dropped and the same conversation is answered again. */
+async function regenerate() {
+  if (busy || !conversation || conversation.messages.at(-1)?.role !== "assistant") return;
+  const engine = await readyEngine();
+  if (!engine) return;
+  conversation.messages.pop();
+  log("regenerate");
+  renderConversation();
+  await answer(engine);
+}
+
+/** Edit a sent message: its text goes back to the box; sending replaces it and what followed. */
+function setEditing(index) {
+  editing = index;
+  $("editing").hidden = index === null;
+  if (index === null) return;
+  $("prompt").value = conversation.messages[index].content;
+  $("prompt").focus();
+}
+
+function renderConversation() {
+  view.clearMessages();
+  if (!conversation) return;
+  const last = conversation.messages.length - 1;
+  conversation.messages.forEach((m, index) => {
+    const text = m.content || (m.finishReason === "error" ? "(no answer)" : "");
+    const bubble = view.addMessage(m.role, text, { stopped: m.finishReason === "abort" || m.finishReason === "error" });
+    decorateMessage(bubble, m, {
+      index, isLastAnswer: index === last, onCopy: copyText, onRegenerate: regenerate,
+      onEdit: (i) => !busy && setEditing(i),
+    });
+  });
+}
+
+/** Answer the conversation as it stands (its last message is the user's). */
+async function answer(engine) {
+  const { systemPrompt, temperature, maxTokens } = settings();
   conversation.mode = engine.kind;
   conversation.systemPrompt = systemPrompt;
-  if (!conversation.messages.length) conversation.title = text.slice(0, 60);
-  conversation.messages.push({ role: "user", content: text });
   lantern.conversationId = conversation.id;
-  $("prompt").value = "";
-  view.addMessage("user", text);
   const bubble = view.addMessage("assistant", "");
   await saveConversation(conversation);
   await refreshConversations();
@@ -463,6 +545,7 @@ async function send(text) {
     await saveConversation(conversation);
     await refreshConversations();
     if (lantern.state === "generating") setState("ready");
+    renderConversation();
     lantern.replyCount += 1;
   }
 }
@@ -477,7 +560,9 @@ function stop() {
 
 async function refreshConversations() {
   const all = await listConversations();
-  view.showConversations(all, conversation && conversation.id, { onOpen: openConversation, onDelete: removeConversation });
+  const shown = all.filter((c) => matchesTitle(c, $("conversation-search").value));
+  view.showConversations(shown, conversation && conversation.id,
+    { onOpen: openConversation, onDelete: removeConversation, onRename: renameConversation });
   return all;
 }
 
@@ -487,8 +572,8 @@ async function openConversation(id) {
   if (!found) return;
   conversation = found;
   lantern.conversationId = id;
-  view.clearMessages();
-  for (const m of conversation.messages) view.addMessage(m.role, m.content, { stopped: m.finishReason === "abort" });
+  setEditing(null);
+  renderConversation();
   $("system-prompt").value = conversation.systemPrompt || "";
   view.showStats(null);
   await refreshConversations();
@@ -500,8 +585,41 @@ async function removeConversation(id) {
   await refreshConversations();
 }
 
+async function renameConversation(id, title) {
+  const found = conversation && conversation.id === id ? conversation : await getConversation(id);
+  if (found && title) {
+    Object.assign(found, { title, renamed: true });
+    await saveConversation(found);
+    log("renamed", { id });
+  }
+  await refreshConversations();
+}
+
+async function exportConversation(kind) {
+  if (!conversation) return;
+  const saved = (await getConversation(conversation.id)) || conversation;
+  if (kind === "json") saveFile(fileName(saved, "json"), "application/json", toJson(saved));
+  else saveFile(fileName(saved, "md"), "text/markdown", toMarkdown(saved));
+}
+
+async function importConversation(file) {
+  if (!file || busy) return;
+  let imported;
+  try {
+    imported = parseImport(await file.text());
+  } catch (err) {
+    fail("import-failed", `Could not import ${file.name}: ${err.message}`);
+    return;
+  }
+  if (await getConversation(imported.id)) imported.id = crypto.randomUUID(); // never overwrite one of yours
+  await saveConversation(imported, { touch: false });
+  log("imported", { id: imported.id });
+  await openConversation(imported.id);
+}
+
 function newChat() {
   if (busy) return;
+  setEditing(null);
   conversation = null;
   lantern.conversationId = null;
   view.clearMessages();
@@ -524,6 +642,7 @@ async function switchTier(tier) {
     lantern.engine = { ...lantern.engine, status: "none" };
   }
   view.hideDownload();
+  timeline.reset();
   await selectModel(lantern.model);
 }
 
@@ -534,9 +653,10 @@ async function removeDownloaded() {
     localEngine = null;
     lantern.engine = { ...lantern.engine, status: "none" };
   }
-  const removed = await removeModel(lantern.model);
+  const removed = await removeModel(lantern.model, variant()?.base_url);
   log("removed", { entries: removed });
   view.hideDownload();
+  timeline.reset();
   view.setEngineStatus(`Removed the downloaded model (${removed} files).`);
   await refreshStorage();
   await selectModel(lantern.model);
@@ -586,6 +706,14 @@ function bindUI() {
     }
   });
   $("stop").addEventListener("click", stop);
+  $("cancel-edit").addEventListener("click", () => setEditing(null));
+  $("conversation-search").addEventListener("input", () => refreshConversations());
+  $("export-md").addEventListener("click", () => exportConversation("md"));
+  $("export-json").addEventListener("click", () => exportConversation("json"));
+  $("import-file").addEventListener("change", async (e) => {
+    await importConversation(e.target.files[0]);
+    e.target.value = "";
+  });
   $("new-chat").addEventListener("click", newChat);
   $("download-button").addEventListener("click", startDownload);
   $("remove-button").addEventListener("click", removeDownloaded);
@@ -603,6 +731,7 @@ function bindUI() {
       localEngine = null;
     }
     view.hideDownload();
+    timeline.reset();
     newChat();
     await selectModel(e.target.value);
   });
@@ -628,7 +757,7 @@ async function main() {
   view.setPrivacy("local");
   view.setBusy(false);
   Object.assign(lantern.api, {
-    send, stop, newChat, startDownload, removeDownloaded, useServer, useLocal, selectModel, switchTier,
+    send, stop, newChat, regenerate, startDownload, removeDownloaded, useServer, useLocal, selectModel, switchTier,
     inspectCache: async () => {
       const s = await inspectCache(variant());
       return { cached: [...s.cached], cachedBytes: s.cachedBytes, complete: s.complete };
@@ -637,9 +766,10 @@ async function main() {
   });
   setState("detecting");
   try {
-    const [catalog, capabilities] = await Promise.all([fetchCatalog(), detectCapabilities()]);
+    const [{ catalog, offline }, capabilities] = await Promise.all([loadCatalog(), detectCapabilities()]);
     lantern.catalog = catalog;
     lantern.capabilities = capabilities;
+    setOffline(offline);
   } catch (err) {
     setState("error");
     fail("startup", `Lantern could not start: ${err.message || err}`, [reloadPage]);
@@ -648,7 +778,12 @@ async function main() {
   view.showStorage(lantern.capabilities.storage);
   showModelPicker(lantern.catalog);
   await refreshConversations();
-  const restoreServer = hasServerConsent() && sessionStorage.getItem(MODE_KEY) === "server";
+  watchConnectivity(setOffline);
+  registerServiceWorker().then((sw) => {
+    lantern.serviceWorker = sw;
+    log("service-worker", sw);
+  });
+  const restoreServer = !lantern.offline && hasServerConsent() && sessionStorage.getItem(MODE_KEY) === "server";
   if (restoreServer) lantern.mode = "server";
   await selectModel($("model-picker").value);
   if (restoreServer) await useServer();

@@ -119,9 +119,13 @@ export async function dropStaleRevisions(variant) {
   return dropped;
 }
 
-/** "Remove downloaded model": delete every stored file of every variant of `modelId`. */
-export async function removeModel(modelId) {
-  const prefix = new URL(`/models/${modelId}/`, location.href).href;
+/**
+ * "Remove downloaded model": delete every stored file of every variant of `modelId`. baseUrl: any variant's
+ * base_url, which says where the files came from (this site, or the CDN of MODEL_FILES_BASE_URL).
+ */
+export async function removeModel(modelId, baseUrl = "/models/") {
+  const base = new URL(baseUrl, location.href).href;
+  const prefix = `${base.slice(0, base.indexOf("/models/"))}/models/${modelId}/`;
   let removed = 0;
   for (const { cache, request } of await entriesOf(prefix)) {
     await cache.delete(request);

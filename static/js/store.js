@@ -45,8 +45,9 @@ export function getConversation(id) {
   return run("readonly", (store) => store.get(id));
 }
 
-export function saveConversation(conversation) {
-  conversation.updatedAt = Date.now();
+/** touch: false keeps updatedAt (an imported conversation keeps its own times). */
+export function saveConversation(conversation, { touch = true } = {}) {
+  if (touch || !Number.isFinite(conversation.updatedAt)) conversation.updatedAt = Date.now();
   // Structured clone drops nothing we need; a copy keeps later UI edits out of the stored record.
   return run("readwrite", (store) => store.put(structuredClone(conversation)));
 }

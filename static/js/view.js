@@ -124,19 +124,42 @@ export function updateMessage(bubble, content, { stopped = false } = {}) {
   bubble.scrollIntoView({ block: "end" });
 }
 
-/** conversations: [{id, title, updatedAt}] */
-export function showConversations(conversations, currentId, { onOpen, onDelete }) {
+/** conversations: [{id, title, updatedAt}] (already filtered by the search box). */
+export function showConversations(conversations, currentId, { onOpen, onDelete, onRename }) {
   const items = conversations.map((c) => {
     const li = el("li", { className: c.id === currentId ? "current" : "", attrs: { "data-id": c.id } });
     const open = el("button", { text: c.title || "Untitled", className: "open", attrs: { type: "button" } });
     open.title = new Date(c.updatedAt).toLocaleString();
     open.addEventListener("click", () => onOpen(c.id));
+    const rename = el("button", { text: "✎", className: "rename", attrs: { type: "button", "aria-label": `Rename “${c.title}”` } });
+    rename.addEventListener("click", () => editTitle(li, c, onRename));
     const del = el("button", { text: "✕", className: "delete", attrs: { type: "button", "aria-label": `Delete “${c.title}”` } });
     del.addEventListener("click", () => onDelete(c.id));
-    li.append(open, del);
+    li.append(open, rename, del);
     return li;
   });
   $("conversations").replaceChildren(...items);
+}
+
+/** Inline rename: Enter saves, Escape (or an empty title) keeps the old one. */
+function editTitle(li, conversation, onRename) {
+  const input = el("input", { className: "title-input", attrs: { type: "text", "aria-label": "Conversation title" } });
+  input.value = conversation.title || "";
+  let done = false;
+  const finish = (save) => {
+    if (done) return;
+    done = true;
+    const title = input.value.trim();
+    onRename(conversation.id, save && title ? title : null);
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") finish(true);
+    if (e.key === "Escape") finish(false);
+  });
+  input.addEventListener("blur", () => finish(true));
+  li.replaceChildren(input);
+  input.focus();
+  input.select();
 }
 
 export function showStorage(storage) {
