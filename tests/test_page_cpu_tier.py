@@ -145,12 +145,10 @@ def test_without_cross_origin_isolation_one_thread_and_it_says_so(serve, chromiu
     assert "one thread" in s.page.locator("#capability-notes").inner_text()
     s.page.click("#download-button")
     assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready"
-    assert s.lantern(".engine.threads") == 1
+    assert s.lantern(".engine.threads") == 1  # wllama's own count: its single-thread build runs
     assert "one because this page isn't cross-origin isolated" in s.page.locator("#engine-status").inner_text()
     greedy(s)
     assert "Berlin" in ask(s, GERMANY)["text"]
-    assert s.request_urls("/static/vendor/wllama/single-thread/wllama.wasm")
-    assert not s.request_urls("/static/vendor/wllama/multi-thread/wllama.wasm")
 
 
 @pytest.mark.slow
@@ -165,7 +163,7 @@ def test_a_corrupted_gguf_is_caught_by_its_hash_and_never_loaded(serve, chromium
     assert s.wait_state("download-failed", "ready", timeout=180_000) == "download-failed"
     assert s.lantern(".error.code") == "download-failed"
     assert s.lantern(".engine.startedCount") == 0
-    assert not s.request_urls("/static/vendor/wllama/")  # the engine was never even fetched
+    assert s.workers == []  # wllama's worker was never started (the service worker precaches its files anyway)
     stored = s.poll("() => window.lantern.api.inspectCache()")
     assert "model.gguf" not in stored["cached"]
 
