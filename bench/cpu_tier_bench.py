@@ -30,14 +30,14 @@ import chromium  # noqa: E402  (tests/chromium.py: the one place Chromium's path
 STORY = "Write a long story about a dragon who learns to cook."
 SHORT = "In two sentences, explain why the sky is blue to a curious child."  # ~40 tokens with the template
 NEW_TOKENS = 64
-ROUNDS = 2
+ROUNDS = 3
 SWIFTSHADER_TOKENS = 16
 
 MEASURE = """async ([threads, prompt, nTokens, leanFirst]) => {
   const { CpuEngine } = await import('/static/js/cpu-engine.js');
   const { Wllama } = await import('/static/vendor/wllama/index.js');
   const { promptPieces } = await import('/static/js/prompt.js');
-  const v = window.lantern.selection.variant;
+  const v = window.cpuTierVariant;
   const messages = [{ role: 'user', content: prompt }];
 
   async function lantern() {
@@ -100,7 +100,10 @@ def cpu_tier_rounds(browser, url: str) -> dict:
     try:
         if page.evaluate("window.lantern.state") != "ready":
             raise RuntimeError(f"the CPU tier did not start: {page.evaluate('JSON.stringify(window.lantern.error)')}")
-        page.evaluate("window.lantern.api.switchTier('gpu')")  # no GPU here: this just unloads the page's engine
+        # Keep the CPU tier's description, then let the page drop its own engine (no GPU here: switching
+        # to the GPU just unloads it), so only the engines under test run.
+        page.evaluate("() => { window.cpuTierVariant = window.lantern.selection.variant; }")
+        page.evaluate("window.lantern.api.switchTier('gpu')")
         rows = {1: [], 2: []}
         for rnd in range(ROUNDS):
             for threads in (1, 2):

@@ -11,7 +11,7 @@
 
 import { SCOPES, fileUrl } from "./downloader.js";
 import { EngineError } from "./engines.js";
-import { promptTokenIds } from "./prompt.js";
+import { promptPieces, promptTokenIds } from "./prompt.js";
 
 const WLLAMA = new URL("../vendor/wllama/", import.meta.url);
 const CHAT_CONFIG = "mlc-chat-config.json";
@@ -90,7 +90,20 @@ export class CpuEngine {
       throw new EngineError("engine-failed", `The model could not start on your processor: ${err.message || err}`);
     }
     this.threads = this.wllama.getNumThreads();
+    await this.warmSystemPrompt();
     onProgress({ fraction: 1, text: "Ready." });
+  }
+
+  /** Read the model's default system prompt into the context now, while the user is still typing: every
+   * conversation that keeps it starts with that prefix, so its first answer only reads the new words. */
+  async warmSystemPrompt() {
+    const conv = this.chatConfig.conv_template;
+    const ids = await promptTokenIds(conv, [], (text) => this.wllama.tokenize(text, true));
+    const prefix = ids.slice(0, ids.length - (await this.wllama.tokenize(promptPieces(conv, []).at(-1), true)).length);
+    if (prefix.length < 2) return;
+    await this.wllama.kvClear();
+    await this.wllama.decode(prefix, {});
+    this.kvTokens = prefix;
   }
 
   get stopTokenIds() {
