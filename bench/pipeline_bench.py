@@ -85,18 +85,17 @@ def decode_speed(out: Path, n_tokens: int = 32) -> None:
     from tokenizers import Tokenizer
 
     from build_pipeline.chat_template import format_prompt
-    from build_pipeline.convert import dense_params
+    from build_pipeline.convert import dense_variant_params
     from build_pipeline.reference import ReferenceModel
     from build_pipeline.build import load_model
     from build_pipeline.model_config import load_model_config
-    from build_pipeline.tensor_cache import iter_tensors
 
     variant = out / "smollm2-135m-instruct" / "q4f32_1"
     chat = json.loads((variant / "mlc-chat-config.json").read_text())
     tok = Tokenizer.from_file(str(variant / "tokenizer.json"))
     ids = tok.encode(format_prompt(chat["conv_template"], [("user", "Tell me about the sea.")])).ids
     model = load_model(load_model_config(CONFIG))
-    ref = ReferenceModel(model.config, dense_params(iter_tensors(variant)))
+    ref = ReferenceModel(model.config, dense_variant_params(variant))
     ref.generate_greedy(ids, 2)
     t = time.perf_counter()
     got = ref.generate_greedy(ids, n_tokens)

@@ -111,7 +111,9 @@ def build_library(family, config, scheme, settings, profile: Profile, kind: str 
     """Compile (or reuse from the cache) a library; returns (path in cache, info, from_cache)."""
     from build_pipeline.compiler import cache
 
-    key, desc = cache.library_key(kind, config.to_dict(), scheme.name, settings.to_dict(), profile.revision)
+    key, desc = cache.library_key(kind, config.to_dict(), scheme.cache_name(), settings.to_dict(), profile.revision)
+    if scheme.formats:
+        desc["weight_formats"] = dict(scheme.formats)
     filename = LIB_FILE_IN_CACHE[kind]
     hit = cache.lookup(key, filename)
     if hit:

@@ -148,9 +148,8 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     """Compiled greedy decode + teacher-forced reference; returns the verify report (not yet judged)."""
     from threadpoolctl import threadpool_limits
 
-    from build_pipeline.convert import dense_params
+    from build_pipeline.convert import dense_variant_params
     from build_pipeline.reference import ReferenceModel
-    from build_pipeline.tensor_cache import iter_tensors
 
     timings = {}
     t0 = time.monotonic()
@@ -167,7 +166,7 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     timings["compiled_run"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    ref = ReferenceModel(model.config, dense_params(iter_tensors(variant_dir)))
+    ref = ReferenceModel(model.config, dense_variant_params(variant_dir))
     with threadpool_limits(limits=1, user_api="blas"):
         ref.reset()
         ref_logits = [ref.forward(ids)[-1]]
@@ -234,7 +233,8 @@ def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, mo
         "index": file_sha256(variant_dir / "tensor-cache.json"),
         "chat": file_sha256(variant_dir / CHAT_CONFIG_FILE),
         "tokenizer": file_sha256(variant_dir / "tokenizer.json"),
-        "code": [file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py")],
+        "code": [file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py",
+                                          pkg / "weight_formats.py")],
         "prompt": PROMPT, "steps": MAX_NEW_TOKENS,
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
