@@ -92,8 +92,20 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
             libraries = compile_variant(model, scheme, tmp, profile)
             (tmp / PACKAGE_MANIFEST).write_text(json.dumps(package_manifest(index_params(index)), indent=1))
             extra += [PACKAGE_MANIFEST, *(lib["file"] for lib in libraries)]
-        build_manifest(model.spec, model.config, scheme, tmp, index, libraries, extra, server_gguf, formats)
+        quality = _quality_of(tmp) if compile_library else None
+        build_manifest(model.spec, model.config, scheme, tmp, index, libraries, extra, server_gguf, formats,
+                       quality)
     return final
+
+
+def _quality_of(variant_dir: Path) -> dict | None:
+    """The quality figures the verification wrote (compiler/quality.py), for the manifest."""
+    path = variant_dir / "verify.json"
+    if not path.is_file():
+        return None
+    q = json.loads(path.read_text()).get("quality")
+    keys = ("perplexity", "reference_perplexity", "ratio", "eval_tokens", "reference", "status")
+    return {k: q[k] for k in keys if k in q} if q else None
 
 
 def is_built(out_root: Path, model_id: str, quantization: str) -> bool:

@@ -203,13 +203,18 @@ def write_gguf(path: Path, seed: int = 0) -> Path:
 
 def write_model_config(path: Path, source: Path, quantizations=("q4f32_1",), model_id: str = "tiny-llama",
                        context_window: int = 256, prefill_chunk_size: int = 64, source_type: str = "hf-folder",
-                       family: str = "llama") -> Path:
-    """A model_configs/*.toml for the tiny model (absolute source path)."""
+                       family: str = "llama", max_ratio: float = 1e6, eval_tokens: int = 256) -> Path:
+    """A model_configs/*.toml for the tiny model (absolute source path).
+
+    The random model's perplexity is astronomical and any rounding moves it a lot, so its quality gate
+    is opened wide by default (tests of the gate itself pass a real `max_ratio`); 256 evaluation
+    tokens keep the gate fast."""
     quants = ", ".join(f'"{q}"' for q in quantizations)
     Path(path).write_text(
         f'id = "{model_id}"\nname = "Tiny test Llama"\nfamily = "{family}"\nlicense = "Apache-2.0"\n'
         f"quantizations = [{quants}]\ncontext_window = {context_window}\nprefill_chunk_size = {prefill_chunk_size}\n"
         f'\n[source]\ntype = "{source_type}"\npath = "{Path(source).resolve()}"\n'
         f"\n[generation]\ntemperature = 0.0\ntop_p = 1.0\n"
+        f"\n[quality]\nmax_ratio = {float(max_ratio)}\neval_tokens = {int(eval_tokens)}\n"
     )
     return Path(path)

@@ -275,6 +275,12 @@ def _nn_classes() -> dict:
             hidden = op.tensor_expr_op(last_token, "last_token", args=[hidden])
             return self._logits(hidden), paged_kv_cache
 
+        def prefill_all_logits(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
+            """Prefill returning every position's logits: the quality gate's teacher-forced perplexity
+            (CPU verification build only; web-llm never calls it)."""
+            hidden = self.model(input_embed, paged_kv_cache)
+            return self._logits(hidden), paged_kv_cache
+
         def decode(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
             hidden = self.model(input_embed, paged_kv_cache)
             return self._logits(hidden), paged_kv_cache
@@ -312,7 +318,7 @@ def _nn_classes() -> dict:
         def get_default_spec(self):
             h, dtype = self.config.hidden_size, self.scheme.dtype
             packed = {"param_mode": "packed", "effect_mode": "none"}
-            return {
+            spec = {
                 "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
                 "prefill": {
                     "input_embed": nn.spec.Tensor([1, "seq_len", h], dtype),
@@ -333,6 +339,9 @@ def _nn_classes() -> dict:
                     "$": {"param_mode": "none", "effect_mode": "none"},
                 },
             }
+            if "cpu" in self.target.keys:  # the verification build: all-position logits for the quality gate
+                spec["prefill_all_logits"] = dict(spec["prefill"])
+            return spec
 
     _NN_CLASSES.update(
         LlamaAttention=LlamaAttention, LlamaMLP=LlamaMLP, LlamaDecoderLayer=LlamaDecoderLayer,
