@@ -129,15 +129,23 @@ def check_exact(item: Imported, values: np.ndarray) -> None:
                          "this is a bug in build_pipeline/gguf_import.py; build a q4f32_1 variant meanwhile")
 
 
+# The zero point of each symmetric GGUF type's own unsigned integers (all powers of two).
+_NATURAL_ZERO = {"Q4_0": 8, "Q5_0": 16, "Q6_K": 32, "Q8_0": 128}
+
+
 def _as_general(item: Imported, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(q, scale, minimum) with w = q * scale + minimum, groups split down to `group`."""
+    """(q, scale, minimum) with w = q * scale + minimum, groups split down to `group`.
+
+    Symmetric types go back to their own unsigned integers (Q6_K: 0..63, not 96..159): then q * scale
+    stays exact in float32 (Q6_K's scale d*sc already has 18 significant bits) and minimum =
+    -zero * scale is exact too, so the one rounding at the add reproduces gguf's value."""
     rep = item.fmt.group // group
     scale = np.repeat(item.scale, rep, axis=1)
     if item.fmt.has_min:
-        minimum = np.repeat(item.minimum, rep, axis=1)
-    else:
-        minimum = -np.float32(item.fmt.zero) * scale  # zero is a power of two (or 0): exact
-    return item.q, scale, minimum
+        return item.q, scale, np.repeat(item.minimum, rep, axis=1)
+    natural = _NATURAL_ZERO[item.source_type]
+    q = item.q.astype(np.int16) - (item.fmt.zero - natural)
+    return q.astype(np.uint8), scale, -np.float32(natural) * scale
 
 
 def join_rows(parts: list[Imported], values: np.ndarray) -> Imported:
