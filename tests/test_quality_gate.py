@@ -126,3 +126,33 @@ def test_smollm2_default_q4_is_full_quality_and_answers_paris(tmp_path):
     text = tok.decode(out, skip_special_tokens=False)
     print(f"France -> {text!r}")
     assert "Paris" in text
+
+
+def test_quantized_gguf_builds_losslessly_for_webgpu_and_cpu(tmp_path):
+    """A tiny GGUF with Q8_0/Q4_0/Q4_1/Q5_0 tensors (q/k/v of different types fused into one weight):
+    q4f32_asym stores every weight in its exact format, the WebGPU libraries compile within the device
+    limits, the CPU build passes parity, and its perplexity equals the q0f32 build's."""
+    from tiny_model import write_gguf, write_model_config
+
+    from build_pipeline.manifest import read_manifest
+    from build_pipeline.model_config import load_model_config
+
+    types = {"token_embd.weight": "Q8_0", "attn_q.weight": "Q4_1", "attn_k.weight": "Q4_1",
+             "attn_v.weight": "Q5_0", "attn_output.weight": "Q4_0", "ffn_gate.weight": "Q4_1",
+             "ffn_up.weight": "Q4_1", "ffn_down.weight": "Q8_0"}
+    gguf_path = write_gguf(tmp_path / "tiny-q.gguf", types=types)
+    cfg = write_model_config(tmp_path / "tiny-q.toml", gguf_path, quantizations=("q4f32_asym",),
+                             model_id="tiny-gguf-q", source_type="gguf", max_ratio=1.0001, eval_tokens=1024)
+    variant = build(load_model_config(cfg), "q4f32_asym", tmp_path / "out")
+    manifest = read_manifest(variant)
+    assert manifest["weight_formats"] == {
+        "q8g32_sym": {"weights": 3, "sources": ["Q8_0"]},  # embedding (tied lm_head) + 2 down_proj
+        "q8g32_min": {"weights": 2, "sources": ["Q4_1", "Q5_0"]},  # fused q/k/v
+        "q4g32_sym": {"weights": 2, "sources": ["Q4_0"]},
+        "q4g32_min": {"weights": 2, "sources": ["Q4_1"]},
+    }
+    report = json.loads((variant / "verify.json").read_text())
+    assert report["passed"]
+    q = report["quality"]
+    print(f"\ntiny GGUF q4f32_asym: ratio {q['ratio']} over {q['eval_tokens']} tokens")
+    assert q["ratio"] == pytest.approx(1.0, abs=1e-4) and q["status"] == "pass"
