@@ -116,6 +116,20 @@ def test_tiny_model_greedy_tokens_match_cpu_build(tmp_path, family, _browsers):
               f"decode {chat['usage']['extra']['decode_tokens_per_s']:.1f} tok/s")
 
 
+def test_tiny_quantized_gguf_asym_matches_cpu_build(tmp_path, _browsers):
+    """q4f32_asym from a GGUF with Q8_0/Q4_0/Q4_1/Q5_0 tensors: every new weight format's WGSL kernels
+    (both libraries) reproduce the CPU build's greedy tokens in stock web-llm."""
+    from browser_harness.builds import tiny_quantized_gguf_spec
+
+    variant = build(tiny_quantized_gguf_spec(tmp_path, eval_tokens=1024), "q4f32_asym", tmp_path / "out")
+    with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
+        _load(page, server, "tiny-q", variant)
+        _check_against_verify(page, "tiny-q", variant)
+    with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
+        _load(page, server, "tiny-q-gpu", variant, library="library")
+        _check_against_verify(page, "tiny-q-gpu", variant)
+
+
 def test_tiny_model_gpu_profile_library_matches_cpu_build(tmp_path, _browsers):
     """The default library (dlight's tiled kernels, for real GPUs) computes the same tokens; SwiftShader
     runs it slowly but correctly, so CI checks its kernels too."""

@@ -132,18 +132,11 @@ def test_quantized_gguf_builds_losslessly_for_webgpu_and_cpu(tmp_path):
     """A tiny GGUF with Q8_0/Q4_0/Q4_1/Q5_0 tensors (q/k/v of different types fused into one weight):
     q4f32_asym stores every weight in its exact format, the WebGPU libraries compile within the device
     limits, the CPU build passes parity, and its perplexity equals the q0f32 build's."""
-    from tiny_model import write_gguf, write_model_config
-
+    from browser_harness.builds import tiny_quantized_gguf_spec
     from build_pipeline.manifest import read_manifest
-    from build_pipeline.model_config import load_model_config
 
-    types = {"token_embd.weight": "Q8_0", "attn_q.weight": "Q4_1", "attn_k.weight": "Q4_1",
-             "attn_v.weight": "Q5_0", "attn_output.weight": "Q4_0", "ffn_gate.weight": "Q4_1",
-             "ffn_up.weight": "Q4_1", "ffn_down.weight": "Q8_0"}
-    gguf_path = write_gguf(tmp_path / "tiny-q.gguf", types=types)
-    cfg = write_model_config(tmp_path / "tiny-q.toml", gguf_path, quantizations=("q4f32_asym",),
-                             model_id="tiny-gguf-q", source_type="gguf", max_ratio=1.0001, eval_tokens=1024)
-    variant = build(load_model_config(cfg), "q4f32_asym", tmp_path / "out")
+    spec = tiny_quantized_gguf_spec(tmp_path, max_ratio=1.0001, eval_tokens=1024)
+    variant = build(spec, "q4f32_asym", tmp_path / "out")
     manifest = read_manifest(variant)
     assert manifest["weight_formats"] == {
         "q8g32_sym": {"weights": 3, "sources": ["Q8_0"]},  # embedding (tied lm_head) + 2 down_proj
