@@ -9,6 +9,8 @@
 3. compile the same model for the CPU (llvm; cached too) and run verify.py: prefill + greedy decode
    through the paged KV cache against the numpy reference on the variant's own weights. A parity
    failure raises BuildError, so nothing is published.
+4. the quality gate (quality.py): the same CPU build's teacher-forced perplexity on the shipped
+   evaluation text vs the q0f32 build; past the model's [quality] max_ratio it raises BuildError too.
 
 Everything lands in the staged variant dir; build.py renames it into place only on success.
 """
