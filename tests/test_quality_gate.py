@@ -128,6 +128,8 @@ def test_smollm2_default_q4_is_full_quality_and_answers_paris(tmp_path):
     assert "Paris" in text
 
 
+
+@pytest.mark.slow  # ~3.5 min with a cold compile cache (two WebGPU libraries + two CPU builds)
 def test_quantized_gguf_builds_losslessly_for_webgpu_and_cpu(tmp_path):
     """A tiny GGUF with Q8_0/Q4_0/Q4_1/Q5_0 tensors (q/k/v of different types fused into one weight):
     q4f32_asym stores every weight in its exact format, the WebGPU libraries compile within the device
