@@ -32,6 +32,9 @@ def schedule_linear(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     out_extent = sch.get(loops[-2]).extent
     if not isinstance(out_extent, tirx.IntImm) or int(out_extent) % LANES:
         return None
+    tokens = sch.get(loops[-3]).extent
+    if isinstance(tokens, tirx.IntImm) and int(tokens) == 1:
+        return None  # decode: one token per call, where a transposed copy of the weight costs more than it saves
     # Weight as [k, o]: the matmul's innermost (vectorized) loop then reads contiguous memory.
     sch.transform_layout(dq, ("write", 0), lambda o, i: (i, o))
     d_o, d_i = sch.get_loops(dq)
