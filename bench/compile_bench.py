@@ -4,7 +4,7 @@
    kernel count, largest kernel (WGSL lines); plus the CPU (verification) library compile time.
    "Cold" uses a fresh cache dir that only shares the prebuilt wasm runtime (built once per TVM
    version; its own cost is reported separately when it has to be built).
-2. In headless Chromium (SwiftShader) through stock web-llm, for q4f32_1 built with each profile
+2. In headless Chromium (SwiftShader) through stock web-llm, for q4f32_asym built with each profile
    side by side: load time (fetch + all shader compiles), prefill and decode tok/s (web-llm's own
    usage stats), and the decode step time vs the sum of the decode GEMV kernels timed alone
    (overhead ratio; the issue's target is <= 1.3x).
@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-QUANTS = tuple(q for q in os.environ.get("LANTERN_BENCH_QUANTS", "q4f32_1,q4f16_1,q0f32,q0f16").split(",") if q)
+QUANTS = tuple(q for q in os.environ.get("LANTERN_BENCH_QUANTS", "q4f32_asym,q4f16_asym,q0f32,q0f16").split(",") if q)
 PROMPT = "What is the capital of France?"
 
 
@@ -90,7 +90,7 @@ def compile_costs(model) -> list[dict]:
     return rows
 
 
-def variant_rebuild(model, quant: str = "q4f32_1") -> None:
+def variant_rebuild(model, quant: str = "q4f32_asym") -> None:
     """Whole `build` of one variant (quantize, shard, compile or reuse, verify or reuse) cold vs warm."""
     from browser_harness.builds import build
     from build_pipeline.paths import cache_dir
@@ -152,9 +152,9 @@ def browser_numbers(model) -> None:
     from build_pipeline.manifest import read_manifest
     from build_pipeline.quantization import get_scheme
 
-    scheme = get_scheme("q4f32_1")
+    scheme = get_scheme("q4f32_asym")
     out = Path(tempfile.mkdtemp(prefix="lantern-bench-"))
-    variants = {prof: build(model.spec, "q4f32_1", out / prof, profile=prof) for prof in ("swiftshader", "gpu")}
+    variants = {prof: build(model.spec, "q4f32_asym", out / prof, profile=prof) for prof in ("swiftshader", "gpu")}
     greedy = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
     results = {}
     from playwright.sync_api import sync_playwright
@@ -187,7 +187,7 @@ def browser_numbers(model) -> None:
                                  slowest=sorted(((per_kernel[fn] * counts[fn], fn) for fn in unique), reverse=True)[:4])
             page.evaluate("window.lantern.unload()")
     prompt_len = len(json.loads((variants["swiftshader"] / "verify.json").read_text())["prompt_token_ids"])
-    print(f"\nIn-browser, SmolLM2-135M q4f32_1, headless Chromium + SwiftShader (prompt {prompt_len} tokens):")
+    print(f"\nIn-browser, SmolLM2-135M q4f32_asym, headless Chromium + SwiftShader (prompt {prompt_len} tokens):")
     for prof, r in results.items():
         u = r["usage"]
         print(f"  profile {prof:11s} load {r['load_s']:6.1f} s  prefill {u['prefill_tokens_per_s']:6.2f} tok/s  "

@@ -222,14 +222,13 @@ def browser_build_answer(models: Path, max_new_tokens: int = 48) -> tuple[str, s
             return cpu_chat(variant, FRANCE, max_new_tokens)["text"], "compiled model (CPU build, = web-llm greedy)"
         except Exception as exc:  # noqa: BLE001 - fall back to the reference
             print(f"(CPU build unavailable: {type(exc).__name__}: {exc})")
-    from build_pipeline.convert import dense_params
+    from build_pipeline.convert import dense_variant_params
     from build_pipeline.families.llama import LlamaConfig
     from build_pipeline.reference import ReferenceModel
-    from build_pipeline.tensor_cache import iter_tensors
 
     ids, chat, tok = prompt_token_ids(variant, FRANCE)
     config = LlamaConfig(**chat["model_config"])
-    ref = ReferenceModel(config, dense_params(iter_tensors(variant)))
+    ref = ReferenceModel(config, dense_variant_params(variant))
     stop = set(chat["conv_template"]["stop_token_ids"])
     out, _ = cut_at_stop(ref.generate_greedy(ids, max_new_tokens, stop), stop, max_new_tokens)
     return tok.decode(out, skip_special_tokens=False), f"numpy reference on the {QUANT} weights"

@@ -2,7 +2,7 @@
 engine init), warm load (from the verified cache), time to first token, decode tok/s, and the page's
 SHA-256 throughput (SubtleCrypto) on the real download and on a fixed buffer.
 
-Uses SmolLM2 q4f32_1 from $LANTERN_MODELS_DIR (or dist/models: `make build-model`). Without a compiled
+Uses SmolLM2 q4f32_asym from $LANTERN_MODELS_DIR (or dist/models: `make build-model`). Without a compiled
 library it still measures download + verification and says the engine part was skipped.
 
     python -m bench site            # or: python -m bench.site_bench [--models DIR] [--json]
@@ -24,7 +24,7 @@ from build_pipeline.paths import REPO_ROOT, models_dir
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 import chromium  # noqa: E402  (tests/chromium.py: the one place Chromium's path and flags live)
 
-MODEL, QUANT = "smollm2-135m-instruct", "q4f32_1"
+MODEL, QUANT = "smollm2-135m-instruct", "q4f32_asym"  # the default q4 build
 PROMPT = "What is the capital of France?"
 LOAD_TIMEOUT_MS = 1_800_000
 HASH_PROBE_MB = 64

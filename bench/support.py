@@ -9,7 +9,7 @@ from pathlib import Path
 
 from build_pipeline.paths import model_configs_dir, models_dir
 
-MODEL, QUANT = "smollm2-135m-instruct", "q4f32_1"
+MODEL, QUANT = "smollm2-135m-instruct", "q4f32_asym"  # the default q4 build
 
 
 @contextlib.contextmanager

@@ -51,20 +51,25 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     return LoadedModel(spec, source, family, config)
 
 
-def write_params(model: LoadedModel, scheme, out_dir: Path) -> dict:
-    """Quantize + shard every parameter into out_dir; returns the tensor-cache index."""
+def write_params(model: LoadedModel, scheme, out_dir: Path) -> tuple[dict, dict]:
+    """Quantize + shard every parameter into out_dir; returns (tensor-cache index, per-weight formats)."""
     from build_pipeline.convert import convert
 
     writer = ShardWriter(out_dir)
     params = model.family.weight_map(model.config)
     bar = tqdm(total=len(params), desc=f"{model.spec.id} {scheme.name}: quantize+shard", unit="tensor",
                file=sys.stderr, disable=None)
-    for name, array, count in convert(model.source, model.config, model.family, scheme):
-        writer.add(name, array, count)
-        if not name.endswith(".q_scale"):
+    formats: dict[str, dict] = {}
+    for name, array, count in convert(model.source, model.config, model.family, scheme, formats):
+        info = formats.get(name.rsplit(".", 1)[0]) if name.rsplit(".", 1)[-1] in WEIGHT_PARTS else None
+        writer.add(name, array, count, info and info["format"], info and info["source_type"])
+        if not name.endswith((".q_scale", ".q_min")):
             bar.update(1)
     bar.close()
-    return writer.finish()
+    return writer.finish(), formats
+
+
+WEIGHT_PARTS = ("q_weight", "q_scale", "q_min")
 
 
 def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile_library: bool = True,
@@ -73,7 +78,8 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
     scheme = get_scheme(quantization)
     final = out_root / model.spec.id / scheme.name
     with staged_dir(final) as tmp:
-        index = write_params(model, scheme, tmp)
+        index, formats = write_params(model, scheme, tmp)
+        scheme = scheme.with_formats({base: f["format"] for base, f in formats.items()})
         for name, data in model.source.tokenizer_files.items():
             (tmp / name).write_bytes(data)
         chat_config = build_chat_config(model.spec, model.source, model.config, scheme)
@@ -86,8 +92,20 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
             libraries = compile_variant(model, scheme, tmp, profile)
             (tmp / PACKAGE_MANIFEST).write_text(json.dumps(package_manifest(index_params(index)), indent=1))
             extra += [PACKAGE_MANIFEST, *(lib["file"] for lib in libraries)]
-        build_manifest(model.spec, model.config, scheme, tmp, index, libraries, extra, server_gguf)
+        quality = _quality_of(tmp) if compile_library else None
+        build_manifest(model.spec, model.config, scheme, tmp, index, libraries, extra, server_gguf, formats,
+                       quality)
     return final
+
+
+def _quality_of(variant_dir: Path) -> dict | None:
+    """The quality figures the verification wrote (compiler/quality.py), for the manifest."""
+    path = variant_dir / "verify.json"
+    if not path.is_file():
+        return None
+    q = json.loads(path.read_text()).get("quality")
+    keys = ("perplexity", "reference_perplexity", "ratio", "eval_tokens", "reference", "status")
+    return {k: q[k] for k in keys if k in q} if q else None
 
 
 def is_built(out_root: Path, model_id: str, quantization: str) -> bool:

@@ -81,6 +81,16 @@ def cmd_inspect(args) -> int:
             print(f"  software-adapter library {soft['file']} (profile {soft['profile']})")
         if r.verify:
             print(f"  verify: {'passed' if r.verify.get('passed') else 'FAILED'} {r.verify.get('summary', '')}")
+        q = m.get("quality") or (r.verify or {}).get("quality")
+        if q:
+            print(f"  quality: perplexity {q['perplexity']:.3f} vs {q.get('reference', 'q0f32')} "
+                  f"{q['reference_perplexity']:.3f} = {q['ratio']:.4f}x over {q['eval_tokens']} tokens"
+                  + (f" ({q['status']})" if q.get("status") else ""))
+        formats = m.get("weight_formats") or {}
+        if formats:
+            print("  weight formats: " + ", ".join(
+                f"{name} x{f['weights']}" + (f" (from {'/'.join(f['sources'])})" if f["sources"] else "")
+                for name, f in formats.items()))
         if r.ok:
             print(f"  hashes: all {len(m['files'])} files valid")
         else:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from build_pipeline.errors import BuildError
-from build_pipeline.quantization import Scheme, dequantize_q4, quantize_q4
+from build_pipeline.quantization import Scheme, quantize_q4
+from build_pipeline.weight_formats import FLOAT, MLC_Q4, Q4_MIN, dequantize, get_format
 
 
 def _load_group(source, param) -> np.ndarray:
@@ -43,34 +44,85 @@ def expected_shapes(config, param) -> tuple[int, ...] | None:
     return None
 
 
-def convert(source, config, family, scheme: Scheme) -> Iterator[tuple[str, np.ndarray, int]]:
-    """Yield (param name, array, logical parameter count) in the order the model library declares them."""
+def _load_imported(source, param):
+    """(float32 values, Imported or None): the lossless form when every part has one."""
+    from build_pipeline.gguf_import import join_rows
+
+    loaded = [source.load_imported(s) for s in param.sources]
+    values = loaded[0][0] if len(loaded) == 1 else np.concatenate([v for v, _ in loaded], axis=0)
+    if any(imp is None for _, imp in loaded):
+        return values, None
+    return values, join_rows([imp for _, imp in loaded], values)
+
+
+def _quantize(scheme: Scheme, param, source) -> tuple[np.ndarray, list[np.ndarray], str, str | None]:
+    """(float32 values, stored tensors, format name, GGUF source type or None) of one linear/embedding."""
+    from build_pipeline import float_quantizer
+
+    if scheme.kind == "asym" and getattr(source, "load_imported", None) is not None:
+        missing = [s for s in param.sources if s not in source.tensor_names]
+        if not missing:
+            values, imported = _load_imported(source, param)
+            if imported is not None:
+                return values, imported.stored(scheme.dtype), imported.fmt.name, imported.source_type
+            return values, float_quantizer.quantize(values, Q4_MIN, scheme.dtype), Q4_MIN.name, None
+    w = _load_group(source, param)
+    if scheme.kind == "asym":
+        return w, float_quantizer.quantize(w, Q4_MIN, scheme.dtype), Q4_MIN.name, None
+    return w, list(quantize_q4(w, scheme.dtype)), MLC_Q4.name, None
+
+
+def convert(source, config, family, scheme: Scheme, formats: dict | None = None
+            ) -> Iterator[tuple[str, np.ndarray, int]]:
+    """Yield (param name, array, logical parameter count) in the order the model library declares them.
+
+    `formats`, when given, receives {weight base name: {"format", "source_type"}} for every
+    linear/embedding (what the compiler and the tensor cache need to know)."""
     for param in family.weight_map(config):
-        w = _load_group(source, param)
+        quantize = scheme.quantized and param.kind in ("linear", "embedding")
+        if quantize:
+            w, stored, fmt_name, source_type = _quantize(scheme, param, source)
+        else:
+            w = _load_group(source, param)
         want = expected_shapes(config, param)
         if want is not None and tuple(w.shape) != want:
             raise BuildError(
                 f"{param.name} has shape {tuple(w.shape)} but the config implies {want}",
                 "the weights do not match config.json; re-download the model",
             )
-        if scheme.quantized and param.kind in ("linear", "embedding"):
-            q_weight, q_scale = quantize_q4(w, scheme.dtype)
+        if quantize:
             base = param.name.removesuffix(".weight")
-            yield f"{base}.q_weight", q_weight, w.size
-            yield f"{base}.q_scale", q_scale, 0
+            if formats is not None:
+                formats[base] = {"format": fmt_name, "source_type": source_type}
+            for i, (suffix, arr) in enumerate(zip(get_format(fmt_name).tensor_suffixes(), stored)):
+                yield f"{base}.{suffix}", arr, w.size if i == 0 else 0
         else:
+            if formats is not None and param.kind in ("linear", "embedding"):
+                formats[param.name.removesuffix(".weight")] = {"format": FLOAT.name, "source_type": None}
             yield param.name, w.astype(scheme.dtype, copy=False), w.size
         del w
 
 
-def dense_params(named_tensors) -> dict[str, np.ndarray]:
-    """Quantized tensors -> float32 weights under the fused names (what the GPU computes with)."""
+def dense_params(named_tensors, formats: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Quantized tensors -> float32 weights under the fused names (what the GPU computes with).
+
+    `formats` maps weight base names to format names (tensor_cache.read_formats); weights not in it
+    are MLC q4 (the only format before per-tensor formats existed)."""
     tensors = dict(named_tensors)
+    formats = formats or {}
     dense = {}
     for name, arr in tensors.items():
         if name.endswith(".q_weight"):
             base = name.removesuffix(".q_weight")
-            dense[f"{base}.weight"] = dequantize_q4(arr, tensors[f"{base}.q_scale"])
-        elif not name.endswith(".q_scale"):
+            fmt = get_format(formats.get(base, MLC_Q4.name))
+            dense[f"{base}.weight"] = dequantize(fmt, [tensors[f"{base}.{s}"] for s in fmt.tensor_suffixes()])
+        elif not name.endswith((".q_scale", ".q_min")):
             dense[name] = np.asarray(arr, dtype=np.float32)
     return dense
+
+
+def dense_variant_params(variant_dir) -> dict[str, np.ndarray]:
+    """dense_params of a built variant, with its recorded per-weight formats."""
+    from build_pipeline.tensor_cache import iter_tensors, read_formats
+
+    return dense_params(iter_tensors(variant_dir), read_formats(variant_dir))

@@ -23,7 +23,8 @@ def file_entries(variant_dir: Path, names: list[str]) -> list[dict]:
 
 
 def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: dict, libraries: list[dict],
-                   extra_files: list[str], server_gguf: dict | None = None) -> dict:
+                   extra_files: list[str], server_gguf: dict | None = None, formats: dict | None = None,
+                   quality: dict | None = None) -> dict:
     """Write lantern-manifest.json for a finished variant dir; returns it.
 
     `libraries` are the compiled WebGPU libraries, hardware default first: "library" is the one real
@@ -51,6 +52,10 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "prefill_chunk_size": spec.prefill_chunk_size,
         "param_count": meta["ParamSize"],
         "bits_per_param": round(meta["BitsPerParam"], 3),
+        # How each linear/embedding is stored (weight_formats.py) and, for lossless GGUF imports, from what.
+        "weight_formats": format_summary(formats or {}),
+        # Perplexity vs the unquantized build (quality.py); None when the library was not compiled.
+        "quality": quality,
         "download_bytes": sum(f["bytes"] for f in files if f["path"] not in {lib["file"] for lib in libraries[1:]}),
         "required_features": needs["required_features"],
         "required_limits": {
@@ -72,6 +77,18 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
     }
     (variant_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def format_summary(formats: dict) -> dict:
+    """{format name: {"weights": n, "sources": [GGUF types]}} over {base: {format, source_type}}."""
+    out: dict[str, dict] = {}
+    for info in formats.values():
+        entry = out.setdefault(info["format"], {"weights": 0, "sources": []})
+        entry["weights"] += 1
+        for src in (info.get("source_type") or "").split("+"):
+            if src and src not in entry["sources"]:
+                entry["sources"].append(src)
+    return out
 
 
 def read_manifest(variant_dir: Path) -> dict:

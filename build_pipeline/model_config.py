@@ -39,6 +39,7 @@ class ModelSpec:
     chat_template: str | None = None  # overrides the source's template
     system_message: str | None = None  # overrides the template's default system prompt
     generation: dict = field(default_factory=dict)
+    quality: dict = field(default_factory=dict)  # [quality]: max_ratio, warn_ratio, eval_tokens
 
 
 def _require(table: dict, key: str, kind, where: str):
@@ -109,7 +110,18 @@ def load_model_config(path: Path) -> ModelSpec:
         chat_template=chat.get("template"),
         system_message=chat.get("system_message"),
         generation=dict(data.get("generation", {})),
+        quality=_quality_table(data.get("quality", {}), where),
     )
+
+
+def _quality_table(table: dict, where: str) -> dict:
+    """[quality] limits of the build's perplexity gate (compiler/quality.py)."""
+    known = {"max_ratio": (int, float), "warn_ratio": (int, float), "eval_tokens": int}
+    for key, value in table.items():
+        if key not in known or not isinstance(value, known[key]) or isinstance(value, bool) or value <= 0:
+            raise BuildError(f"{where}: [quality] {key} = {value!r} is not valid",
+                             "use max_ratio / warn_ratio (numbers >= 1) and eval_tokens (a positive integer)")
+    return dict(table)
 
 
 def find_model_configs(root: Path) -> list[ModelSpec]:

@@ -1,18 +1,25 @@
-"""MLC's quantization schemes and the numpy kernels that pack and unpack them.
+"""Quantization schemes (one per built variant) and MLC's symmetric 4-bit quantizer.
 
-q4fXX_1: symmetric 4-bit groups of 32 along the input axis, 8 nibbles per uint32 (element r of
-a word at bits 4r), `scale = max|w| / 7`, `q = clip(round(w / scale) + 7, 0, 14)`,
-dequantized as `(q - 7) * scale`. q0fXX: plain float weights. The second half of the name is
-the dtype of activations, norms, biases and scales.
+q4fXX_1 (MLC's): symmetric 4-bit groups of 32 along the input axis, 8 nibbles per uint32 (element r
+of a word at bits 4r), `scale = max|w| / 7`, `q = clip(round(w / scale) + 7, 0, 14)`, dequantized as
+`(q - 7) * scale`. q0fXX: plain float weights. The second half of the name is the dtype of
+activations, norms, biases and scales.
+
+q4fXX_asym (Lantern's): per-tensor formats (weight_formats.py). Quantized GGUF tensors are imported
+losslessly (gguf_import.py: 4-bit blocks as 4-bit groups with a scale and a minimum, wider blocks as
+8-bit groups); float weights get asymmetric 4-bit groups of 32 with a searched scale and minimum
+(float_quantizer.py). The per-weight formats a variant ended up with are recorded in its tensor cache
+and travel with the scheme into the compiler (`Scheme.with_formats`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from build_pipeline.errors import BuildError
+from build_pipeline.weight_formats import FLOAT, MLC_Q4, Q4_MIN, WeightFormat, get_format
 
 GROUP_SIZE = 32
 NIBBLES_PER_WORD = 8
@@ -24,6 +31,10 @@ class Scheme:
     name: str
     bits: int  # 4 for grouped int4, 0 for unquantized
     dtype: str  # "float16" or "float32"
+    kind: str = "mlc"  # "mlc" (symmetric q4, MLC-compatible), "asym" (per-tensor formats) or "float"
+    # (weight base name, format name) of every linear/embedding whose format is not the default;
+    # filled in from the converted weights (see with_formats).
+    formats: tuple[tuple[str, str], ...] = ()
 
     @property
     def quantized(self) -> bool:
@@ -33,14 +44,38 @@ class Scheme:
     def needs_shader_f16(self) -> bool:
         return self.dtype == "float16"
 
+    @property
+    def default_format(self) -> WeightFormat:
+        return {"mlc": MLC_Q4, "asym": Q4_MIN, "float": FLOAT}[self.kind]
+
+    def format_of(self, base: str) -> WeightFormat:
+        """Storage format of the linear/embedding weight `base` (e.g. "model.layers.0.mlp.down_proj")."""
+        return get_format(dict(self.formats).get(base, self.default_format.name))
+
+    def with_formats(self, formats: dict[str, str]) -> "Scheme":
+        """This scheme with the per-weight formats the converter chose (defaults left implicit)."""
+        extra = tuple(sorted((b, f) for b, f in formats.items() if f != self.default_format.name))
+        return replace(self, formats=extra)
+
+    def cache_name(self) -> str:
+        """Name + formats: what a compiled library depends on."""
+        if not self.formats:
+            return self.name
+        import hashlib
+        import json
+
+        return f"{self.name}+{hashlib.sha256(json.dumps(self.formats).encode()).hexdigest()[:12]}"
+
 
 SCHEMES = {
     s.name: s
     for s in (
+        Scheme("q4f16_asym", 4, "float16", "asym"),
+        Scheme("q4f32_asym", 4, "float32", "asym"),
         Scheme("q4f16_1", 4, "float16"),
         Scheme("q4f32_1", 4, "float32"),
-        Scheme("q0f16", 0, "float16"),
-        Scheme("q0f32", 0, "float32"),
+        Scheme("q0f16", 0, "float16", "float"),
+        Scheme("q0f32", 0, "float32", "float"),
     )
 }
 

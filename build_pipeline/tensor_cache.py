@@ -30,8 +30,11 @@ class ShardWriter:
         self.param_count = 0
         self.param_bytes = 0
 
-    def add(self, name: str, array: np.ndarray, logical_params: int) -> None:
-        """Queue one tensor. `logical_params` counts model parameters it encodes (for bits/param)."""
+    def add(self, name: str, array: np.ndarray, logical_params: int, weight_format: str | None = None,
+            source_type: str | None = None) -> None:
+        """Queue one tensor. `logical_params` counts model parameters it encodes (for bits/param);
+        `weight_format` (weight_formats.py) is recorded on each stored tensor of a linear/embedding,
+        `source_type` the GGUF block type it was imported from losslessly (web-llm ignores both)."""
         data = np.ascontiguousarray(array).tobytes()
         if self._pending and self._pending_bytes + len(data) > self.shard_bytes:
             self._flush()
@@ -43,6 +46,10 @@ class ShardWriter:
             "nbytes": len(data),
             "byteOffset": self._pending_bytes,
         }
+        if weight_format:
+            record["weight_format"] = weight_format
+        if source_type:
+            record["source_type"] = source_type
         self._pending.append((record, data))
         self._pending_bytes += len(data)
         self.param_count += logical_params
@@ -91,6 +98,16 @@ def read_index(variant_dir: Path) -> dict:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise BuildError(f"{path} does not exist", "build the model first (python -m build_pipeline build ...)") from None
+
+
+def read_formats(variant_dir: Path) -> dict[str, str]:
+    """{weight base name: format name} recorded in a variant's tensor cache."""
+    out = {}
+    for shard in read_index(variant_dir)["records"]:
+        for rec in shard["records"]:
+            if "weight_format" in rec:
+                out[rec["name"].rsplit(".", 1)[0]] = rec["weight_format"]
+    return out
 
 
 def iter_tensors(variant_dir: Path):

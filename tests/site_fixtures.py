@@ -76,7 +76,7 @@ def smollm2_chat_models(tmp_path_factory) -> Path:
     from build_pipeline.paths import model_configs_dir
 
     out = tmp_path_factory.mktemp("site-smollm2") / "models"
-    return _build_with_library(model_configs_dir() / "smollm2-135m-instruct.toml", out, quantizations=["q4f32_1"])
+    return _build_with_library(model_configs_dir() / "smollm2-135m-instruct.toml", out, quantizations=["q4f32_asym"])
 
 
 def copy_models(src: Path, dst: Path) -> Path:

@@ -175,3 +175,30 @@ def test_each_adapter_gets_its_own_library(serve, chromium, tiny_site_models):
     assert software["library"]["file"] == "soft.wasm" and software["download_bytes"] == 107
     assert [f["path"] for f in software["files"]] == ["shard.bin", "soft.wasm"]
     assert software["software_library"] is None
+
+
+def test_chooser_prefers_full_quality_and_states_the_servers_words(serve, chromium, tiny_site_models):
+    """Two builds fit equally: the page takes the one the server reports as full quality (even if it is
+    a larger download), and its summary carries the server's wording, not a figure it computed."""
+    server = serve(tiny_site_models)
+    s = chromium(webgpu=False)
+    s.page.goto(server.url + "/")
+    s.wait_state("unsupported")
+    choose = lambda caps, model, opts=None: s.page.evaluate(CHOOSER, [caps, model, opts])  # noqa: E731
+
+    model = _model("q4f32_1", "q4f32_asym", "q0f32")
+    words = {"q4f32_1": (1.5, False, "≈ 50% higher perplexity than full precision"),
+             "q4f32_asym": (1.0, True, "full quality"), "q0f32": (1.0, True, "full quality")}
+    for v in model["variants"]:
+        ratio, full, label = words[v["quantization"]]
+        v["quality"] = {"ratio": ratio, "full_quality": full, "label": label}
+        v["download_bytes"] = {"q4f32_1": 80_000_000, "q4f32_asym": 100_000_000, "q0f32": 540_000_000}[v["quantization"]]
+    best = choose(_caps(), model)
+    assert best["ok"] and best["quantization"] == "q4f32_asym"
+    assert "full quality" in best["summary"]
+    only_mlc = _model("q4f32_1")
+    only_mlc["variants"][0]["quality"] = {"ratio": 1.5, "full_quality": False, "label": "SERVER WORDS"}
+    worse = choose(_caps(), only_mlc)
+    assert worse["ok"] and "SERVER WORDS" in worse["summary"]
+    unmeasured = choose(_caps(), _model("q4f32_1"))
+    assert unmeasured["ok"] and "quality" not in unmeasured["summary"]

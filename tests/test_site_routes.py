@@ -421,3 +421,28 @@ def test_real_http_range_and_headers_over_loopback(serve, models):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(server.url + "/models/tiny-llama/q4f32_1/resolve/main/..%2f..%2ftiny-llama.toml")
     assert err.value.code == 404
+
+
+def test_quality_wording_is_derived_by_the_server():
+    """The page shows these words as they are (static/js/choose.js does not compute quality)."""
+    from webapp.quality import describe
+
+    assert describe(None) is None and describe({"perplexity": 3.0}) is None
+    full = describe({"ratio": 1.0004, "perplexity": 26.2, "reference_perplexity": 26.19, "eval_tokens": 2079})
+    assert full["full_quality"] and full["label"] == "full quality" and full["eval_tokens"] == 2079
+    assert describe({"ratio": 1.01})["label"] == "full quality"
+    worse = describe({"ratio": 1.5})
+    assert not worse["full_quality"] and worse["label"] == "≈ 50% higher perplexity than full precision"
+    assert describe({"ratio": 1.012})["label"] == "≈ 1% higher perplexity than full precision"
+
+
+def test_models_api_states_each_variants_measured_quality(models):
+    """A manifest's measured quality reaches the page with the server's wording; none stays None."""
+    manifest = manifest_of(models, "q4f32_1")
+    assert manifest["quality"] is None  # built without a library: nothing was measured
+    assert variant(app_for(models).test_client(), "q4f32_1")["quality"] is None
+    manifest["quality"] = {"perplexity": 39.3, "reference_perplexity": 26.2, "ratio": 1.5, "eval_tokens": 2079}
+    (models / MODEL / "q4f32_1" / "lantern-manifest.json").write_text(json.dumps(manifest))
+    q = variant(app_for(models).test_client(), "q4f32_1")["quality"]
+    assert q["ratio"] == 1.5 and not q["full_quality"]
+    assert q["label"] == "≈ 50% higher perplexity than full precision"

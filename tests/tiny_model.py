@@ -151,8 +151,11 @@ def _permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path: Path, seed: int = 0) -> Path:
-    """The same model as a llama.cpp GGUF (F32 tensors, permuted q/k, tokenizer + template in metadata)."""
+def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None) -> Path:
+    """The same model as a llama.cpp GGUF (F32 tensors, permuted q/k, tokenizer + template in metadata).
+
+    `types` quantizes tensors with gguf's own quantizer: {GGUF tensor-name suffix: type name}, e.g.
+    {"attn_q.weight": "Q4_1", "token_embd.weight": "Q8_0"}."""
     import gguf
 
     cfg = hf_config(tie=True)
@@ -184,16 +187,27 @@ def write_gguf(path: Path, seed: int = 0) -> Path:
              "self_attn.o_proj.weight": "attn_output.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
              "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
              "mlp.down_proj.weight": "ffn_down.weight"}
+    types = types or {}
+
+    def add(gguf_name: str, arr: np.ndarray) -> None:
+        kind = types.get(gguf_name.split(".", 2)[-1] if gguf_name.startswith("blk.") else gguf_name)
+        if kind is None:
+            writer.add_tensor(gguf_name, arr)
+            return
+        qtype = gguf.GGMLQuantizationType[kind]
+        q = gguf.quants.quantize(arr, qtype)
+        writer.add_tensor(gguf_name, q, raw_shape=q.shape, raw_dtype=qtype)
+
     for name, arr in w.items():
         if name in names:
-            writer.add_tensor(names[name], arr)
+            add(names[name], arr)
             continue
         _, _, i, rest = name.split(".", 3)
         if rest == "self_attn.q_proj.weight":
             arr = _permute_rows(arr, cfg["num_attention_heads"])
         elif rest == "self_attn.k_proj.weight":
             arr = _permute_rows(arr, cfg["num_key_value_heads"])
-        writer.add_tensor(f"blk.{i}.{block[rest]}", arr)
+        add(f"blk.{i}.{block[rest]}", arr)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -203,13 +217,18 @@ def write_gguf(path: Path, seed: int = 0) -> Path:
 
 def write_model_config(path: Path, source: Path, quantizations=("q4f32_1",), model_id: str = "tiny-llama",
                        context_window: int = 256, prefill_chunk_size: int = 64, source_type: str = "hf-folder",
-                       family: str = "llama") -> Path:
-    """A model_configs/*.toml for the tiny model (absolute source path)."""
+                       family: str = "llama", max_ratio: float = 1e6, eval_tokens: int = 256) -> Path:
+    """A model_configs/*.toml for the tiny model (absolute source path).
+
+    The random model's perplexity is astronomical and any rounding moves it a lot, so its quality gate
+    is opened wide by default (tests of the gate itself pass a real `max_ratio`); 256 evaluation
+    tokens keep the gate fast."""
     quants = ", ".join(f'"{q}"' for q in quantizations)
     Path(path).write_text(
         f'id = "{model_id}"\nname = "Tiny test Llama"\nfamily = "{family}"\nlicense = "Apache-2.0"\n'
         f"quantizations = [{quants}]\ncontext_window = {context_window}\nprefill_chunk_size = {prefill_chunk_size}\n"
         f'\n[source]\ntype = "{source_type}"\npath = "{Path(source).resolve()}"\n'
         f"\n[generation]\ntemperature = 0.0\ntop_p = 1.0\n"
+        f"\n[quality]\nmax_ratio = {float(max_ratio)}\neval_tokens = {int(eval_tokens)}\n"
     )
     return Path(path)

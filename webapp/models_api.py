@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from webapp.artifacts import store
+from webapp.quality import describe as describe_quality
 
 bp = Blueprint("models_api", __name__)
 
@@ -39,6 +40,8 @@ def describe_variant(variant) -> dict:
         out[key] = {"file": name, "url": out["base_url"] + name} if name else None
     out["files"] = files
     out["generation"] = variant.generation
+    # Measured by the build (perplexity vs the unquantized model); the label is worded here, not on the page.
+    out["quality"] = describe_quality(m.get("quality"))
     return out
 
 

@@ -9,6 +9,8 @@
 3. compile the same model for the CPU (llvm; cached too) and run verify.py: prefill + greedy decode
    through the paged KV cache against the numpy reference on the variant's own weights. A parity
    failure raises BuildError, so nothing is published.
+4. the quality gate (quality.py): the same CPU build's teacher-forced perplexity on the shipped
+   evaluation text vs the q0f32 build; past the model's [quality] max_ratio it raises BuildError too.
 
 Everything lands in the staged variant dir; build.py renames it into place only on success.
 """
@@ -39,10 +41,19 @@ def webgpu_target():
     return tvm.target.Target({"kind": "webgpu", "host": WASM_TARGET_HOST})
 
 
+def host_cpu() -> str:
+    """LLVM's name for this machine's CPU. The verification build is tuned for it (vector width, native
+    f16 conversions: without them f16 variants' quality gate ran ~4x slower), so it is part of the CPU
+    library's cache key: a cache copied to an older machine never hands it unsupported instructions."""
+    import tvm
+
+    return str(tvm.target.codegen.llvm_get_system_cpu())
+
+
 def cpu_target():
     import tvm
 
-    return tvm.target.Target({"kind": "llvm"})
+    return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu()})
 
 
 def library_file_name(model_id: str, scheme_name: str, profile: str) -> str:
@@ -111,7 +122,10 @@ def build_library(family, config, scheme, settings, profile: Profile, kind: str 
     """Compile (or reuse from the cache) a library; returns (path in cache, info, from_cache)."""
     from build_pipeline.compiler import cache
 
-    key, desc = cache.library_key(kind, config.to_dict(), scheme.name, settings.to_dict(), profile.revision)
+    settings_desc = settings.to_dict() if kind == "webgpu" else {**settings.to_dict(), "cpu": host_cpu()}
+    key, desc = cache.library_key(kind, config.to_dict(), scheme.cache_name(), settings_desc, profile.revision)
+    if scheme.formats:
+        desc["weight_formats"] = dict(scheme.formats)
     filename = LIB_FILE_IN_CACHE[kind]
     hit = cache.lookup(key, filename)
     if hit:

@@ -66,6 +66,10 @@ def build_pipeline(target, profile: profiles.Profile, metadata: dict):
     ]
     if is_gpu:
         passes.append(profile.schedule_pass(target))
+    else:
+        from build_pipeline.compiler.cpu_schedule import schedule_cpu_linears
+
+        passes.append(schedule_cpu_linears())
     passes += [
         relax.transform.RewriteDataflowReshape(),
         relax.transform.ToNonDataflow(),

@@ -108,6 +108,27 @@ class CompiledModel:
                              "web-llm needs float32 [1, 1, vocab]", "this is a compiler bug")
         return logits[0, 0]
 
+    def all_logits(self, ids: list[int], context_window: int) -> np.ndarray:
+        """Fresh sequence, teacher-forced: float32 logits of every position [len(ids), vocab], through
+        the CPU build's `prefill_all_logits` one prefill chunk at a time (the quality gate's path)."""
+        import tvm_ffi
+
+        tvm, chunk, out = self.tvm, self.metadata["prefill_chunk_size"], []
+        try:
+            fn = self.vm["prefill_all_logits"]
+        except Exception:  # noqa: BLE001  (tvm raises its own error types for a missing function)
+            raise BuildError("the CPU library has no prefill_all_logits", "rebuild it (stale compiler cache)") from None
+        self.reset(context_window)
+        for start in range(0, len(ids), chunk):
+            piece = ids[start:start + chunk]
+            embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(piece, dtype=np.int32), self.dev), self.params)
+            embed = embed.numpy().reshape(1, len(piece), -1)
+            self._begin(self.kv, tvm_ffi.Shape([0]), tvm_ffi.Shape([len(piece)]))
+            logits = fn(tvm.runtime.tensor(embed, self.dev), self.kv, self.params)[0].numpy()
+            self._end(self.kv)
+            out.append(logits[0])
+        return np.concatenate(out)
+
     def greedy(self, ids: list[int], steps: int, context_window: int) -> tuple[list[int], list[np.ndarray]]:
         """Fresh sequence: prefill `ids`, then `steps` greedy tokens (ignoring stop tokens).
 
@@ -148,9 +169,8 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     """Compiled greedy decode + teacher-forced reference; returns the verify report (not yet judged)."""
     from threadpoolctl import threadpool_limits
 
-    from build_pipeline.convert import dense_params
+    from build_pipeline.convert import dense_variant_params
     from build_pipeline.reference import ReferenceModel
-    from build_pipeline.tensor_cache import iter_tensors
 
     timings = {}
     t0 = time.monotonic()
@@ -167,7 +187,7 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     timings["compiled_run"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    ref = ReferenceModel(model.config, dense_params(iter_tensors(variant_dir)))
+    ref = ReferenceModel(model.config, dense_variant_params(variant_dir))
     with threadpool_limits(limits=1, user_api="blas"):
         ref.reset()
         ref_logits = [ref.forward(ids)[-1]]
@@ -217,12 +237,14 @@ def judge(report: dict) -> dict:
     return report
 
 
-def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, model_config: dict) -> str:
+def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, model_config: dict,
+                     model_spec=None) -> str:
     """Hash of everything a verification result depends on: both libraries (their cache keys cover
     config, quantization, settings and compiler sources), the shards, chat config, tokenizer, and the
     verification + reference code itself."""
     import hashlib
 
+    from build_pipeline.compiler.quality import quality_settings
     from build_pipeline.tensor_cache import file_sha256, read_index
 
     variant_dir = Path(variant_dir)
@@ -234,7 +256,10 @@ def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, mo
         "index": file_sha256(variant_dir / "tensor-cache.json"),
         "chat": file_sha256(variant_dir / CHAT_CONFIG_FILE),
         "tokenizer": file_sha256(variant_dir / "tokenizer.json"),
-        "code": [file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py")],
+        "code": [file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py",
+                                          pkg / "weight_formats.py", here.parent / "quality.py",
+                                          pkg / "data" / "eval.txt")],
+        "quality": quality_settings(model_spec) if model_spec is not None else None,
         "prompt": PROMPT, "steps": MAX_NEW_TOKENS,
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -252,7 +277,7 @@ def verify_variant(model, scheme, variant_dir: Path, settings, profile, webgpu_k
 
     start = time.monotonic()
     lib, info, from_cache = build_library(model.family, model.config, scheme, settings, profile, "llvm")
-    key = verification_key(variant_dir, info["key"], webgpu_key, model.config.to_dict())
+    key = verification_key(variant_dir, info["key"], webgpu_key, model.config.to_dict(), model.spec)
     cached = cache_dir() / "verify" / f"{key}.json"
     if cached.is_file() and not os.environ.get("LANTERN_REVERIFY"):
         report = json.loads(cached.read_text())
@@ -260,8 +285,13 @@ def verify_variant(model, scheme, variant_dir: Path, settings, profile, webgpu_k
         report["seconds"] = {"total": round(time.monotonic() - start, 2)}
         (Path(variant_dir) / VERIFY_FILE).write_text(json.dumps(report, indent=1, ensure_ascii=False))
         log(f"verify {model.spec.id} {scheme.name}: identical inputs already verified; {report['summary']}")
+        _gate(report, model, scheme)
         return report
     report = judge(run_parity(model, scheme, variant_dir, lib, settings.context_window))
+    if report["passed"]:
+        from build_pipeline.compiler import quality
+
+        report["quality"] = quality.measure(model, scheme, variant_dir, lib, settings, profile)
     report["target"] = "llvm"
     report["verification_key"] = key
     report["cpu_library"] = {"cache_key": info["key"], "from_cache": from_cache,
@@ -284,7 +314,16 @@ def verify_variant(model, scheme, variant_dir: Path, settings, profile, webgpu_k
             f"the compiled model does not compute what the reference computes (a compiler bug); "
             f"per-step numbers are in {kept}",
         )
+    _gate(report, model, scheme)
     return report
+
+
+def _gate(report: dict, model, scheme) -> None:
+    """Apply the quality gate to a verified report (raises BuildError past the limit)."""
+    from build_pipeline.compiler import quality
+
+    if report.get("quality"):
+        quality.judge(report["quality"], model.spec.id, scheme.name)
 
 
 def cpu_library_for(variant_dir: Path) -> Path:

@@ -196,8 +196,9 @@ def _nn_classes() -> dict:
             self.layer_id = layer_id
             self.num_heads, self.num_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
             qkv_rows = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim
-            self.qkv_proj = QuantLinear(c.hidden_size, qkv_rows, scheme, bias=c.qkv_bias)
-            self.o_proj = QuantLinear(c.num_attention_heads * c.head_dim, c.hidden_size, scheme)
+            base = f"model.layers.{layer_id}.self_attn"
+            self.qkv_proj = QuantLinear(c.hidden_size, qkv_rows, scheme, f"{base}.qkv_proj", bias=c.qkv_bias)
+            self.o_proj = QuantLinear(c.num_attention_heads * c.head_dim, c.hidden_size, scheme, f"{base}.o_proj")
 
         def forward(self, x: nn.Tensor, kv: PagedKVCache) -> nn.Tensor:
             b, s, _ = x.shape
@@ -206,11 +207,12 @@ def _nn_classes() -> dict:
             return self.o_proj(op.reshape(out, (b, s, self.num_heads * self.head_dim)))
 
     class LlamaMLP(nn.Module):
-        def __init__(self, c: LlamaConfig, scheme):
+        def __init__(self, c: LlamaConfig, scheme, layer_id: int):
             super().__init__()
             self.ffn = c.intermediate_size
-            self.gate_up_proj = QuantLinear(c.hidden_size, 2 * c.intermediate_size, scheme)
-            self.down_proj = QuantLinear(c.intermediate_size, c.hidden_size, scheme)
+            base = f"model.layers.{layer_id}.mlp"
+            self.gate_up_proj = QuantLinear(c.hidden_size, 2 * c.intermediate_size, scheme, f"{base}.gate_up_proj")
+            self.down_proj = QuantLinear(c.intermediate_size, c.hidden_size, scheme, f"{base}.down_proj")
 
         def forward(self, x: nn.Tensor) -> nn.Tensor:
             gate_up = self.gate_up_proj(x)
@@ -225,7 +227,7 @@ def _nn_classes() -> dict:
             self.self_attn = LlamaAttention(c, scheme, layer_id)
             self.post_attention_layernorm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False,
                                                        dtype=scheme.dtype)
-            self.mlp = LlamaMLP(c, scheme)
+            self.mlp = LlamaMLP(c, scheme, layer_id)
 
         def forward(self, x: nn.Tensor, kv: PagedKVCache) -> nn.Tensor:
             x = x + self.self_attn(self.input_layernorm(x), kv)
@@ -252,7 +254,7 @@ def _nn_classes() -> dict:
             self.context_window, self.prefill_chunk_size = context_window, prefill_chunk_size
             self.model = LlamaModel(c, scheme)
             if not c.tie_word_embeddings:
-                self.lm_head = QuantLinear(c.hidden_size, c.vocab_size, scheme, out_dtype="float32")
+                self.lm_head = QuantLinear(c.hidden_size, c.vocab_size, scheme, "lm_head", out_dtype="float32")
 
         def _logits(self, x: nn.Tensor) -> nn.Tensor:
             x = self.model.norm(x)
@@ -271,6 +273,12 @@ def _nn_classes() -> dict:
                 return te.compute((b, 1, d), lambda i, _, k: x[i, s - 1, k], name="last_token")
 
             hidden = op.tensor_expr_op(last_token, "last_token", args=[hidden])
+            return self._logits(hidden), paged_kv_cache
+
+        def prefill_all_logits(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
+            """Prefill returning every position's logits: the quality gate's teacher-forced perplexity
+            (CPU verification build only; web-llm never calls it)."""
+            hidden = self.model(input_embed, paged_kv_cache)
             return self._logits(hidden), paged_kv_cache
 
         def decode(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
@@ -310,7 +318,7 @@ def _nn_classes() -> dict:
         def get_default_spec(self):
             h, dtype = self.config.hidden_size, self.scheme.dtype
             packed = {"param_mode": "packed", "effect_mode": "none"}
-            return {
+            spec = {
                 "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
                 "prefill": {
                     "input_embed": nn.spec.Tensor([1, "seq_len", h], dtype),
@@ -331,6 +339,9 @@ def _nn_classes() -> dict:
                     "$": {"param_mode": "none", "effect_mode": "none"},
                 },
             }
+            if "cpu" in self.target.keys:  # the verification build: all-position logits for the quality gate
+                spec["prefill_all_logits"] = dict(spec["prefill"])
+            return spec
 
     _NN_CLASSES.update(
         LlamaAttention=LlamaAttention, LlamaMLP=LlamaMLP, LlamaDecoderLayer=LlamaDecoderLayer,

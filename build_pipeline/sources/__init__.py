@@ -24,6 +24,9 @@ class SourceModel:
     chat_template: str | None
     gguf_path: Path | None = None
     generation_config: dict = field(default_factory=dict)
+    # Quantized sources (GGUF): name -> (float32 values, gguf_import.Imported or None when the tensor
+    # is float or of a block type without a lossless mapping).
+    load_imported: Callable[[str], tuple[np.ndarray, object]] | None = None
 
 
 def open_source(spec, config_dir: Path) -> SourceModel:

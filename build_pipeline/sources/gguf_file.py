@@ -161,6 +161,21 @@ def open_gguf(path: Path) -> SourceModel:
                 w = unpermute_rows(w, heads)
         return w
 
+    def load_imported(name: str):
+        """(values, Imported or None): the tensor both as floats and in a lossless Lantern format."""
+        from build_pipeline import gguf_import
+
+        t = tensors[name]
+        values = load(name)
+        kind = t.tensor_type.name
+        if not gguf_import.supported(kind) or values.ndim != 2:
+            return values, None
+        raw = np.asarray(t.data).reshape(values.shape[0], -1)
+        for key, heads in permuted.items():
+            if f".{key}." in name:
+                raw = unpermute_rows(raw, heads)
+        return values, gguf_import.import_tensor(kind, raw, values)
+
     tok_files, chat_template = tokenizer_files_from_gguf(reader, path)
     return SourceModel(
         origin=str(path),
@@ -170,4 +185,5 @@ def open_gguf(path: Path) -> SourceModel:
         tokenizer_files=tok_files,
         chat_template=chat_template,
         gguf_path=path,
+        load_imported=load_imported,
     )

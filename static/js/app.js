@@ -2,7 +2,7 @@
 // Everything tests need to observe is on `window.lantern` (plain data + a few actions in `api`).
 
 import { detectCapabilities } from "./capabilities.js";
-import { chooseVariant } from "./choose.js";
+import { chooseVariant, qualityLabel } from "./choose.js";
 import { grantServerConsent, hasServerConsent } from "./consent.js";
 import { downloadVariant, inspectCache, removeModel, verifyStored } from "./downloader.js";
 import { CpuEngine } from "./cpu-engine.js";
@@ -745,7 +745,10 @@ function showModelPicker(catalog) {
   picker.replaceChildren(...catalog.models.map((m) => {
     const option = document.createElement("option");
     option.value = m.id;
-    option.textContent = m.name || m.id;
+    // The quality of the build this device would run, as the server words it.
+    const choice = lantern.capabilities ? chooseVariant(lantern.capabilities, m, { tier: lantern.tierPreference }) : null;
+    const quality = choice && choice.variant ? qualityLabel(choice.variant) : "";
+    option.textContent = quality ? `${m.name || m.id} (${quality})` : (m.name || m.id);
     return option;
   }));
   picker.disabled = catalog.models.length < 2;

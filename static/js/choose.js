@@ -19,6 +19,20 @@ function needsF16(variant) {
   return (variant.required_features || []).includes(F16);
 }
 
+// Quality comes from the server (/api/models: the build's measured perplexity ratio and its wording).
+function isFullQuality(variant) {
+  return Boolean(variant.quality && variant.quality.full_quality);
+}
+
+function qualityRatio(variant) {
+  return variant.quality && typeof variant.quality.ratio === "number" ? variant.quality.ratio : Infinity;
+}
+
+/** The server's words for a variant's quality, or "" when the build measured none. */
+export function qualityLabel(variant) {
+  return (variant && variant.quality && variant.quality.label) || "";
+}
+
 /** Limits a variant needs: the model's own (manifest) merged with the engine's floor. */
 export function requiredLimits(variant) {
   const out = { ...ENGINE_MIN_LIMITS };
@@ -71,7 +85,7 @@ export function forAdapter(variant, software) {
 function emptyResult(model, tier) {
   return {
     ok: false, canChat: false, model: model ? model.id : null, variant: null, variantId: null,
-    quantization: null, reason: "", problems: [], warnings: [], summary: "", tier, tiers: [],
+    quantization: null, quality: "", reason: "", problems: [], warnings: [], summary: "", tier, tiers: [],
   };
 }
 
@@ -140,7 +154,7 @@ export function chooseCpu(caps, model, { cachedBytes = 0 } = {}) {
  * tier (the Settings switch); "auto" also prefers the CPU tier over a software GPU adapter when the
  * build says it is faster there (measured: bench/cpu_tier_bench.py). `cachedBytes` (already verified
  * in this browser) lowers the storage need. Returns { ok, canChat, tier, tiers[], variant, variantId,
- * quantization, reason, problems[], warnings[], summary }; `tiers` lists the local tiers that can run.
+ * quantization, quality, reason, problems[], warnings[], summary }; `tiers` lists the local tiers that can run.
  */
 export function chooseVariant(caps, model, { cachedBytes = 0, tier = "auto" } = {}) {
   const gpu = chooseGpu(caps, model, { cachedBytes });
@@ -206,13 +220,18 @@ export function chooseGpu(caps, model, { cachedBytes = 0 } = {}) {
   }
 
   // Preference: a build that can chat (has its WebGPU library), then f16 math when the GPU has it,
-  // then the smallest download.
+  // then full quality (as the server measured and judged it), then the smallest download, then the
+  // lower measured perplexity ratio.
   usable.sort((a, b) => {
     const lib = Number(Boolean(b.variant.library)) - Number(Boolean(a.variant.library));
     if (lib) return lib;
     const f16 = gpu.shaderF16 ? Number(needsF16(b.variant)) - Number(needsF16(a.variant)) : 0;
     if (f16) return f16;
-    return (a.variant.download_bytes || 0) - (b.variant.download_bytes || 0);
+    const full = Number(isFullQuality(b.variant)) - Number(isFullQuality(a.variant));
+    if (full) return full;
+    const size = (a.variant.download_bytes || 0) - (b.variant.download_bytes || 0);
+    if (size) return size;
+    return qualityRatio(a.variant) - qualityRatio(b.variant);
   });
   const chosen = usable[0].variant;
   result.variant = chosen;
@@ -245,8 +264,10 @@ export function chooseGpu(caps, model, { cachedBytes = 0 } = {}) {
   }
   result.ok = result.problems.length === 0;
   const where = gpu.software ? `${gpu.name}, a software renderer — slow` : gpu.name;
+  const quality = qualityLabel(chosen);
+  result.quality = quality;
   result.summary = result.ok
-    ? `Runs on your GPU (${where}), ${sizeText(chosen, cachedBytes)}, nothing leaves this device.`
+    ? `Runs on your GPU (${where}), ${sizeText(chosen, cachedBytes)}${quality ? `, ${quality}` : ""}, nothing leaves this device.`
     : `${model.name} can't be stored on this device.`;
   return result;
 }

@@ -41,3 +41,25 @@ def smollm2_spec():
     from build_pipeline.paths import model_configs_dir
 
     return load_model_config(model_configs_dir() / "smollm2-135m-instruct.toml")
+
+
+# Every lossless GGUF mapping the tiny model's sizes allow (K-quants need rows of 256): an 8-bit
+# embedding (also the tied lm_head), q/k/v of two types fused into one 8-bit weight, 4-bit with and
+# without a minimum, and an 8-bit down projection.
+TINY_GGUF_TYPES = {"token_embd.weight": "Q8_0", "attn_q.weight": "Q4_1", "attn_k.weight": "Q4_1",
+                   "attn_v.weight": "Q5_0", "attn_output.weight": "Q4_0", "ffn_gate.weight": "Q4_1",
+                   "ffn_up.weight": "Q4_1", "ffn_down.weight": "Q8_0"}
+
+
+def tiny_quantized_gguf_spec(root: Path, **config_kw):
+    """The tiny model as a GGUF with quantized tensors (TINY_GGUF_TYPES), built as q4f32_asym."""
+    from tiny_model import write_gguf
+
+    from build_pipeline.model_config import load_model_config
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = write_gguf(root / "tiny-q.gguf", types=TINY_GGUF_TYPES)
+    cfg = write_model_config(root / "tiny-q.toml", path, quantizations=("q4f32_asym",), model_id="tiny-gguf-q",
+                             source_type="gguf", **config_kw)
+    return load_model_config(cfg)

@@ -1,0 +1,171 @@
+"""The quality gate: perplexity of a variant's compiled CPU build vs the unquantized (q0f32) build.
+
+The parity check (verify.py) proves the compiled model computes what the reference computes *on the
+variant's own weights*; it cannot see quality lost in quantization. This gate can: it runs the
+verified CPU library teacher-forced over a fixed English text shipped in the repo
+(build_pipeline/data/eval.txt, the same for every model), in windows of up to WINDOW tokens, through
+the CPU build's `prefill_all_logits` (every position's logits in one call per chunk), and compares the
+perplexity with the q0f32 build of the same model. The q0f32 reference is built on the side when the
+run does not include it (weights staged in a temp dir, library from the cache) and its figure cached.
+
+Result: `quality = {perplexity, reference_perplexity, ratio, eval_tokens, ...}` in verify.json and the
+manifest. Past `max_ratio` (default 1.05) the build fails; past `warn_ratio` (1.02) it warns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from build_pipeline.errors import BuildError
+
+EVAL_TEXT = Path(__file__).resolve().parents[1] / "data" / "eval.txt"
+WINDOW = 512
+DEFAULT_MAX_RATIO = 1.05
+DEFAULT_WARN_RATIO = 1.02
+REFERENCE_SCHEME = "q0f32"
+
+
+def eval_token_ids(tokenizer_path: Path, limit: int | None = None) -> list[int]:
+    """The evaluation text as plain tokens (no chat template), optionally cut to `limit` tokens."""
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(tokenizer_path)).encode(EVAL_TEXT.read_text()).ids
+    return ids[:limit] if limit else ids
+
+
+def windows(ids: list[int], size: int) -> list[list[int]]:
+    """Consecutive non-overlapping windows (each predicts its tokens after the first)."""
+    return [ids[i:i + size] for i in range(0, len(ids), size) if len(ids[i:i + size]) > 1]
+
+
+def perplexity(lib_path: Path, variant_dir: Path, ids: list[int], window: int) -> dict:
+    """Teacher-forced perplexity of a compiled CPU library over `ids` (float64 log-sum-exp)."""
+    from threadpoolctl import threadpool_limits
+
+    from build_pipeline.compiler.verify import CompiledModel
+
+    model = CompiledModel(lib_path, variant_dir)
+    nll, count, start = 0.0, 0, time.monotonic()
+    with threadpool_limits(limits=1, user_api="blas"):
+        for win in windows(ids, window):
+            logits = model.all_logits(win, max(window, model.metadata["context_window_size"]))
+            logits = logits[:-1].astype(np.float64)
+            top = logits.max(axis=1)
+            lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+            nll += float((lse - logits[np.arange(len(win) - 1), win[1:]]).sum())
+            count += len(win) - 1
+    return {"perplexity": float(np.exp(nll / count)), "eval_tokens": count,
+            "seconds": round(time.monotonic() - start, 2)}
+
+
+def _text_digest() -> str:
+    return hashlib.sha256(EVAL_TEXT.read_bytes()).hexdigest()[:16]
+
+
+def reference_perplexity(model, settings, profile, tokenizer_path: Path, ids: list[int], window: int,
+                         reuse_dir: Path | None = None) -> dict:
+    """Perplexity of the model's q0f32 CPU build (cached by model, weights, text and compiler).
+
+    `reuse_dir` is a q0f32 variant dir of this run when there is one (no weights restaged)."""
+    from build_pipeline.compiler import build_library, log
+    from build_pipeline.compiler.cache import compiler_fingerprint
+    from build_pipeline.paths import cache_dir
+    from build_pipeline.quantization import get_scheme
+
+    scheme = get_scheme(REFERENCE_SCHEME)
+    desc = {"config": model.config.to_dict(), "source": _source_identity(model.source), "text": _text_digest(),
+            "tokens": len(ids), "window": window, "compiler": compiler_fingerprint(),
+            "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
+    key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    cached = cache_dir() / "quality" / f"{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    lib, _, _ = build_library(model.family, model.config, scheme, settings, profile, "llvm")
+    if reuse_dir is not None:
+        result = perplexity(lib, reuse_dir, ids, window)
+    else:
+        from build_pipeline.build import write_params
+
+        log(f"quality: staging {REFERENCE_SCHEME} weights of {model.spec.id} for the reference perplexity")
+        with tempfile.TemporaryDirectory(prefix="lantern-q0f32-", dir=cache_dir()) as tmp:
+            write_params(model, scheme, Path(tmp))
+            result = perplexity(lib, Path(tmp), ids, window)
+    from build_pipeline.atomic import write_bytes_atomic
+
+    write_bytes_atomic(cached, json.dumps(result).encode())
+    return result
+
+
+def _source_identity(source) -> dict:
+    """What identifies the source weights: the file's size and mtime for GGUF, else its origin."""
+    path = getattr(source, "gguf_path", None)
+    if path:
+        st = Path(path).stat()
+        return {"gguf": str(path), "bytes": st.st_size, "mtime": int(st.st_mtime)}
+    return {"origin": source.origin}
+
+
+def measure(model, scheme, variant_dir: Path, lib_path: Path, settings, profile) -> dict:
+    """The variant's `quality` entry (not yet judged against the limits)."""
+    from build_pipeline.compiler import log
+
+    limits = quality_settings(model.spec)
+    window = min(WINDOW, settings.context_window)
+    tokenizer = Path(variant_dir) / "tokenizer.json"
+    ids = eval_token_ids(tokenizer, limits["eval_tokens"])
+    mine = perplexity(lib_path, Path(variant_dir), ids, window)
+    if scheme.name == REFERENCE_SCHEME:
+        ref = dict(mine)
+    else:
+        ref = reference_perplexity(model, settings, profile, tokenizer, ids, window)
+    ratio = mine["perplexity"] / ref["perplexity"]
+    quality = {
+        "perplexity": round(mine["perplexity"], 4),
+        "reference_perplexity": round(ref["perplexity"], 4),
+        "reference": REFERENCE_SCHEME,
+        "ratio": round(ratio, 5),
+        "eval_tokens": mine["eval_tokens"],
+        "window": window,
+        "eval_text": {"path": "build_pipeline/data/eval.txt", "sha256": _text_digest()},
+        "max_ratio": limits["max_ratio"],
+        "warn_ratio": limits["warn_ratio"],
+        "seconds": mine["seconds"],
+    }
+    ratio_r = quality["ratio"]
+    quality["status"] = ("fail" if ratio_r > quality["max_ratio"]
+                         else "warn" if ratio_r > quality["warn_ratio"] else "pass")
+    log(f"quality {model.spec.id} {scheme.name}: perplexity {quality['perplexity']:.3f} vs "
+        f"{REFERENCE_SCHEME} {quality['reference_perplexity']:.3f} = {ratio:.4f}x over {mine['eval_tokens']} tokens")
+    return quality
+
+
+def quality_settings(spec) -> dict:
+    """[quality] of a model config: max_ratio, warn_ratio, eval_tokens (None = the whole text)."""
+    table = dict(getattr(spec, "quality", None) or {})
+    return {"max_ratio": float(table.get("max_ratio", DEFAULT_MAX_RATIO)),
+            "warn_ratio": float(table.get("warn_ratio", DEFAULT_WARN_RATIO)),
+            "eval_tokens": table.get("eval_tokens")}
+
+
+def judge(quality: dict, model_id: str, scheme_name: str) -> None:
+    """Warn past warn_ratio; BuildError past max_ratio (the staged variant is then discarded)."""
+    from build_pipeline.compiler import log
+
+    ratio = quality["ratio"]
+    if ratio > quality["max_ratio"]:
+        raise BuildError(
+            f"quality gate failed for {model_id} {scheme_name}: perplexity ratio {ratio:.4f} vs "
+            f"{REFERENCE_SCHEME} exceeds the limit {quality['max_ratio']:.4f} "
+            f"(perplexity {quality['perplexity']:.3f}, {REFERENCE_SCHEME} {quality['reference_perplexity']:.3f})",
+            "use a better quantization (q4f32_asym / q4f16_asym, or q0f16), or raise [quality] max_ratio "
+            "in the model config",
+        )
+    if ratio > quality["warn_ratio"]:
+        log(f"WARNING: {model_id} {scheme_name} perplexity is {ratio:.4f}x the {REFERENCE_SCHEME} build's "
+            f"(warn above {quality['warn_ratio']:.2f}x)")
