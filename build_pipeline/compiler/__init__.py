@@ -18,6 +18,7 @@ Everything lands in the staged variant dir; build.py renames it into place only 
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import sys
 import time
@@ -41,19 +42,30 @@ def webgpu_target():
     return tvm.target.Target({"kind": "webgpu", "host": WASM_TARGET_HOST})
 
 
-def host_cpu() -> str:
-    """LLVM's name for this machine's CPU. The verification build is tuned for it (vector width, native
-    f16 conversions: without them f16 variants' quality gate ran ~4x slower), so it is part of the CPU
-    library's cache key: a cache copied to an older machine never hands it unsupported instructions."""
-    import tvm
+# The CPU verification build targets a fixed, portable x86-64 baseline (x86-64-v3: AVX2, FMA, F16C, BMI2;
+# the same one as the server engine's llama.cpp build), never this machine's own CPU: native f16
+# conversions (F16C) make f16 variants' quality gate ~2.5x faster, and the library still runs on any
+# machine of the last decade. Elsewhere (no such CPU, another architecture): LLVM's generic target.
+X86_64_BASELINE = "haswell"
+X86_64_BASELINE_FLAGS = frozenset({"avx2", "fma", "f16c", "bmi2"})
 
-    return str(tvm.target.codegen.llvm_get_system_cpu())
+
+def cpu_baseline() -> str | None:
+    """The `mcpu` of the CPU verification build: the portable baseline when this CPU has it, else None."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return None
+    return X86_64_BASELINE if X86_64_BASELINE_FLAGS <= flags else None
 
 
 def cpu_target():
     import tvm
 
-    return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu()})
+    baseline = cpu_baseline()
+    return tvm.target.Target({"kind": "llvm", **({"mcpu": baseline} if baseline else {})})
 
 
 def library_file_name(model_id: str, scheme_name: str, profile: str) -> str:
@@ -122,7 +134,7 @@ def build_library(family, config, scheme, settings, profile: Profile, kind: str 
     """Compile (or reuse from the cache) a library; returns (path in cache, info, from_cache)."""
     from build_pipeline.compiler import cache
 
-    settings_desc = settings.to_dict() if kind == "webgpu" else {**settings.to_dict(), "cpu": host_cpu()}
+    settings_desc = settings.to_dict() if kind == "webgpu" else {**settings.to_dict(), "cpu": cpu_baseline()}
     key, desc = cache.library_key(kind, config.to_dict(), scheme.cache_name(), settings_desc, profile.revision)
     if scheme.formats:
         desc["weight_formats"] = dict(scheme.formats)
