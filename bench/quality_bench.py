@@ -2,16 +2,23 @@
 perplexity ratio vs q0f32 (compiled CPU build, teacher-forced over build_pipeline/data/eval.txt) and the
 CPU build's greedy decode tok/s, all measured in one run (2 shared cores: compare within the run).
 
-Not measured here: decode speed in Chromium (SwiftShader) of q4f32_asym vs q4f32_1 (compile_bench.py
-builds and runs the default variant in the browser).
+In headless Chromium (SwiftShader, the software-adapter library, stock web-llm through the test harness):
+decode step time of q4f32_asym (scale + minimum per group) vs MLC's q4f32_1 on the same model, alternating
+rounds in one page (target: asym >= 0.95x the speed of q4f32_1; the extra minimum must not cost speed).
+LANTERN_BENCH_SKIP_BROWSER=1 skips that part; LANTERN_BENCH_QUANTS= (empty) skips the table.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 QUANTS = tuple(q for q in os.environ.get(
     "LANTERN_BENCH_QUANTS", "q0f32,q4f32_asym,q4f16_asym,q4f32_1,q4f16_1,q0f16").split(",") if q)
@@ -49,6 +56,17 @@ def main() -> None:
     from build_pipeline.paths import model_configs_dir
 
     model = load_model(load_model_config(model_configs_dir() / "smollm2-135m-instruct.toml"))
+    if QUANTS:
+        quality_table(model)
+    if not os.environ.get("LANTERN_BENCH_SKIP_BROWSER"):
+        ms = browser_decode(model)
+        ratio = ms["q4f32_1"] / ms["q4f32_asym"]
+        print(f"SwiftShader decode step (median of alternating rounds): q4f32_asym {ms['q4f32_asym']:.1f} ms, "
+              f"q4f32_1 {ms['q4f32_1']:.1f} ms -> asym speed {ratio:.2f}x of q4f32_1 "
+              f"({'meets' if ratio >= 0.95 else 'BELOW'} the 0.95x target)")
+
+
+def quality_table(model) -> None:
     rows = {}
     with tempfile.TemporaryDirectory(prefix="lantern-quality-bench-") as tmp:
         for q in QUANTS:
@@ -60,6 +78,34 @@ def main() -> None:
         print(f"{q:11s} {r['bits']:10.3f} {r['ppl']:11.4f} {ratio} {r['decode']:17.2f}")
     print(f"(perplexity over {next(iter(rows.values()))['tokens']} tokens of eval.txt, 512-token windows; "
           "target: the default q4 variant <= 1.001x)")
+
+
+def browser_decode(model, rounds: int = 3, steps: int = 8) -> dict:
+    """Decode step ms of q4f32_asym and q4f32_1 (software-adapter library) in one SwiftShader page."""
+    from playwright.sync_api import sync_playwright
+
+    import chromium
+    from browser_harness.builds import build
+    from browser_harness.server import HarnessServer, harness_page
+
+    greedy = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
+    times: dict[str, list[float]] = {"q4f32_asym": [], "q4f32_1": []}
+    with tempfile.TemporaryDirectory(prefix="lantern-quality-browser-") as tmp:
+        variants = {q: build(model.spec, q, Path(tmp) / q, profile="swiftshader") for q in times}
+        with sync_playwright() as pw, HarnessServer() as server, \
+                harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page:
+            ids = {}
+            for q, variant in variants.items():
+                url = server.add(q, variant)
+                lib = json.loads((variant / "lantern-manifest.json").read_text())["library"]["file"]
+                page.evaluate("a => window.lantern.load(a)", {"modelId": q, "modelUrl": url, "chatOpts": greedy,
+                                                             "libUrl": f"{url}/resolve/main/{lib}"})
+                ids[q] = json.loads((variant / "verify.json").read_text())["prompt_token_ids"]
+            for r in range(rounds):
+                for q in (list(times) if r % 2 == 0 else list(times)[::-1]):
+                    step = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids[q], "steps": steps, "model": q})
+                    times[q].append(step["decodeMs"])
+    return {q: statistics.median(v) for q, v in times.items()}
 
 
 if __name__ == "__main__":
