@@ -209,6 +209,19 @@ class PageSession:
                 return value
             self.page.wait_for_timeout(interval)
 
+    def set_greedy(self) -> None:
+        """Temperature 0, as if the user moved the slider there."""
+        self.page.evaluate("""() => { const t = document.getElementById('temperature');
+            t.value = '0'; t.dispatchEvent(new Event('input')); }""")
+
+    def ask(self, text: str, timeout: float = 120_000) -> dict:
+        """Type `text`, send it, wait for the answer to finish; window.lantern.lastReply."""
+        count = self.lantern(".replyCount")
+        self.page.fill("#prompt", text)
+        self.page.click("#send")
+        self.page.wait_for_function("(n) => window.lantern.replyCount > n", arg=count, timeout=timeout)
+        return self.lantern(".lastReply")
+
     def wait_state(self, *states: str, timeout: float = 60_000) -> str:
         self.page.wait_for_function(
             "(states) => window.lantern && states.includes(window.lantern.state)", arg=list(states), timeout=timeout)

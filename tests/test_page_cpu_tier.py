@@ -26,20 +26,6 @@ PIECES = """async ([conv, messages]) => {
 }"""
 
 
-def greedy(s) -> None:
-    """Temperature 0, as if the user moved the slider there."""
-    s.page.evaluate("""() => { const t = document.getElementById('temperature');
-        t.value = '0'; t.dispatchEvent(new Event('input')); }""")
-
-
-def ask(s, text: str, timeout: float = 120_000) -> dict:
-    count = s.lantern(".replyCount")
-    s.page.fill("#prompt", text)
-    s.page.click("#send")
-    s.page.wait_for_function("(n) => window.lantern.replyCount > n", arg=count, timeout=timeout)
-    return s.lantern(".lastReply")
-
-
 def server_answer(url: str, text: str, max_tokens: int) -> str:
     body = json.dumps({"messages": [{"role": "user", "content": text}], "temperature": 0,
                        "max_tokens": max_tokens}).encode()
@@ -91,14 +77,14 @@ def test_cpu_tier_chats_privately_and_answers_like_the_server(serve, chromium, s
     assert engine["tier"] == "cpu" and engine["threads"] == 2
     assert "runs on your processor (2 threads" in s.page.locator("#engine-status").inner_text()
     assert s.page.locator("#privacy").inner_text() == "On this device"
-    greedy(s)
-    reply = ask(s, GERMANY)
+    s.set_greedy()
+    reply = s.ask(GERMANY)
     assert "Berlin" in reply["text"], reply
     assert reply["finishReason"] == "stop" and reply["stats"]["tier"] == "cpu"
     assert reply["stats"]["decodeTokensPerSecond"] > 0
     assert "tokens/s" in s.page.locator("#engine-status").inner_text()  # its real speed, measured here
     # Multi-turn keeps working (the context keeps the shared prefix).
-    follow = ask(s, "And of France?")
+    follow = s.ask("And of France?")
     assert follow["finishReason"] in ("stop", "length") and follow["text"]
 
     # Privacy: every request stayed on this origin, and none carried the prompt.
@@ -147,8 +133,8 @@ def test_without_cross_origin_isolation_one_thread_and_it_says_so(serve, chromiu
     assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready"
     assert s.lantern(".engine.threads") == 1  # wllama's own count: its single-thread build runs
     assert "one because this page isn't cross-origin isolated" in s.page.locator("#engine-status").inner_text()
-    greedy(s)
-    assert "Berlin" in ask(s, GERMANY)["text"]
+    s.set_greedy()
+    assert "Berlin" in s.ask(GERMANY)["text"]
 
 
 @pytest.mark.slow
@@ -180,10 +166,10 @@ def test_software_adapter_prefers_the_cpu_tier_and_settings_switch_tiers(serve, 
     assert "software renderer" in s.page.locator("#choice-reason").inner_text()
     s.page.click("#download-button")
     assert s.wait_state("ready", "engine-failed", timeout=180_000) == "ready"
-    greedy(s)
+    s.set_greedy()
     s.page.fill("#max-tokens", "12")  # the random tiny model never stops by itself
     s.page.dispatch_event("#max-tokens", "change")
-    cpu_reply = ask(s, "Hello")
+    cpu_reply = s.ask("Hello")
     assert cpu_reply["stats"]["tier"] == "cpu" and cpu_reply["finishReason"] in ("stop", "length")
 
     s.page.select_option("#local-tier", "gpu")
@@ -193,12 +179,12 @@ def test_software_adapter_prefers_the_cpu_tier_and_settings_switch_tiers(serve, 
     s.page.click("#download-button")
     assert s.wait_state("ready", "engine-failed", timeout=600_000) == "ready", s.lantern(".error")
     assert s.lantern(".engine.tier") == "gpu" and s.engine_workers()
-    gpu_reply = ask(s, "Hello", timeout=600_000)
+    gpu_reply = s.ask("Hello", timeout=600_000)
     assert gpu_reply["finishReason"] in ("stop", "length") and "tier" not in gpu_reply["stats"]
 
     s.page.select_option("#local-tier", "cpu")  # already downloaded: straight back to ready
     s.page.wait_for_function("() => window.lantern.engine.tier === 'cpu' && window.lantern.state === 'ready'",
                              timeout=60_000)
-    assert ask(s, "Hello")["stats"]["tier"] == "cpu"
+    assert s.ask("Hello")["stats"]["tier"] == "cpu"
     assert s.page.evaluate("() => window.lanternMarker") == 1
     assert s.page.evaluate("() => localStorage.getItem('lantern.tier')") == "cpu"

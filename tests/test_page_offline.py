@@ -75,19 +75,6 @@ def wait_shell(s, timeout: float = 60_000) -> list[str]:
     return caches
 
 
-def greedy(s) -> None:
-    s.page.evaluate("""() => { const t = document.getElementById('temperature');
-        t.value = '0'; t.dispatchEvent(new Event('input')); }""")
-
-
-def ask(s, text: str, timeout: float = 120_000) -> dict:
-    count = s.lantern(".replyCount")
-    s.page.fill("#prompt", text)
-    s.page.click("#send")
-    s.page.wait_for_function("(n) => window.lantern.replyCount > n", arg=count, timeout=timeout)
-    return s.lantern(".lastReply")
-
-
 def record_responses(s) -> list:
     seen: list = []
     s.page.on("response", lambda r: seen.append((r.url, r.status, r.from_service_worker)))
@@ -105,8 +92,8 @@ def test_a_returning_visitor_chats_with_the_server_switched_off(chromium, smollm
         assert s.page.locator("#offline").is_hidden()
         s.page.click("#download-button")
         assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.lantern(".error")
-        greedy(s)
-        assert "Berlin" in ask(s, GERMANY)["text"]
+        s.set_greedy()
+        assert "Berlin" in s.ask(GERMANY)["text"]
         wait_shell(s)
         # The worker never handled an API answer: nothing of /api or /models is in its cache.
         cached = s.page.evaluate("""async () => (await (await caches.open('lantern-shell-' + window.lantern.build))
@@ -126,7 +113,7 @@ def test_a_returning_visitor_chats_with_the_server_switched_off(chromium, smollm
     assert server_option.evaluate("(o) => o.disabled && o.hidden")
     assert s.lantern(".storedCheck.damaged") == []  # still re-hashed against the manifest before use
     assert s.lantern(".capabilities.wasm.isolated") is True  # the cached page keeps its COOP/COEP headers
-    reply = ask(s, "What is the capital of France?")
+    reply = s.ask("What is the capital of France?")
     assert reply["finishReason"] in ("stop", "length") and reply["text"].strip(), reply
     assert reply["stats"]["tier"] == "cpu"
 
