@@ -27,19 +27,11 @@ DECODE_STEPS = 32
 
 
 def measure(model, quant: str, out: Path) -> dict:
-    from build_pipeline.build import write_params
-    from build_pipeline.compiler import PROFILES, build_library, quality, settings_for
+    from build_pipeline.compiler import quality
     from build_pipeline.compiler.verify import CompiledModel
-    from build_pipeline.quantization import get_scheme
 
     variant = out / quant
-    variant.mkdir(parents=True)
-    index, formats = write_params(model, get_scheme(quant), variant)
-    for name, data in model.source.tokenizer_files.items():
-        (variant / name).write_bytes(data)
-    scheme = get_scheme(quant).with_formats({b: f["format"] for b, f in formats.items()})
-    settings = settings_for(model, PROFILES["gpu"])
-    lib, _, _ = build_library(model.family, model.config, scheme, settings, PROFILES["gpu"], "llvm")
+    lib, index, settings = quality.scheme_cpu_build(model, quant, variant)
     ids = quality.eval_token_ids(variant / "tokenizer.json")
     ppl = quality.perplexity(lib, variant, ids, quality.WINDOW)
     compiled = CompiledModel(lib, variant)

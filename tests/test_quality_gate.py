@@ -17,18 +17,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 def _cpu_perplexity(model, quantization: str, out: Path, tokens: int) -> tuple[float, dict]:
     """(perplexity, index metadata) of one variant's compiled CPU (llvm) build, without a WebGPU library."""
-    from build_pipeline.build import write_params
-    from build_pipeline.compiler import PROFILES, build_library, quality, settings_for
-    from build_pipeline.quantization import get_scheme
+    from build_pipeline.compiler import quality
 
     variant = out / quantization
-    variant.mkdir(parents=True)
-    index, formats = write_params(model, get_scheme(quantization), variant)
-    for name, data in model.source.tokenizer_files.items():
-        (variant / name).write_bytes(data)
-    scheme = get_scheme(quantization).with_formats({b: f["format"] for b, f in formats.items()})
-    settings = settings_for(model, PROFILES["gpu"])
-    lib, _, _ = build_library(model.family, model.config, scheme, settings, PROFILES["gpu"], "llvm")
+    lib, index, _ = quality.scheme_cpu_build(model, quantization, variant)
     ids = quality.eval_token_ids(variant / "tokenizer.json", tokens)
     return quality.perplexity(lib, variant, ids, quality.WINDOW)["perplexity"], index["metadata"]
 

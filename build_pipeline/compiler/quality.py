@@ -145,6 +145,25 @@ def measure(model, scheme, variant_dir: Path, lib_path: Path, settings, profile)
     return quality
 
 
+def scheme_cpu_build(model, scheme_name: str, variant_dir: Path):
+    """`scheme_name`'s weights and tokenizer written to `variant_dir` and its CPU (llvm) build compiled, with no
+    WebGPU library: what benchmarks and tests measure perplexity and speed on. Returns (lib path, tensor
+    index, library settings)."""
+    # Imported here: build.py imports the compiler package, which holds this module.
+    from build_pipeline.build import write_params
+    from build_pipeline.compiler import PROFILES, build_library, settings_for
+    from build_pipeline.quantization import get_scheme
+
+    variant_dir.mkdir(parents=True)
+    index, formats = write_params(model, get_scheme(scheme_name), variant_dir)
+    for name, data in model.source.tokenizer_files.items():
+        (variant_dir / name).write_bytes(data)
+    scheme = get_scheme(scheme_name).with_formats({b: f["format"] for b, f in formats.items()})
+    settings = settings_for(model, PROFILES["gpu"])
+    lib, _, _ = build_library(model.family, model.config, scheme, settings, PROFILES["gpu"], "llvm")
+    return lib, index, settings
+
+
 def quality_settings(spec) -> dict:
     """[quality] of a model config: max_ratio, warn_ratio, eval_tokens (None = the whole text)."""
     table = dict(getattr(spec, "quality", None) or {})
