@@ -16,12 +16,10 @@ SwiftShader path. The last ratio is why the page prefers the CPU tier on softwar
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 
-from bench.support import MODEL, serving_in_thread, smollm2_models
+from bench.support import cli, MODEL, serving_in_thread, smollm2_models
 from build_pipeline.paths import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -178,13 +176,7 @@ def report(r: dict) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.cpu_tier_bench")
-    parser.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
-    args = parser.parse_args(argv or [])
-    results = run()
-    report(results)
-    if args.json:
-        print(json.dumps(results, indent=1, default=str))
+    cli("python -m bench.cpu_tier_bench", run, report, argv)
 
 
 if __name__ == "__main__":

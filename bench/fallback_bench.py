@@ -16,7 +16,6 @@ peers alternate round by round and the report is ratios):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import http.client
 import json
@@ -26,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.support import MODEL, QUANT, smollm2_models
+from bench.support import cli, MODEL, QUANT, smollm2_models
 
 FRANCE = "What is the capital of France?"
 STORY = "Write a long story about a dragon who learns to cook. Chapter {i}."
@@ -323,13 +322,7 @@ def report(r: dict) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fallback_bench")
-    parser.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
-    args = parser.parse_args(argv or [])
-    results = run()
-    report(results)
-    if args.json:
-        print(json.dumps(results, indent=1))
+    cli("python -m bench.fallback_bench", run, report, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import tempfile
 import threading
 from pathlib import Path
@@ -53,3 +55,14 @@ def serving_in_thread(models: Path, **config):
         fallback = app.extensions.get("lantern_fallback")
         if fallback is not None:
             fallback.close()
+
+
+def cli(prog: str, run, report, argv=None) -> None:
+    """A benchmark's command line: run it, print its report, and with --json the raw numbers too."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
+    args = parser.parse_args(argv or [])
+    results = run()
+    report(results)
+    if args.json:
+        print(json.dumps(results, indent=1, default=str))
