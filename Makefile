@@ -29,11 +29,12 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 LLAMA_WHEEL_KEY := $(shell echo "$(LLAMA_CPP_VERSION) $(LLAMA_CMAKE_ARGS) $$($(PYTHON) -V 2>&1) $$(uname -m)" | sha256sum | cut -c1-16)
 LLAMA_WHEEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lantern/wheels/llama-cpp-python-$(LLAMA_WHEEL_KEY)
 
-.PHONY: help install install-test system-deps run build-model test test-fast bench clean
+.PHONY: help install install-test system-deps run build-model lint test test-fast bench clean
 
 help:
 	@echo "make run        install everything, build the default model, serve http://$(HOST):$(PORT)"
 	@echo "make test       install test needs and run every test (what CI runs)"
+	@echo "make lint       ruff (lint + format check), mypy and eslint, as make test runs them"
 	@echo "make test-fast  quick subset for iterating (no full SmolLM2 compile, no long browser runs)"
 	@echo "make build-model  build the default model's variants into dist/models"
 	@echo "make bench      benchmarks (ratios against peers measured in the same run)"
@@ -103,7 +104,14 @@ build-model: install
 run: build-model
 	$(PY) -m webapp --host $(HOST) --port $(PORT)
 
-test: install-test
+# Lint before tests: ruff (lint + format) over the Python, mypy over the two packages, eslint over static/js.
+lint: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	npx --no-install eslint static/js
+
+test: lint
 	$(PY) -m pytest
 
 test-fast: install-test
