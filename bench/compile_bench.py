@@ -165,7 +165,7 @@ def browser_numbers(model) -> None:
             harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page:
         for prof, variant in variants.items():
             url = server.add(prof, variant)
-            lib = read_manifest(variant)["library"]["file"]
+            lib = read_manifest(variant).library["file"]
             load = page.evaluate("a => window.lantern.load(a)", {"modelId": prof, "modelUrl": url, "chatOpts": greedy,
                                                                 "libUrl": f"{url}/resolve/main/{lib}"})
             report = json.loads((variant / "verify.json").read_text())

@@ -10,7 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from build_pipeline.atomic import ensure_writable_dir, staged_dir
-from build_pipeline.chat_config import CHAT_CONFIG_FILE, build_chat_config
+from build_pipeline.chat_config import build_chat_config
+from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, VERIFY_FILE
 from build_pipeline.families import family_of_hf_config, get_family
 from build_pipeline.gguf_export import server_gguf_path, staged_server_gguf
 from build_pipeline.errors import BuildError
@@ -100,7 +101,7 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
 
 def _quality_of(variant_dir: Path) -> dict | None:
     """The quality figures the verification wrote (compiler/quality.py), for the manifest."""
-    path = variant_dir / "verify.json"
+    path = variant_dir / VERIFY_FILE
     if not path.is_file():
         return None
     q = json.loads(path.read_text()).get("quality")
@@ -109,8 +110,6 @@ def _quality_of(variant_dir: Path) -> dict | None:
 
 
 def is_built(out_root: Path, model_id: str, quantization: str) -> bool:
-    from build_pipeline.manifest import MANIFEST_FILE
-
     return (out_root / model_id / quantization / MANIFEST_FILE).exists()
 
 

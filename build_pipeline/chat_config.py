@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from build_pipeline.chat_template import derive_conv_template
+from build_pipeline.contract import TOKENIZER_FILE
 from build_pipeline.errors import BuildError
 
-CHAT_CONFIG_FILE = "mlc-chat-config.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json")
 
 
 def _token_ids(tokenizer_json: dict):

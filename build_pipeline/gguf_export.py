@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from build_pipeline.contract import SERVER_GGUF_FILE, SERVER_GGUF_SIDECAR
 from build_pipeline.errors import BuildError
 from build_pipeline.tensor_cache import file_sha256
 
-SERVER_GGUF = "model.gguf"
-SIDECAR = "model.gguf.json"
+SERVER_GGUF, SIDECAR = SERVER_GGUF_FILE, SERVER_GGUF_SIDECAR
 EXPORT_VERSION = 1
 OUT_TYPES = ("Q8_0", "F16", "F32")
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from build_pipeline.chat_config import CHAT_CONFIG_FILE
-from build_pipeline.tensor_cache import INDEX_FILE
+from build_pipeline.contract import CHAT_CONFIG_FILE, TENSOR_CACHE_FILE as INDEX_FILE
+from build_pipeline.contract import PACKAGE_MANIFEST_FILE as MANIFEST_FILE
 
-MANIFEST_FILE = "mlc-model-manifest.json"
 EXECUTOR = "text_generation"
 TASKS = {
     "chat.completions": {"executor": EXECUTOR, "inputs": {"text": {"processor": "tokenizer"}}, "output": "text"},

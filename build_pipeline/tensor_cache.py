@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from build_pipeline.contract import SHARD_PREFIX, TENSOR_CACHE_FILE
 from build_pipeline.errors import BuildError
 
-INDEX_FILE = "tensor-cache.json"
+INDEX_FILE = TENSOR_CACHE_FILE
 SHARD_BYTES = 32 * 1024 * 1024
 
 
@@ -58,7 +59,7 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        name = f"params_shard_{len(self.shards)}.bin"
+        name = f"{SHARD_PREFIX}{len(self.shards)}.bin"
         md5, sha = hashlib.md5(), hashlib.sha256()
         with open(self.out_dir / name, "wb") as f:
             for _, data in self._pending:

@@ -34,12 +34,12 @@ def _load(page, server, name: str, variant: Path, library: str = "software_libra
     web-llm's model-package path (mlc-model-manifest.json + `_metadata.artifact`), the plain contract otherwise."""
     url = server.add(name, variant)
     manifest = read_manifest(variant)
-    lib = manifest[library]["file"]
+    lib = getattr(manifest, library)["file"]
     # chatOpts only matter for forwardTokensAndSample (it samples with the config defaults);
     # chat requests pass the greedy settings explicitly.
     args = {"modelId": name, "modelUrl": url, "libUrl": f"{url}/resolve/main/{lib}", "chatOpts": GREEDY}
     if package:
-        args["modelManifest"] = manifest["package_manifest"]
+        args["modelManifest"] = manifest.package_manifest
     loaded = page.evaluate("a => window.lantern.load(a)", args)
     assert loaded["packaged"] is package
     return loaded

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from build_pipeline.build import build, load_model
+from build_pipeline.contract import MANIFEST_FILE
 from build_pipeline.errors import BuildError
 from build_pipeline.gguf_export import (SERVER_GGUF, SIDECAR, pre_tokenizer_name, server_gguf_path,
                                         write_server_gguf)
@@ -86,7 +87,7 @@ def test_build_writes_one_gguf_per_model_and_lists_it(tmp_path):
     from build_pipeline.tensor_cache import file_sha256
 
     for quant in ("q4f32_1", "q0f32"):
-        manifest = json.loads((out / spec.id / quant / "lantern-manifest.json").read_text())
+        manifest = json.loads((out / spec.id / quant / MANIFEST_FILE).read_text())
         entry = manifest["server_gguf"]
         assert (out / spec.id / quant / entry["path"]).resolve() == gguf_file.resolve()
         assert entry["sha256"] == file_sha256(gguf_file) and entry["bytes"] == gguf_file.stat().st_size
@@ -107,7 +108,7 @@ def test_gguf_source_is_reused_not_converted(tmp_path, tiny_gguf):
     same_fs = os.stat(tiny_gguf).st_dev == os.stat(out).st_dev
     if same_fs:
         assert os.path.samefile(served, tiny_gguf)  # a hardlink: no second copy on disk
-    manifest = json.loads((out / spec.id / "q4f32_1" / "lantern-manifest.json").read_text())
+    manifest = json.loads((out / spec.id / "q4f32_1" / MANIFEST_FILE).read_text())
     assert manifest["server_gguf"]["origin"] == "source" and manifest["server_gguf"]["type"] == "F32"
     # If the missing GGUF is all that is missing, --if-missing still makes it.
     served.unlink()
@@ -128,7 +129,7 @@ def test_unsupported_tokenizer_skips_the_gguf_but_not_the_build(tmp_path, capsys
     out = tmp_path / "models"
     build(spec, out, compile_library=False)
     assert "no server fallback GGUF" in capsys.readouterr().err
-    assert json.loads((out / spec.id / "q4f32_1" / "lantern-manifest.json").read_text())["server_gguf"] is None
+    assert json.loads((out / spec.id / "q4f32_1" / MANIFEST_FILE).read_text())["server_gguf"] is None
     assert not server_gguf_path(out / spec.id).exists()
 
 

@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from build_pipeline.chat_template import prompt_pieces
+from build_pipeline.contract import CHAT_CONFIG_FILE
 from site_fixtures import NetworkFaults, copy_models
 
 pytestmark = pytest.mark.browser
@@ -40,7 +41,7 @@ def test_prompt_pieces_match_the_pipeline(serve, chromium, tiny_site_models):
     s = chromium(webgpu=False)
     s.page.goto(server.url + "/")
     s.wait_state("unsupported", "needs-download")
-    chat = json.loads((tiny_site_models / "tiny-llama" / "q4f32_1" / "mlc-chat-config.json").read_text())
+    chat = json.loads((tiny_site_models / "tiny-llama" / "q4f32_1" / CHAT_CONFIG_FILE).read_text())
     conv = chat["conv_template"]
     for messages in CONVERSATIONS:
         assert s.page.evaluate(PIECES, [conv, messages]) == prompt_pieces(conv, messages), messages
