@@ -4,7 +4,7 @@
 With both, web-llm checks before loading that the library was built for these weights (the
 parameter schema id) and fits the device (features, largest buffer binding), and finds the model's
 functions by role instead of by name. The roles point at the plain contract's own functions, which
-already take embeddings: `prefill`/`decode` are the "embeds" pair.
+already take embeddings: `prefill`/`decode` are the "embeds" pair. See docs/webllm_contract.md §4.
 """
 
 from __future__ import annotations
