@@ -29,7 +29,7 @@ def _token_str(value):
 
 
 def build_chat_config(spec, source, model_config, scheme) -> dict:
-    tok_json = json.loads(source.tokenizer_files["tokenizer.json"])
+    tok_json = json.loads(source.tokenizer_files[TOKENIZER_FILE])
     tok_cfg = json.loads(source.tokenizer_files.get("tokenizer_config.json", b"{}"))
     ids, specials = _token_ids(tok_json)
     template = spec.chat_template or source.chat_template

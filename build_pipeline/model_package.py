@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from build_pipeline.contract import CHAT_CONFIG_FILE, TENSOR_CACHE_FILE as INDEX_FILE
-from build_pipeline.contract import PACKAGE_MANIFEST_FILE as MANIFEST_FILE
+from build_pipeline.contract import CHAT_CONFIG_FILE, TENSOR_CACHE_FILE
 
 EXECUTOR = "text_generation"
 TASKS = {
@@ -68,7 +67,7 @@ def package_manifest(params) -> dict:
         "schema_version": 1,
         "chat_config": CHAT_CONFIG_FILE,
         "interface_id": interface_id(),
-        "weights": {"manifest": INDEX_FILE, "parameter_schema_id": parameter_schema_id(params)},
+        "weights": {"manifest": TENSOR_CACHE_FILE, "parameter_schema_id": parameter_schema_id(params)},
         "tasks": TASKS,
     }
 

@@ -15,7 +15,6 @@ import numpy as np
 from build_pipeline.contract import SHARD_PREFIX, TENSOR_CACHE_FILE
 from build_pipeline.errors import BuildError
 
-INDEX_FILE = TENSOR_CACHE_FILE
 SHARD_BYTES = 32 * 1024 * 1024
 
 
@@ -89,12 +88,12 @@ class ShardWriter:
             },
             "records": self.shards,
         }
-        (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=1))
+        (self.out_dir / TENSOR_CACHE_FILE).write_text(json.dumps(index, indent=1))
         return index
 
 
 def read_index(variant_dir: Path) -> dict:
-    path = Path(variant_dir) / INDEX_FILE
+    path = Path(variant_dir) / TENSOR_CACHE_FILE
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

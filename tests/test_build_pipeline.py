@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from build_pipeline.build import build
-from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE
+from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, TENSOR_CACHE_FILE
 from build_pipeline.convert import dense_params
 from build_pipeline.inspect_model import inspect_variant
 from build_pipeline.model_config import load_model_config
@@ -32,14 +32,14 @@ def test_every_variant_is_complete_and_nothing_else_is_left(tiny_build):
     assert sorted(p.name for p in tiny_build.iterdir() if p.is_dir()) == sorted(ALL)
     for q in ALL:
         names = {p.name for p in (tiny_build / q).iterdir()}
-        assert {"tensor-cache.json", CHAT_CONFIG_FILE, "tokenizer.json", MANIFEST_FILE} <= names
+        assert {TENSOR_CACHE_FILE, CHAT_CONFIG_FILE, "tokenizer.json", MANIFEST_FILE} <= names
     assert not [p for p in tiny_build.parent.rglob(".*tmp-*")]
 
 
 @pytest.mark.parametrize("quant", ALL)
 def test_shard_bytes_offsets_and_hashes(tiny_build, quant):
     d = tiny_build / quant
-    index = json.loads((d / "tensor-cache.json").read_text())
+    index = json.loads((d / TENSOR_CACHE_FILE).read_text())
     for shard in index["records"]:
         data = (d / shard["dataPath"]).read_bytes()
         assert len(data) == shard["nbytes"] and shard["format"] == "raw-shard"

@@ -19,6 +19,7 @@ from browser_harness.builds import build, tiny_spec
 from build_pipeline.compiler import (PROFILES, build_library, compile_executable, library_file_name, limits,
                                      resolve_profiles, webgpu_source, webgpu_target)
 from build_pipeline.compiler.module import LibrarySettings
+from build_pipeline.contract import VERIFY_FILE
 from build_pipeline.errors import BuildError
 from build_pipeline.families import llama
 from build_pipeline.manifest import read_manifest
@@ -61,7 +62,7 @@ def test_variant_has_library_manifest_and_verify(tiny_q4f32):
     assert manifest.download_bytes == sum(files.values()) - files[soft["file"]]
     assert lib["max_storage_buffers"] <= 10 and lib["max_invocations"] <= 256
     assert lib["max_workgroup_storage_bytes"] <= 32768
-    report = json.loads((tiny_q4f32 / "verify.json").read_text())
+    report = json.loads((tiny_q4f32 / VERIFY_FILE).read_text())
     assert report["passed"] and lib["verify"]["passed"]
     assert report["argmax_agreement"] == f"{len(report['steps'])}/{len(report['steps'])}"
     assert report["max_rel_diff"] < 1e-4
@@ -216,9 +217,9 @@ def test_rebuild_is_served_from_the_cache(tiny_root, tiny_q4f32):
     again = build(spec, "q4f32_1", tiny_root / "out2")
     warm = time.monotonic() - start
     lib = read_manifest(again).library
-    report = json.loads((again / "verify.json").read_text())
+    report = json.loads((again / VERIFY_FILE).read_text())
     assert lib["from_cache"] and lib["verify"]["reused"] and report["passed"]
-    assert report["reused"]["verification_key"] == json.loads((tiny_q4f32 / "verify.json").read_text()).get(
+    assert report["reused"]["verification_key"] == json.loads((tiny_q4f32 / VERIFY_FILE).read_text()).get(
         "verification_key", report["reused"]["verification_key"])
     assert (again / lib["file"]).read_bytes() == (tiny_q4f32 / lib["file"]).read_bytes()
     assert warm < 30, f"warm rebuild took {warm:.1f} s"

@@ -79,7 +79,8 @@ def test_api_derived_facts_equal_the_manifest_and_the_files(serve, tiny_site_mod
             assert need == max(raw["required_limits"].get(name, 0), WEBLLM_DEVICE_FLOOR.get(name, 0))
     f32 = next(v for v in model["variants"] if v["quantization"] == "q4f32_1")
     hardware, software = f32["adapters"]["hardware"], f32["adapters"]["software"]
-    assert hardware["download_bytes"] - software["download_bytes"] == len(libs["library"]) - len(libs["software_library"])
+    gap = len(libs["library"]) - len(libs["software_library"])
+    assert hardware["download_bytes"] - software["download_bytes"] == gap
     if model["cpu"]:  # the CPU tier: its GGUF and chat config, by role
         cpu = model["cpu"]
         roles = {f["role"]: f for f in cpu["files"]}

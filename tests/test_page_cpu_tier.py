@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from build_pipeline.chat_template import prompt_pieces
-from build_pipeline.contract import CHAT_CONFIG_FILE
+from build_pipeline.contract import CHAT_CONFIG_FILE, SERVER_GGUF_FILE
 from site_fixtures import NetworkFaults, copy_models
 
 pytestmark = pytest.mark.browser
@@ -141,7 +141,7 @@ def test_without_cross_origin_isolation_one_thread_and_it_says_so(serve, chromiu
 @pytest.mark.slow
 def test_a_corrupted_gguf_is_caught_by_its_hash_and_never_loaded(serve, chromium, smollm2_site_models, tmp_path):
     faults = NetworkFaults()
-    faults.set("model.gguf", "corrupt")  # every attempt: one byte flipped in transit
+    faults.set(SERVER_GGUF_FILE, "corrupt")  # every attempt: one byte flipped in transit
     server = serve(copy_models(smollm2_site_models, tmp_path / "models"), wsgi_wrapper=faults.wrap)
     s = chromium(webgpu=False, tier=None)
     s.page.goto(server.url + "/")
@@ -152,7 +152,7 @@ def test_a_corrupted_gguf_is_caught_by_its_hash_and_never_loaded(serve, chromium
     assert s.lantern(".engine.startedCount") == 0
     assert s.workers == []  # wllama's worker was never started (the service worker precaches its files anyway)
     stored = s.poll("() => window.lantern.api.inspectCache()")
-    assert "model.gguf" not in stored["cached"]
+    assert SERVER_GGUF_FILE not in stored["cached"]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from browser_harness.builds import build, smollm2_spec, tiny_spec
+from build_pipeline.contract import VERIFY_FILE
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -75,7 +76,7 @@ def test_passing_build_records_quality(tmp_path):
     from build_pipeline.manifest import read_manifest
 
     variant = build(tiny_spec(tmp_path), "q4f32_1", tmp_path / "out")
-    quality = json.loads((variant / "verify.json").read_text())["quality"]
+    quality = json.loads((variant / VERIFY_FILE).read_text())["quality"]
     assert quality["eval_tokens"] == 255 and quality["reference"] == "q0f32"
     # The random model's q4 ratio is well past warn_ratio (1.02): built, with a warning.
     assert quality["status"] == ("warn" if quality["ratio"] > quality["warn_ratio"] else "pass")
@@ -138,7 +139,7 @@ def test_quantized_gguf_builds_losslessly_for_webgpu_and_cpu(tmp_path):
         "q4g32_sym": {"weights": 2, "sources": ["Q4_0"]},
         "q4g32_min": {"weights": 2, "sources": ["Q4_1"]},
     }
-    report = json.loads((variant / "verify.json").read_text())
+    report = json.loads((variant / VERIFY_FILE).read_text())
     assert report["passed"]
     q = report["quality"]
     print(f"\ntiny GGUF q4f32_asym: ratio {q['ratio']} over {q['eval_tokens']} tokens")

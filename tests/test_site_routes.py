@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, WEBLLM_DEVICE_FLOOR
+from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, TENSOR_CACHE_FILE, WEBLLM_DEVICE_FLOOR
 from site_fixtures import copy_models
 from webapp import create_app
 
@@ -88,7 +88,7 @@ def test_models_api_describes_each_built_variant_from_its_manifest(client, model
         assert v["base_url"] == f"/models/{MODEL}/{v['quantization']}/resolve/{v['revision']}/"
         paths = [f["path"] for f in v["files"]]
         assert MANIFEST_FILE not in paths
-        for name in ("tensor-cache.json", CHAT_CONFIG_FILE, "tokenizer.json", "params_shard_0.bin"):
+        for name in (TENSOR_CACHE_FILE, CHAT_CONFIG_FILE, "tokenizer.json", "params_shard_0.bin"):
             assert name in paths
         for f in v["files"]:
             assert f["bytes"] == (vdir / f["path"]).stat().st_size
@@ -132,7 +132,7 @@ def test_models_api_with_no_models_is_an_empty_list(tmp_path):
 
 # ------------------------------------------------------------------------------------------ artifact files
 @pytest.mark.parametrize("name, mime", [
-    ("tensor-cache.json", "application/json"),
+    (TENSOR_CACHE_FILE, "application/json"),
     (CHAT_CONFIG_FILE, "application/json"),
     ("tokenizer.json", "application/json"),
     ("params_shard_0.bin", "application/octet-stream"),

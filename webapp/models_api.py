@@ -70,7 +70,8 @@ def describe_cpu_tier(tier: CpuTier) -> dict:
         "context_window": tier.needs["context_window"], "ram_bytes": tier.needs["ram_bytes"],
         "preferred_on_software_adapter": tier.needs["preferred_on_software_adapter"],
         "gguf": gguf["path"], "download_bytes": download_bytes(list(tier.files.values())), "revision": tier.revision,
-        "base_url": files_base() + tier.base_path(), "library": None, "software_library": None, "package_manifest": None,
+        "base_url": files_base() + tier.base_path(), "library": None, "software_library": None,
+        "package_manifest": None,
         "required_features": [], "required_limits": {}, "files": files,
     }
 

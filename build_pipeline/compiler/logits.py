@@ -21,8 +21,10 @@ import numpy as np
 from tvm import relax, te, tirx
 from tvm.script import tirx as T
 
+from build_pipeline.contract import WEBLLM_DEVICE_FLOOR
+
 GREEDY_TEMPERATURE = 1e-5
-THREADS = 256  # <= maxComputeInvocationsPerWorkgroup on SwiftShader
+THREADS = WEBLLM_DEVICE_FLOOR["maxComputeInvocationsPerWorkgroup"]  # what web-llm's device (and SwiftShader) allows
 
 
 def _softmax_with_temperature_te(logits, temperature):
