@@ -54,6 +54,8 @@ ADAPTERS: tuple[Adapter, ...] = ("hardware", "software")
 
 
 # ---------------------------------------------------------------------------------------- manifest
+SCHEMA_VERSION = 1  # of lantern-manifest.json; bump when a reader could misread an older one
+
 class FileEntry(TypedDict):
     path: str
     bytes: int
@@ -118,7 +120,7 @@ class Manifest:
     required_limits: dict[str, int]  # the model's own needs; device_limits() adds web-llm's floor
     estimated_gpu_memory_bytes: int
     files: list[FileEntry]
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     license: str | None = None
     default: bool = False
     weight_formats: dict = field(default_factory=dict)
@@ -134,17 +136,10 @@ class Manifest:
 
     # ------------------------------------------------------------------ derived facts (one place)
     def library_for(self, adapter: Adapter) -> LibraryEntry | None:
-        """The library an adapter kind runs: software adapters (SwiftShader) get theirs when there is one."""
-        if adapter == "software" and self.software_library:
-            return self.software_library
-        return self.library
+        return library_for(adapter, self.library, self.software_library)
 
     def files_for(self, adapter: Adapter) -> list[FileEntry]:
-        """What a browser with this adapter kind downloads: every file but the other kind's library."""
-        keep = self.library_for(adapter)
-        libs = {lib["file"] for lib in (self.library, self.software_library) if lib}
-        skip = libs - {keep["file"]} if keep else set()
-        return [f for f in self.files if f["path"] not in skip]
+        return files_for(adapter, self.files, self.library, self.software_library)
 
     def device_limits(self) -> dict[str, int]:
         """The limits a device must offer: the model's own, raised to web-llm's floor."""
@@ -155,6 +150,20 @@ class Manifest:
 
     def role_of(self, path: str) -> Role:
         return file_role(path, self.library, self.software_library, self.package_manifest)
+
+
+def library_for(adapter: Adapter, library: LibraryEntry | None,
+                software_library: LibraryEntry | None) -> LibraryEntry | None:
+    """The library an adapter kind runs: software adapters (SwiftShader) get theirs when there is one."""
+    return software_library if adapter == "software" and software_library else library
+
+
+def files_for(adapter: Adapter, files: list[FileEntry], library: LibraryEntry | None,
+              software_library: LibraryEntry | None) -> list[FileEntry]:
+    """What a browser with this adapter kind downloads: every file but the other kind's library."""
+    keep = library_for(adapter, library, software_library)
+    others = {lib["file"] for lib in (library, software_library) if lib and lib is not keep}
+    return [f for f in files if f["path"] not in others]
 
 
 def download_bytes(files: list[FileEntry]) -> int:

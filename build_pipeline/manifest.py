@@ -6,18 +6,16 @@ The manifest's shape (and the one reader, load_manifest) is build_pipeline/contr
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from build_pipeline import gpu_needs
-from build_pipeline.contract import (MANIFEST_FILE, PACKAGE_MANIFEST_FILE, FileEntry, LibraryEntry, Manifest,
-                                     ManifestError, download_bytes, load_manifest, parse_manifest)
+from build_pipeline.contract import (MANIFEST_FILE, PACKAGE_MANIFEST_FILE, SCHEMA_VERSION, FileEntry, LibraryEntry,
+                                     Manifest, ManifestError, download_bytes, files_for, load_manifest,
+                                     parse_manifest)
 from build_pipeline.cpu_tier import cpu_tier
 from build_pipeline.errors import BuildError
 from build_pipeline.model_package import index_params
 from build_pipeline.tensor_cache import file_sha256
-
-SCHEMA_VERSION = 1
 
 
 def file_entries(variant_dir: Path, names: list[str]) -> list[FileEntry]:
@@ -45,6 +43,8 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
     meta = tensor_index["metadata"]
     needs = gpu_needs.needs(model_config, scheme, spec.context_window, spec.prefill_chunk_size,
                             index_params(tensor_index))
+    library = libraries[0] if libraries else None
+    software_library = libraries[1] if len(libraries) > 1 else None
     fields = {
         "schema_version": SCHEMA_VERSION,
         "id": f"{spec.id}-{scheme.name}",
@@ -62,7 +62,7 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "weight_formats": format_summary(formats or {}),
         # Perplexity vs the unquantized build (quality.py); None when the library was not compiled.
         "quality": quality,
-        "download_bytes": 0,  # set below from the typed manifest, the one way every reader derives it
+        "download_bytes": download_bytes(files_for("hardware", files, library, software_library)),
         "required_features": needs["required_features"],
         "required_limits": {
             "maxStorageBuffersPerShaderStage": needs["max_storage_buffers_per_stage"],
@@ -72,8 +72,8 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "estimated_gpu_memory_bytes": needs["estimated_memory_bytes"],
         # web-llm's model package (checks library vs weights vs device before loading), when compiled.
         "package_manifest": PACKAGE_MANIFEST_FILE if PACKAGE_MANIFEST_FILE in extra_files else None,
-        "library": libraries[0] if libraries else None,
-        "software_library": libraries[1] if len(libraries) > 1 else None,
+        "library": library,
+        "software_library": software_library,
         # llama.cpp weights for the server fallback (one per model, outside `files`: a WebGPU browser never
         # fetches it) ...
         "server_gguf": server_gguf,
@@ -82,7 +82,6 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "files": files,
     }
     manifest = parse_manifest(fields)  # what is written must read back: the contract checks it here
-    manifest = replace(manifest, download_bytes=download_bytes(manifest.files_for("hardware")))
     (variant_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=1))
     return manifest
 
