@@ -6,6 +6,7 @@ The manifest's shape (and the one reader, load_manifest) is build_pipeline/contr
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 from build_pipeline import gpu_needs
@@ -26,7 +27,7 @@ def file_entries(variant_dir: Path, names: list[str]) -> list[FileEntry]:
     return out
 
 
-def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: dict, libraries: list[LibraryEntry],
+def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: dict, libraries: list[dict],
                    extra_files: list[str], server_gguf: dict | None = None, formats: dict | None = None,
                    quality: dict | None = None) -> Manifest:
     """Write lantern-manifest.json for a finished variant dir; returns it.
@@ -43,8 +44,9 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
     meta = tensor_index["metadata"]
     needs = gpu_needs.needs(model_config, scheme, spec.context_window, spec.prefill_chunk_size,
                             index_params(tensor_index))
-    library = libraries[0] if libraries else None
-    software_library = libraries[1] if len(libraries) > 1 else None
+    # The compiler's library reports; parse_manifest below checks them against contract.LibraryEntry.
+    library = typing.cast(LibraryEntry, libraries[0]) if libraries else None
+    software_library = typing.cast(LibraryEntry, libraries[1]) if len(libraries) > 1 else None
     fields = {
         "schema_version": SCHEMA_VERSION,
         "id": f"{spec.id}-{scheme.name}",
