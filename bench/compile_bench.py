@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from build_pipeline.contract import VERIFY_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -165,10 +166,10 @@ def browser_numbers(model) -> None:
             harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page:
         for prof, variant in variants.items():
             url = server.add(prof, variant)
-            lib = read_manifest(variant)["library"]["file"]
+            lib = read_manifest(variant).library["file"]
             load = page.evaluate("a => window.lantern.load(a)", {"modelId": prof, "modelUrl": url, "chatOpts": greedy,
                                                                 "libUrl": f"{url}/resolve/main/{lib}"})
-            report = json.loads((variant / "verify.json").read_text())
+            report = json.loads((variant / VERIFY_FILE).read_text())
             chat = page.evaluate("a => window.lantern.chat(a)", {"prompt": PROMPT, "maxTokens": 16, "model": prof})
             step = page.evaluate("a => window.lantern.timeDecode(a)",
                                  {"ids": report["prompt_token_ids"], "steps": 8, "model": prof})
@@ -186,7 +187,7 @@ def browser_numbers(model) -> None:
                                  n_gemv=sum(counts[fn] for fn in gemv), text=chat["text"],
                                  slowest=sorted(((per_kernel[fn] * counts[fn], fn) for fn in unique), reverse=True)[:4])
             page.evaluate("window.lantern.unload()")
-    prompt_len = len(json.loads((variants["swiftshader"] / "verify.json").read_text())["prompt_token_ids"])
+    prompt_len = len(json.loads((variants["swiftshader"] / VERIFY_FILE).read_text())["prompt_token_ids"])
     print(f"\nIn-browser, SmolLM2-135M q4f32_asym, headless Chromium + SwiftShader (prompt {prompt_len} tokens):")
     for prof, r in results.items():
         u = r["usage"]

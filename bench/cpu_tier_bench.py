@@ -51,7 +51,7 @@ MEASURE = """async ([threads, prompt, nTokens, leanFirst]) => {
 
   async function stock() {
     const blob = await (await fetch(v.base_url + v.gguf)).blob();
-    const config = await (await fetch(v.base_url + 'mlc-chat-config.json')).json();
+    const config = await (await fetch(v.base_url + v.files.find((f) => f.role === 'chat_config').path)).json();
     const text = promptPieces(config.conv_template, messages).join('');
     const base = new URL('/static/vendor/wllama/', location.href);
     const w = new Wllama({ 'single-thread/wllama.wasm': new URL('single-thread/wllama.wasm', base).href,

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from bench.support import cli, MODEL, QUANT, smollm2_models
+from build_pipeline.contract import VERIFY_FILE
 
 FRANCE = "What is the capital of France?"
 STORY = "Write a long story about a dragon who learns to cook. Chapter {i}."
@@ -214,7 +215,7 @@ def browser_build_answer(models: Path, max_new_tokens: int = 48) -> tuple[str, s
     variant = models / MODEL / QUANT
     from build_pipeline.compiler.verify import cut_at_stop, prompt_token_ids
 
-    if (variant / "verify.json").is_file():
+    if (variant / VERIFY_FILE).is_file():
         try:
             from build_pipeline.compiler.verify import cpu_chat
 

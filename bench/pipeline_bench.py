@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE
 from build_pipeline.paths import model_configs_dir
 
 CONFIG = model_configs_dir() / "smollm2-135m-instruct.toml"
@@ -71,7 +72,7 @@ def build_costs(out: Path) -> None:
         r = subprocess.run([sys.executable, "-c", _CHILD, str(CONFIG), str(out), q],
                            capture_output=True, text=True, check=True)
         seconds, base_kb, peak_kb, hwm_kb = r.stdout.split()[-4:]
-        m = json.loads((out / "smollm2-135m-instruct" / q / "lantern-manifest.json").read_text())
+        m = json.loads((out / "smollm2-135m-instruct" / q / MANIFEST_FILE).read_text())
         growth = (int(peak_kb) - int(base_kb)) * 1024
         print(f"{q:9s} {float(seconds):8.1f} {int(hwm_kb) / 1024:12.0f} {growth / 1e6:15.0f} "
               f"{growth / group:13.2f}x {m['bits_per_param']:10.2f} {m['download_bytes'] / 1e6:12.1f}")
@@ -92,7 +93,7 @@ def decode_speed(out: Path, n_tokens: int = 32) -> None:
     from build_pipeline.model_config import load_model_config
 
     variant = out / "smollm2-135m-instruct" / "q4f32_asym"
-    chat = json.loads((variant / "mlc-chat-config.json").read_text())
+    chat = json.loads((variant / CHAT_CONFIG_FILE).read_text())
     tok = Tokenizer.from_file(str(variant / "tokenizer.json"))
     ids = tok.encode(format_prompt(chat["conv_template"], [("user", "Tell me about the sea.")])).ids
     model = load_model(load_model_config(CONFIG))

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from build_pipeline.contract import MANIFEST_FILE, VERIFY_FILE
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 QUANTS = tuple(q for q in os.environ.get(
@@ -93,10 +95,10 @@ def browser_decode(model, rounds: int = 3, steps: int = 8) -> dict:
             ids = {}
             for q, variant in variants.items():
                 url = server.add(q, variant)
-                lib = json.loads((variant / "lantern-manifest.json").read_text())["library"]["file"]
+                lib = json.loads((variant / MANIFEST_FILE).read_text())["library"]["file"]
                 page.evaluate("a => window.lantern.load(a)", {"modelId": q, "modelUrl": url, "chatOpts": greedy,
                                                              "libUrl": f"{url}/resolve/main/{lib}"})
-                ids[q] = json.loads((variant / "verify.json").read_text())["prompt_token_ids"]
+                ids[q] = json.loads((variant / VERIFY_FILE).read_text())["prompt_token_ids"]
             for r in range(rounds):
                 for q in (list(times) if r % 2 == 0 else list(times)[::-1]):
                     step = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids[q], "steps": steps, "model": q})

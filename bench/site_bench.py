@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench.support import serving_in_thread
+from build_pipeline.contract import MANIFEST_FILE
 from build_pipeline.paths import REPO_ROOT, models_dir
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -55,7 +56,7 @@ def wait_state(page, states, timeout=LOAD_TIMEOUT_MS):
 def run(models: Path, model: str = MODEL, quant: str = QUANT) -> dict:
     from playwright.sync_api import sync_playwright
 
-    manifest = json.loads((models / model / quant / "lantern-manifest.json").read_text())
+    manifest = json.loads((models / model / quant / MANIFEST_FILE).read_text())
     has_library = bool(manifest.get("library"))
     results = {"model": manifest["id"], "download_mb": manifest["download_bytes"] / 1e6, "library": has_library}
     profile = tempfile.mkdtemp(prefix="lantern-bench-profile-")
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quant", default=QUANT)
     parser.add_argument("--json", action="store_true", help="print the raw numbers as JSON too")
     args = parser.parse_args(argv if argv is not None else [])
-    if not (args.models / args.model / args.quant / "lantern-manifest.json").exists():
+    if not (args.models / args.model / args.quant / MANIFEST_FILE).exists():
         raise SystemExit(f"{args.model} {args.quant} is not built in {args.models} (make build-model)")
     results = run(args.models, args.model, args.quant)
     report(results)

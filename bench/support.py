@@ -9,17 +9,18 @@ import tempfile
 import threading
 from pathlib import Path
 
+from build_pipeline.contract import CHAT_CONFIG_FILE, SERVER_GGUF_FILE
 from build_pipeline.paths import model_configs_dir, models_dir
 
 MODEL, QUANT = "smollm2-135m-instruct", "q4f32_asym"  # the default q4 build
 
 
 @contextlib.contextmanager
-def smollm2_models(require: str = "mlc-chat-config.json"):
+def smollm2_models(require: str = CHAT_CONFIG_FILE):
     """A models dir holding the SmolLM2 variant (the repo's if built with `require` in it, else a fresh
     build without the WebGPU library, removed afterwards)."""
     have = models_dir()
-    if (have / MODEL / QUANT / require).is_file() and (have / MODEL / "model.gguf").is_file():
+    if (have / MODEL / QUANT / require).is_file() and (have / MODEL / SERVER_GGUF_FILE).is_file():
         yield have
         return
     from build_pipeline.build import build

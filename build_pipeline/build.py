@@ -10,16 +10,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from build_pipeline.atomic import ensure_writable_dir, staged_dir
-from build_pipeline.chat_config import CHAT_CONFIG_FILE, build_chat_config
+from build_pipeline.chat_config import build_chat_config
+from build_pipeline.contract import (CHAT_CONFIG_FILE, MANIFEST_FILE, PACKAGE_MANIFEST_FILE, TENSOR_CACHE_FILE,
+                                     VERIFY_FILE)
 from build_pipeline.families import family_of_hf_config, get_family
 from build_pipeline.gguf_export import server_gguf_path, staged_server_gguf
 from build_pipeline.errors import BuildError
 from build_pipeline.manifest import build_manifest
 from build_pipeline.model_config import ModelSpec
-from build_pipeline.model_package import MANIFEST_FILE as PACKAGE_MANIFEST, index_params, package_manifest
+from build_pipeline.model_package import index_params, package_manifest
 from build_pipeline.quantization import get_scheme
 from build_pipeline.sources import open_source
-from build_pipeline.tensor_cache import INDEX_FILE, ShardWriter
+from build_pipeline.tensor_cache import ShardWriter
 
 
 @dataclass
@@ -84,14 +86,14 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
             (tmp / name).write_bytes(data)
         chat_config = build_chat_config(model.spec, model.source, model.config, scheme)
         (tmp / CHAT_CONFIG_FILE).write_text(json.dumps(chat_config, indent=1, ensure_ascii=False))
-        extra = [CHAT_CONFIG_FILE, INDEX_FILE, *model.source.tokenizer_files]
+        extra = [CHAT_CONFIG_FILE, TENSOR_CACHE_FILE, *model.source.tokenizer_files]
         libraries = []
         if compile_library:
             from build_pipeline.compiler import compile_variant
 
             libraries = compile_variant(model, scheme, tmp, profile)
-            (tmp / PACKAGE_MANIFEST).write_text(json.dumps(package_manifest(index_params(index)), indent=1))
-            extra += [PACKAGE_MANIFEST, *(lib["file"] for lib in libraries)]
+            (tmp / PACKAGE_MANIFEST_FILE).write_text(json.dumps(package_manifest(index_params(index)), indent=1))
+            extra += [PACKAGE_MANIFEST_FILE, *(lib["file"] for lib in libraries)]
         quality = _quality_of(tmp) if compile_library else None
         build_manifest(model.spec, model.config, scheme, tmp, index, libraries, extra, server_gguf, formats,
                        quality)
@@ -100,7 +102,7 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
 
 def _quality_of(variant_dir: Path) -> dict | None:
     """The quality figures the verification wrote (compiler/quality.py), for the manifest."""
-    path = variant_dir / "verify.json"
+    path = variant_dir / VERIFY_FILE
     if not path.is_file():
         return None
     q = json.loads(path.read_text()).get("quality")
@@ -109,8 +111,6 @@ def _quality_of(variant_dir: Path) -> dict | None:
 
 
 def is_built(out_root: Path, model_id: str, quantization: str) -> bool:
-    from build_pipeline.manifest import MANIFEST_FILE
-
     return (out_root / model_id / quantization / MANIFEST_FILE).exists()
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from build_pipeline.chat_template import derive_conv_template
+from build_pipeline.contract import TOKENIZER_FILE
 from build_pipeline.errors import BuildError
 
-CHAT_CONFIG_FILE = "mlc-chat-config.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer_config.json")
 
 
 def _token_ids(tokenizer_json: dict):
@@ -29,7 +29,7 @@ def _token_str(value):
 
 
 def build_chat_config(spec, source, model_config, scheme) -> dict:
-    tok_json = json.loads(source.tokenizer_files["tokenizer.json"])
+    tok_json = json.loads(source.tokenizer_files[TOKENIZER_FILE])
     tok_cfg = json.loads(source.tokenizer_files.get("tokenizer_config.json", b"{}"))
     ids, specials = _token_ids(tok_json)
     template = spec.chat_template or source.chat_template

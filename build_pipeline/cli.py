@@ -47,14 +47,14 @@ def cmd_list(args) -> int:
         built = {}
         if (out / spec.id).is_dir():
             try:
-                built = {read_manifest(d)["quantization"]: read_manifest(d) for d in variant_dirs(out / spec.id)}
+                built = {m.quantization: m for m in map(read_manifest, variant_dirs(out / spec.id))}
             except BuildError:
                 built = {}
         for q in spec.quantizations:
             m = built.get(q)
             state = (
-                f"built, {_size(m['download_bytes'])} download, {m['bits_per_param']:.2f} bits/param"
-                + ("" if m.get("library") else ", no model library")
+                f"built, {_size(m.download_bytes)} download, {m.bits_per_param:.2f} bits/param"
+                + ("" if m.library else ", no model library")
                 if m
                 else "not built"
             )
@@ -69,30 +69,30 @@ def cmd_inspect(args) -> int:
     for d in variant_dirs(Path(args.path)):
         r = inspect_variant(d)
         m = r.manifest
-        lib = m.get("library") or {}
-        print(f"{m['id']}  ({d})")
-        print(f"  quantization {m['quantization']}, {m['param_count']:,} params, {m['bits_per_param']:.2f} bits/param")
-        print(f"  download {_size(m['download_bytes'])} in {len(m['files'])} files, "
-              f"GPU memory ~{_size(m['estimated_gpu_memory_bytes'])}, "
-              f"features {', '.join(m['required_features']) or 'none'}")
-        print(f"  library {lib.get('file', 'none')}" + (f" (profile {lib['profile']})" if lib else ""))
-        if m.get("software_library"):
-            soft = m["software_library"]
-            print(f"  software-adapter library {soft['file']} (profile {soft['profile']})")
+        lib = m.library
+        print(f"{m.id}  ({d})")
+        print(f"  quantization {m.quantization}, {m.param_count:,} params, {m.bits_per_param:.2f} bits/param")
+        print(f"  download {_size(m.download_bytes)} in {len(m.files)} files, "
+              f"GPU memory ~{_size(m.estimated_gpu_memory_bytes)}, "
+              f"features {', '.join(m.required_features) or 'none'}")
+        print(f"  library {lib['file'] if lib else 'none'}" + (f" (profile {lib.get('profile')})" if lib else ""))
+        if m.software_library:
+            soft = m.software_library
+            print(f"  software-adapter library {soft['file']} (profile {soft.get('profile')})")
         if r.verify:
             print(f"  verify: {'passed' if r.verify.get('passed') else 'FAILED'} {r.verify.get('summary', '')}")
-        q = m.get("quality") or (r.verify or {}).get("quality")
+        q = m.quality or (r.verify or {}).get("quality")
         if q:
             print(f"  quality: perplexity {q['perplexity']:.3f} vs {q.get('reference', 'q0f32')} "
                   f"{q['reference_perplexity']:.3f} = {q['ratio']:.4f}x over {q['eval_tokens']} tokens"
                   + (f" ({q['status']})" if q.get("status") else ""))
-        formats = m.get("weight_formats") or {}
+        formats = m.weight_formats
         if formats:
             print("  weight formats: " + ", ".join(
                 f"{name} x{f['weights']}" + (f" (from {'/'.join(f['sources'])})" if f["sources"] else "")
                 for name, f in formats.items()))
         if r.ok:
-            print(f"  hashes: all {len(m['files'])} files valid")
+            print(f"  hashes: all {len(m.files)} files valid")
         else:
             bad += 1
             for p in r.problems:

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from build_pipeline.contract import SERVER_GGUF_FILE, SERVER_GGUF_SIDECAR, TOKENIZER_FILE
 from build_pipeline.errors import BuildError
 from build_pipeline.tensor_cache import file_sha256
 
-SERVER_GGUF = "model.gguf"
-SIDECAR = "model.gguf.json"
 EXPORT_VERSION = 1
 OUT_TYPES = ("Q8_0", "F16", "F32")
 
@@ -42,7 +41,7 @@ _TOKENIZER_PROBES = [
 
 
 def server_gguf_path(model_dir: Path) -> Path:
-    return Path(model_dir) / SERVER_GGUF
+    return Path(model_dir) / SERVER_GGUF_FILE
 
 
 @contextlib.contextmanager
@@ -107,9 +106,9 @@ def prepare_server_gguf(model, model_dir: Path, out_type: str = "Q8_0"):
             entry = {"origin": "source", "type": _gguf_file_type(staged)}
         else:
             export_gguf(model, staged, out_type)
-            check_tokenizer(staged, model.source.tokenizer_files["tokenizer.json"])
+            check_tokenizer(staged, model.source.tokenizer_files[TOKENIZER_FILE])
             entry = {"origin": "export", "type": out_type}
-        entry = {"path": f"../{SERVER_GGUF}", "bytes": staged.stat().st_size, "sha256": file_sha256(staged),
+        entry = {"path": f"../{SERVER_GGUF_FILE}", "bytes": staged.stat().st_size, "sha256": file_sha256(staged),
                  **entry}
     except BaseException:
         with contextlib.suppress(OSError):
@@ -120,12 +119,12 @@ def prepare_server_gguf(model, model_dir: Path, out_type: str = "Q8_0"):
 
 def commit_server_gguf(model_dir: Path, staged: Path, entry: dict, fingerprint: str) -> None:
     os.replace(staged, server_gguf_path(model_dir))
-    _write_json_atomic(model_dir / SIDECAR, {"fingerprint": fingerprint, "entry": entry})
+    _write_json_atomic(model_dir / SERVER_GGUF_SIDECAR, {"fingerprint": fingerprint, "entry": entry})
 
 
 def _read_sidecar(model_dir: Path) -> dict | None:
     try:
-        return json.loads((model_dir / SIDECAR).read_text())
+        return json.loads((model_dir / SERVER_GGUF_SIDECAR).read_text())
     except (OSError, ValueError):
         return None
 
@@ -315,7 +314,7 @@ def pre_tokenizer_name(tok_json: dict) -> str:
 def _add_tokenizer(writer, model) -> None:
     """Byte-level BPE vocabulary, merges, special ids and chat template as llama.cpp reads them."""
     source, cfg = model.source, model.config
-    tok_json = json.loads(source.tokenizer_files["tokenizer.json"])
+    tok_json = json.loads(source.tokenizer_files[TOKENIZER_FILE])
     tok_cfg = json.loads(source.tokenizer_files.get("tokenizer_config.json", b"{}"))
     bpe = tok_json.get("model") or {}
     decoder = (tok_json.get("decoder") or {}).get("type")

@@ -10,8 +10,11 @@ import math
 
 import numpy as np
 
-# The paged-KV attention kernels bind up to 10 storage buffers (the WebGPU default limit is 8).
-MAX_STORAGE_BUFFERS_PER_STAGE = 10
+from build_pipeline.contract import WEBLLM_DEVICE_FLOOR
+
+# The paged-KV attention kernels bind up to 10 storage buffers (the WebGPU default limit is 8), which is
+# what web-llm requests of every device anyway.
+MAX_STORAGE_BUFFERS_PER_STAGE = WEBLLM_DEVICE_FLOOR["maxStorageBuffersPerShaderStage"]
 
 
 def _activation_bytes(scheme) -> int:

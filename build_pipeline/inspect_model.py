@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from build_pipeline.errors import BuildError
-from build_pipeline.manifest import MANIFEST_FILE, read_manifest
+from build_pipeline.contract import MANIFEST_FILE, TENSOR_CACHE_FILE, VERIFY_FILE, Manifest
+from build_pipeline.manifest import read_manifest
 from build_pipeline.tensor_cache import file_md5, file_sha256, read_index
 
 
 @dataclass
 class VariantReport:
     path: Path
-    manifest: dict
+    manifest: Manifest
     problems: list[str] = field(default_factory=list)
     verify: dict | None = None
 
@@ -39,7 +40,7 @@ def variant_dirs(path: Path) -> list[Path]:
 
 def inspect_variant(variant_dir: Path) -> VariantReport:
     report = VariantReport(variant_dir, read_manifest(variant_dir))
-    for entry in report.manifest["files"]:
+    for entry in report.manifest.files:
         path = variant_dir / entry["path"]
         if not path.exists():
             report.problems.append(f"{entry['path']}: missing")
@@ -52,7 +53,7 @@ def inspect_variant(variant_dir: Path) -> VariantReport:
         if not path.exists():
             continue  # already reported above
         if file_md5(path) != shard["md5sum"]:
-            report.problems.append(f"{shard['dataPath']}: md5sum differs from tensor-cache.json")
+            report.problems.append(f"{shard['dataPath']}: md5sum differs from {TENSOR_CACHE_FILE}")
         end = 0
         for rec in shard["records"]:
             if rec["byteOffset"] != end:
@@ -60,9 +61,9 @@ def inspect_variant(variant_dir: Path) -> VariantReport:
             end = rec["byteOffset"] + rec["nbytes"]
         if end != shard["nbytes"]:
             report.problems.append(f"{shard['dataPath']}: records cover {end} of {shard['nbytes']} bytes")
-    verify = variant_dir / "verify.json"
+    verify = variant_dir / VERIFY_FILE
     if verify.exists():
         report.verify = json.loads(verify.read_text())
         if not report.verify.get("passed"):
-            report.problems.append("verify.json records a failed parity check")
+            report.problems.append(f"{VERIFY_FILE} records a failed parity check")
     return report

@@ -1,21 +1,26 @@
-"""lantern-manifest.json: everything the site needs to know about a built variant, derived from its files."""
+"""lantern-manifest.json: everything the site needs to know about a built variant, derived from its files.
+
+The manifest's shape (and the one reader, load_manifest) is build_pipeline/contract.py's Manifest.
+"""
 
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 from build_pipeline import gpu_needs
+from build_pipeline.contract import (MANIFEST_FILE, PACKAGE_MANIFEST_FILE, SCHEMA_VERSION, FileEntry, LibraryEntry,
+                                     Manifest, ManifestError, download_bytes, files_for, load_manifest,
+                                     parse_manifest)
 from build_pipeline.cpu_tier import cpu_tier
-from build_pipeline.model_package import MANIFEST_FILE as PACKAGE_MANIFEST, index_params
+from build_pipeline.errors import BuildError
+from build_pipeline.model_package import index_params
 from build_pipeline.tensor_cache import file_sha256
 
-MANIFEST_FILE = "lantern-manifest.json"
-SCHEMA_VERSION = 1
 
-
-def file_entries(variant_dir: Path, names: list[str]) -> list[dict]:
-    out = []
+def file_entries(variant_dir: Path, names: list[str]) -> list[FileEntry]:
+    out: list[FileEntry] = []
     for name in names:
         path = variant_dir / name
         out.append({"path": name, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
@@ -24,14 +29,14 @@ def file_entries(variant_dir: Path, names: list[str]) -> list[dict]:
 
 def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: dict, libraries: list[dict],
                    extra_files: list[str], server_gguf: dict | None = None, formats: dict | None = None,
-                   quality: dict | None = None) -> dict:
+                   quality: dict | None = None) -> Manifest:
     """Write lantern-manifest.json for a finished variant dir; returns it.
 
     `libraries` are the compiled WebGPU libraries, hardware default first: "library" is the one real
     GPUs use, "software_library" (if any) the one a software adapter (SwiftShader) should use. A
-    browser downloads one of them, so download_bytes counts the default only.
+    browser downloads one of them, so download_bytes counts the default only (Manifest.files_for).
     """
-    shard_entries = [
+    shard_entries: list[FileEntry] = [
         {"path": s["dataPath"], "bytes": s["nbytes"], "sha256": s["sha256"]} for s in tensor_index["records"]
     ]
     other = file_entries(variant_dir, extra_files)
@@ -39,7 +44,10 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
     meta = tensor_index["metadata"]
     needs = gpu_needs.needs(model_config, scheme, spec.context_window, spec.prefill_chunk_size,
                             index_params(tensor_index))
-    manifest = {
+    # The compiler's library reports; parse_manifest below checks them against contract.LibraryEntry.
+    library = typing.cast(LibraryEntry, libraries[0]) if libraries else None
+    software_library = typing.cast(LibraryEntry, libraries[1]) if len(libraries) > 1 else None
+    fields = {
         "schema_version": SCHEMA_VERSION,
         "id": f"{spec.id}-{scheme.name}",
         "model": spec.id,
@@ -56,7 +64,7 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "weight_formats": format_summary(formats or {}),
         # Perplexity vs the unquantized build (quality.py); None when the library was not compiled.
         "quality": quality,
-        "download_bytes": sum(f["bytes"] for f in files if f["path"] not in {lib["file"] for lib in libraries[1:]}),
+        "download_bytes": download_bytes(files_for("hardware", files, library, software_library)),
         "required_features": needs["required_features"],
         "required_limits": {
             "maxStorageBuffersPerShaderStage": needs["max_storage_buffers_per_stage"],
@@ -65,9 +73,9 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         },
         "estimated_gpu_memory_bytes": needs["estimated_memory_bytes"],
         # web-llm's model package (checks library vs weights vs device before loading), when compiled.
-        "package_manifest": PACKAGE_MANIFEST if PACKAGE_MANIFEST in extra_files else None,
-        "library": libraries[0] if libraries else None,
-        "software_library": libraries[1] if len(libraries) > 1 else None,
+        "package_manifest": PACKAGE_MANIFEST_FILE if PACKAGE_MANIFEST_FILE in extra_files else None,
+        "library": library,
+        "software_library": software_library,
         # llama.cpp weights for the server fallback (one per model, outside `files`: a WebGPU browser never
         # fetches it) ...
         "server_gguf": server_gguf,
@@ -75,7 +83,8 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
         "cpu_tier": cpu_tier(model_config, spec.context_window, server_gguf),
         "files": files,
     }
-    (variant_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+    manifest = parse_manifest(fields)  # what is written must read back: the contract checks it here
+    (variant_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=1))
     return manifest
 
 
@@ -91,5 +100,10 @@ def format_summary(formats: dict) -> dict:
     return out
 
 
-def read_manifest(variant_dir: Path) -> dict:
-    return json.loads((Path(variant_dir) / MANIFEST_FILE).read_text())
+def read_manifest(variant_dir: Path) -> Manifest:
+    """The variant's typed manifest; a malformed one is a BuildError saying to rebuild it."""
+    try:
+        return load_manifest(variant_dir)
+    except ManifestError as exc:
+        raise BuildError(f"{Path(variant_dir) / MANIFEST_FILE} is not a valid Lantern manifest ({exc})",
+                         "rebuild this variant (python -m build_pipeline build <model config>)") from None

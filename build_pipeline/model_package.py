@@ -4,7 +4,7 @@
 With both, web-llm checks before loading that the library was built for these weights (the
 parameter schema id) and fits the device (features, largest buffer binding), and finds the model's
 functions by role instead of by name. The roles point at the plain contract's own functions, which
-already take embeddings: `prefill`/`decode` are the "embeds" pair.
+already take embeddings: `prefill`/`decode` are the "embeds" pair. See docs/webllm_contract.md §4.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from build_pipeline.chat_config import CHAT_CONFIG_FILE
-from build_pipeline.tensor_cache import INDEX_FILE
+from build_pipeline.contract import CHAT_CONFIG_FILE, TENSOR_CACHE_FILE
 
-MANIFEST_FILE = "mlc-model-manifest.json"
 EXECUTOR = "text_generation"
 TASKS = {
     "chat.completions": {"executor": EXECUTOR, "inputs": {"text": {"processor": "tokenizer"}}, "output": "text"},
@@ -69,7 +67,7 @@ def package_manifest(params) -> dict:
         "schema_version": 1,
         "chat_config": CHAT_CONFIG_FILE,
         "interface_id": interface_id(),
-        "weights": {"manifest": INDEX_FILE, "parameter_schema_id": parameter_schema_id(params)},
+        "weights": {"manifest": TENSOR_CACHE_FILE, "parameter_schema_id": parameter_schema_id(params)},
         "tasks": TASKS,
     }
 

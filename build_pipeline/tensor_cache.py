@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from build_pipeline.contract import SHARD_PREFIX, TENSOR_CACHE_FILE
 from build_pipeline.errors import BuildError
 
-INDEX_FILE = "tensor-cache.json"
 SHARD_BYTES = 32 * 1024 * 1024
 
 
@@ -58,7 +58,7 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        name = f"params_shard_{len(self.shards)}.bin"
+        name = f"{SHARD_PREFIX}{len(self.shards)}.bin"
         md5, sha = hashlib.md5(), hashlib.sha256()
         with open(self.out_dir / name, "wb") as f:
             for _, data in self._pending:
@@ -88,12 +88,12 @@ class ShardWriter:
             },
             "records": self.shards,
         }
-        (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=1))
+        (self.out_dir / TENSOR_CACHE_FILE).write_text(json.dumps(index, indent=1))
         return index
 
 
 def read_index(variant_dir: Path) -> dict:
-    path = Path(variant_dir) / INDEX_FILE
+    path = Path(variant_dir) / TENSOR_CACHE_FILE
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

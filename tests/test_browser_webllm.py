@@ -18,6 +18,7 @@ import pytest
 from browser_harness.builds import build, smollm2_spec, tiny_spec
 from browser_harness.server import HarnessServer, find_webllm, harness_page
 from chromium import CHROMIUM
+from build_pipeline.contract import PACKAGE_MANIFEST_FILE, VERIFY_FILE
 from build_pipeline.manifest import read_manifest
 
 pytestmark = [
@@ -34,12 +35,12 @@ def _load(page, server, name: str, variant: Path, library: str = "software_libra
     web-llm's model-package path (mlc-model-manifest.json + `_metadata.artifact`), the plain contract otherwise."""
     url = server.add(name, variant)
     manifest = read_manifest(variant)
-    lib = manifest[library]["file"]
+    lib = getattr(manifest, library)["file"]
     # chatOpts only matter for forwardTokensAndSample (it samples with the config defaults);
     # chat requests pass the greedy settings explicitly.
     args = {"modelId": name, "modelUrl": url, "libUrl": f"{url}/resolve/main/{lib}", "chatOpts": GREEDY}
     if package:
-        args["modelManifest"] = manifest["package_manifest"]
+        args["modelManifest"] = manifest.package_manifest
     loaded = page.evaluate("a => window.lantern.load(a)", args)
     assert loaded["packaged"] is package
     return loaded
@@ -74,7 +75,7 @@ def _cpu_penalized_greedy(variant: Path, prompt: str, steps: int, repetition_pen
 
 
 def _check_against_verify(page, name: str, variant: Path, raw: bool = True) -> dict:
-    report = json.loads((variant / "verify.json").read_text())
+    report = json.loads((variant / VERIFY_FILE).read_text())
     assert report["passed"]
     chat = page.evaluate("a => window.lantern.chat(a)", {"prompt": report["prompt"], "maxTokens": 16, "model": name})
     assert chat["usage"]["prompt_tokens"] == len(report["prompt_token_ids"])
@@ -101,7 +102,7 @@ def test_tiny_model_greedy_tokens_match_cpu_build(tmp_path, family, _browsers):
         assert gpu["ok"] and "shader-f16" not in gpu["features"], gpu
         loaded = _load(page, server, "tiny", variant)
         chat = _check_against_verify(page, "tiny", variant)
-        report = json.loads((variant / "verify.json").read_text())
+        report = json.loads((variant / VERIFY_FILE).read_text())
         # logit_bias runs apply_logit_bias_inplace on the GPU: a +100 bias makes greedy pick that token.
         biased = page.evaluate("a => window.lantern.chat(a)", {"prompt": report["prompt"], "maxTokens": 4,
                                                              "model": "tiny", "extra": {"logit_bias": {"70": 100}}})
@@ -152,9 +153,9 @@ def test_tiny_model_through_the_model_package_matches_cpu_build(tmp_path, _brows
         # The check is real: weights that are not the library's are refused before anything loads.
         other = tmp_path / "mismatched"
         shutil.copytree(variant, other)
-        package = json.loads((other / "mlc-model-manifest.json").read_text())
+        package = json.loads((other / PACKAGE_MANIFEST_FILE).read_text())
         package["weights"]["parameter_schema_id"] = "sha256:" + "0" * 64
-        (other / "mlc-model-manifest.json").write_text(json.dumps(package))
+        (other / PACKAGE_MANIFEST_FILE).write_text(json.dumps(package))
         with pytest.raises(Exception, match="parameter schema IDs differ"):
             _load(page, server, "tiny-mismatched", other, package=True)
 

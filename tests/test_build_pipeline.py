@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from build_pipeline.build import build
+from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, TENSOR_CACHE_FILE
 from build_pipeline.convert import dense_params
 from build_pipeline.inspect_model import inspect_variant
 from build_pipeline.model_config import load_model_config
@@ -31,14 +32,14 @@ def test_every_variant_is_complete_and_nothing_else_is_left(tiny_build):
     assert sorted(p.name for p in tiny_build.iterdir() if p.is_dir()) == sorted(ALL)
     for q in ALL:
         names = {p.name for p in (tiny_build / q).iterdir()}
-        assert {"tensor-cache.json", "mlc-chat-config.json", "tokenizer.json", "lantern-manifest.json"} <= names
+        assert {TENSOR_CACHE_FILE, CHAT_CONFIG_FILE, "tokenizer.json", MANIFEST_FILE} <= names
     assert not [p for p in tiny_build.parent.rglob(".*tmp-*")]
 
 
 @pytest.mark.parametrize("quant", ALL)
 def test_shard_bytes_offsets_and_hashes(tiny_build, quant):
     d = tiny_build / quant
-    index = json.loads((d / "tensor-cache.json").read_text())
+    index = json.loads((d / TENSOR_CACHE_FILE).read_text())
     for shard in index["records"]:
         data = (d / shard["dataPath"]).read_bytes()
         assert len(data) == shard["nbytes"] and shard["format"] == "raw-shard"
@@ -73,9 +74,9 @@ def test_q4_shards_hold_exactly_the_quantized_source(tiny_build):
 def test_manifest_describes_the_files_on_disk(tiny_build):
     for q in ALL:
         d = tiny_build / q
-        m = json.loads((d / "lantern-manifest.json").read_text())
+        m = json.loads((d / MANIFEST_FILE).read_text())
         assert m["id"] == f"tiny-llama-{q}" and m["quantization"] == q and m["library"] is None
-        on_disk = {p.name for p in d.iterdir()} - {"lantern-manifest.json"}
+        on_disk = {p.name for p in d.iterdir()} - {MANIFEST_FILE}
         assert {f["path"] for f in m["files"]} == on_disk
         for f in m["files"]:
             data = (d / f["path"]).read_bytes()
@@ -88,7 +89,7 @@ def test_manifest_describes_the_files_on_disk(tiny_build):
 
 
 def test_bits_per_param_per_scheme(tiny_build):
-    bits = {q: json.loads((tiny_build / q / "lantern-manifest.json").read_text())["bits_per_param"] for q in ALL}
+    bits = {q: json.loads((tiny_build / q / MANIFEST_FILE).read_text())["bits_per_param"] for q in ALL}
     assert bits["q0f32"] == 32 and bits["q0f16"] == 16
     # 4 bits + one scale per 32 weights (norms are a rounding error at this size).
     assert 4.5 <= bits["q4f16_1"] <= 4.6 and 5.0 <= bits["q4f32_1"] <= 5.1
@@ -112,7 +113,7 @@ def test_rebuild_replaces_a_variant_atomically(tmp_path, tiny_hf):
     marker = first / "stale-file"
     marker.write_text("from an older build")
     build(cfg, tmp_path / "out", compile_library=False)
-    assert not marker.exists() and (first / "lantern-manifest.json").exists()
+    assert not marker.exists() and (first / MANIFEST_FILE).exists()
     assert sorted(p.name for p in (tmp_path / "out" / "tiny-llama").iterdir() if p.is_dir()) == ["q4f32_1"]
 
 
@@ -152,7 +153,7 @@ def test_qwen2_family_keeps_qkv_bias(tmp_path):
     w = weights(hf_config(qkv_bias=True))
     bias = np.concatenate([w[f"model.layers.0.self_attn.{p}_proj.bias"] for p in "qkv"])
     assert np.array_equal(dense["model.layers.0.self_attn.qkv_proj.bias"], bias)
-    chat = json.loads((tmp_path / "out" / "tiny-qwen" / "q4f32_1" / "mlc-chat-config.json").read_text())
+    chat = json.loads((tmp_path / "out" / "tiny-qwen" / "q4f32_1" / CHAT_CONFIG_FILE).read_text())
     assert chat["model_type"] == "qwen2" and chat["model_config"]["qkv_bias"] is True
 
 

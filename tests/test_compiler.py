@@ -19,6 +19,7 @@ from browser_harness.builds import build, tiny_spec
 from build_pipeline.compiler import (PROFILES, build_library, compile_executable, library_file_name, limits,
                                      resolve_profiles, webgpu_source, webgpu_target)
 from build_pipeline.compiler.module import LibrarySettings
+from build_pipeline.contract import VERIFY_FILE
 from build_pipeline.errors import BuildError
 from build_pipeline.families import llama
 from build_pipeline.manifest import read_manifest
@@ -47,21 +48,21 @@ def _cpu_metadata(variant: Path) -> dict:
 
 def test_variant_has_library_manifest_and_verify(tiny_q4f32):
     manifest = read_manifest(tiny_q4f32)
-    lib, soft = manifest["library"], manifest["software_library"]
+    lib, soft = manifest.library, manifest.software_library
     # auto: the default library is scheduled for real GPUs; f32 variants, which software adapters
     # run, also carry a SwiftShader-friendly one.
     assert lib["file"] == library_file_name("tiny-llama", "q4f32_1", "gpu") and lib["profile"] == "gpu"
     assert soft["file"] == library_file_name("tiny-llama", "q4f32_1", "swiftshader")
     assert soft["profile"] == "swiftshader"
-    files = {f["path"]: f["bytes"] for f in manifest["files"]}
+    files = {f["path"]: f["bytes"] for f in manifest.files}
     for entry in (lib, soft):
         assert (tiny_q4f32 / entry["file"]).read_bytes()[:4] == b"\0asm"
         assert entry["file"] in files  # hashed into the manifest
     # A browser fetches one of the two libraries: the download size counts the default one.
-    assert manifest["download_bytes"] == sum(files.values()) - files[soft["file"]]
+    assert manifest.download_bytes == sum(files.values()) - files[soft["file"]]
     assert lib["max_storage_buffers"] <= 10 and lib["max_invocations"] <= 256
     assert lib["max_workgroup_storage_bytes"] <= 32768
-    report = json.loads((tiny_q4f32 / "verify.json").read_text())
+    report = json.loads((tiny_q4f32 / VERIFY_FILE).read_text())
     assert report["passed"] and lib["verify"]["passed"]
     assert report["argmax_agreement"] == f"{len(report['steps'])}/{len(report['steps'])}"
     assert report["max_rel_diff"] < 1e-4
@@ -82,17 +83,17 @@ def test_metadata_matches_tensor_cache(tiny_q4f32):
     # web-llm's model package: the manifest beside the weights and the library's `artifact` agree,
     # and the library declares the same device needs the site's manifest shows.
     manifest = read_manifest(tiny_q4f32)
-    package = json.loads((tiny_q4f32 / manifest["package_manifest"]).read_text())
+    package = json.loads((tiny_q4f32 / manifest.package_manifest).read_text())
     artifact = meta["artifact"]
     assert artifact["interface_id"] == package["interface_id"]
     assert artifact["parameter_schema_id"] == package["weights"]["parameter_schema_id"]
     assert package["tasks"]["chat.completions"]["executor"] in artifact["programs"]
     assert artifact["resources"] == {
-        "required_features": manifest["required_features"],
-        "max_storage_buffer_binding_size": manifest["required_limits"]["maxStorageBufferBindingSize"],
-        "estimated_device_memory_bytes": manifest["estimated_gpu_memory_bytes"],
+        "required_features": manifest.required_features,
+        "max_storage_buffer_binding_size": manifest.required_limits["maxStorageBufferBindingSize"],
+        "estimated_device_memory_bytes": manifest.estimated_gpu_memory_bytes,
     }
-    assert manifest["package_manifest"] in {f["path"] for f in manifest["files"]}
+    assert manifest.package_manifest in {f["path"] for f in manifest.files}
 
 
 def test_webgpu_library_interface_and_kernels(tiny_q4f32):
@@ -100,8 +101,8 @@ def test_webgpu_library_interface_and_kernels(tiny_q4f32):
     from build_pipeline.compiler.wasm_runtime import check_interface
 
     manifest = read_manifest(tiny_q4f32)
-    check_interface(tiny_q4f32 / manifest["library"]["file"])
-    lib = manifest["software_library"]
+    check_interface(tiny_q4f32 / manifest.library["file"])
+    lib = manifest.software_library
     check_interface(tiny_q4f32 / lib["file"])
     from build_pipeline.compiler import cache
 
@@ -215,10 +216,10 @@ def test_rebuild_is_served_from_the_cache(tiny_root, tiny_q4f32):
     start = time.monotonic()
     again = build(spec, "q4f32_1", tiny_root / "out2")
     warm = time.monotonic() - start
-    lib = read_manifest(again)["library"]
-    report = json.loads((again / "verify.json").read_text())
+    lib = read_manifest(again).library
+    report = json.loads((again / VERIFY_FILE).read_text())
     assert lib["from_cache"] and lib["verify"]["reused"] and report["passed"]
-    assert report["reused"]["verification_key"] == json.loads((tiny_q4f32 / "verify.json").read_text()).get(
+    assert report["reused"]["verification_key"] == json.loads((tiny_q4f32 / VERIFY_FILE).read_text()).get(
         "verification_key", report["reused"]["verification_key"])
     assert (again / lib["file"]).read_bytes() == (tiny_q4f32 / lib["file"]).read_bytes()
     assert warm < 30, f"warm rebuild took {warm:.1f} s"

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from build_pipeline.build import build, load_model
+from build_pipeline.contract import MANIFEST_FILE, SERVER_GGUF_FILE, SERVER_GGUF_SIDECAR
 from build_pipeline.errors import BuildError
-from build_pipeline.gguf_export import (SERVER_GGUF, SIDECAR, pre_tokenizer_name, server_gguf_path,
+from build_pipeline.gguf_export import (pre_tokenizer_name, server_gguf_path,
                                         write_server_gguf)
 from build_pipeline.model_config import load_model_config
 from build_pipeline.reference import ReferenceModel
@@ -48,8 +49,8 @@ def tiny(tmp_path, tie=True, qkv_bias=False, **config):
 def test_f32_export_computes_the_reference_model(tmp_path, tie, qkv_bias):
     model = tiny(tmp_path, tie, qkv_bias)
     entry = write_server_gguf(model, tmp_path / "out", "F32")
-    assert entry["origin"] == "export" and entry["type"] == "F32" and entry["path"] == f"../{SERVER_GGUF}"
-    ours, ref = llama_logits(tmp_path / "out" / SERVER_GGUF), reference_logits(model)
+    assert entry["origin"] == "export" and entry["type"] == "F32" and entry["path"] == f"../{SERVER_GGUF_FILE}"
+    ours, ref = llama_logits(tmp_path / "out" / SERVER_GGUF_FILE), reference_logits(model)
     # llama.cpp keeps its KV cache in f16: ~0.2% of the logit range, where a wrong layout is ~100%.
     assert np.abs(ours - ref).max() < 5e-3 * np.abs(ref).max()
 
@@ -57,7 +58,7 @@ def test_f32_export_computes_the_reference_model(tmp_path, tie, qkv_bias):
 def test_f32_export_equals_a_hand_written_gguf(tmp_path, tiny_gguf):
     model = tiny(tmp_path)
     write_server_gguf(model, tmp_path / "out", "F32")
-    assert np.array_equal(llama_logits(tmp_path / "out" / SERVER_GGUF), llama_logits(tiny_gguf))
+    assert np.array_equal(llama_logits(tmp_path / "out" / SERVER_GGUF_FILE), llama_logits(tiny_gguf))
 
 
 def test_q8_0_export(tmp_path):
@@ -65,7 +66,7 @@ def test_q8_0_export(tmp_path):
 
     model = tiny(tmp_path, tie=False)
     entry = write_server_gguf(model, tmp_path / "out")
-    path = tmp_path / "out" / SERVER_GGUF
+    path = tmp_path / "out" / SERVER_GGUF_FILE
     assert entry["type"] == "Q8_0" and entry["bytes"] == path.stat().st_size
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
     assert types["token_embd.weight"] == types["output.weight"] == types["blk.0.attn_q.weight"] == "Q8_0"
@@ -86,11 +87,11 @@ def test_build_writes_one_gguf_per_model_and_lists_it(tmp_path):
     from build_pipeline.tensor_cache import file_sha256
 
     for quant in ("q4f32_1", "q0f32"):
-        manifest = json.loads((out / spec.id / quant / "lantern-manifest.json").read_text())
+        manifest = json.loads((out / spec.id / quant / MANIFEST_FILE).read_text())
         entry = manifest["server_gguf"]
         assert (out / spec.id / quant / entry["path"]).resolve() == gguf_file.resolve()
         assert entry["sha256"] == file_sha256(gguf_file) and entry["bytes"] == gguf_file.stat().st_size
-        assert SERVER_GGUF not in {f["path"] for f in manifest["files"]}  # never part of the browser download
+        assert SERVER_GGUF_FILE not in {f["path"] for f in manifest["files"]}  # never part of the browser download
     before = gguf_file.stat()
     build(spec, out, ["q4f32_1"], compile_library=False)  # unchanged source: the GGUF is reused
     assert gguf_file.stat().st_mtime_ns == before.st_mtime_ns and gguf_file.stat().st_ino == before.st_ino
@@ -107,11 +108,11 @@ def test_gguf_source_is_reused_not_converted(tmp_path, tiny_gguf):
     same_fs = os.stat(tiny_gguf).st_dev == os.stat(out).st_dev
     if same_fs:
         assert os.path.samefile(served, tiny_gguf)  # a hardlink: no second copy on disk
-    manifest = json.loads((out / spec.id / "q4f32_1" / "lantern-manifest.json").read_text())
+    manifest = json.loads((out / spec.id / "q4f32_1" / MANIFEST_FILE).read_text())
     assert manifest["server_gguf"]["origin"] == "source" and manifest["server_gguf"]["type"] == "F32"
     # If the missing GGUF is all that is missing, --if-missing still makes it.
     served.unlink()
-    (out / spec.id / SIDECAR).unlink()
+    (out / spec.id / SERVER_GGUF_SIDECAR).unlink()
     build(spec, out, compile_library=False, if_missing=True)
     assert served.is_file()
 
@@ -128,7 +129,7 @@ def test_unsupported_tokenizer_skips_the_gguf_but_not_the_build(tmp_path, capsys
     out = tmp_path / "models"
     build(spec, out, compile_library=False)
     assert "no server fallback GGUF" in capsys.readouterr().err
-    assert json.loads((out / spec.id / "q4f32_1" / "lantern-manifest.json").read_text())["server_gguf"] is None
+    assert json.loads((out / spec.id / "q4f32_1" / MANIFEST_FILE).read_text())["server_gguf"] is None
     assert not server_gguf_path(out / spec.id).exists()
 
 
@@ -179,7 +180,7 @@ def test_smollm2_round_trip_through_a_hugging_face_folder(tmp_path, smollm2_gguf
 
     prompt = Llama(str(smollm2_gguf), vocab_only=True, verbose=False).tokenize(
         b"<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", False, True)
-    a, b = llama_logits(smollm2_gguf, prompt), llama_logits(tmp_path / "out" / SERVER_GGUF, prompt)
+    a, b = llama_logits(smollm2_gguf, prompt), llama_logits(tmp_path / "out" / SERVER_GGUF_FILE, prompt)
     # Q4_1 values re-quantized to Q8_0 are not bit-identical; a wrong layout would not correlate at all.
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.995
     pa, pb = (np.exp(x - x.max(-1, keepdims=True)) for x in (a, b))

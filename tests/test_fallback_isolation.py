@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from build_pipeline.contract import SERVER_GGUF_FILE
 from fallback_support import (FRANCE, MODEL_ID, make_app, metric, read_events, running, smollm2_models,
                               wait_for_engine, wait_until)
 
@@ -96,7 +97,7 @@ def test_non_streaming_request_gets_a_clear_error_and_a_503_while_restarting(mod
 
 def test_corrupt_gguf_leaves_the_site_serving_with_a_reason(models, tmp_path):
     bad = tmp_path / "corrupt.gguf"
-    good = (models / MODEL_ID / "model.gguf").read_bytes()
+    good = (models / MODEL_ID / SERVER_GGUF_FILE).read_bytes()
     bad.write_bytes(good[:64] + b"\x00" * 4096)  # a GGUF header, then nothing usable
     app = make_app(models, FALLBACK_GGUF=str(bad))
     with running(app) as c:

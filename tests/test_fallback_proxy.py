@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 
+from build_pipeline.contract import SERVER_GGUF_FILE
 from fallback_support import (FRANCE, MODEL_ID, make_app, metric, read_events, running, smollm2_models,
                               wait_until)
 
@@ -39,7 +40,7 @@ def upstream(models, tmp_path_factory):
     port = _free_port()
     log = open(tmp_path_factory.mktemp("upstream") / "server.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(models / MODEL_ID / "model.gguf"),
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(models / MODEL_ID / SERVER_GGUF_FILE),
          "--model_alias", UPSTREAM_ALIAS, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
          "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False"],
         stdout=log, stderr=subprocess.STDOUT)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from build_pipeline.build import build
+from build_pipeline.contract import MANIFEST_FILE
 from build_pipeline.model_config import load_model_config
 from build_pipeline.sources.hf_folder import NEEDED_FILES
 from tiny_model import write_hf_folder
@@ -44,7 +45,7 @@ def offline_hub(tmp_path, monkeypatch):
 def test_build_from_pinned_hub_snapshot(offline_hub):
     spec = load_model_config(_config(offline_hub / "m.toml", "lantern-test/tiny-llama"))
     out = build(spec, offline_hub / "out", compile_library=False)
-    assert (out[0] / "lantern-manifest.json").exists()
+    assert (out[0] / MANIFEST_FILE).exists()
 
 
 def test_hub_env_is_honoured_by_the_cli(offline_hub, cli):

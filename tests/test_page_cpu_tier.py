@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from build_pipeline.chat_template import prompt_pieces
+from build_pipeline.contract import CHAT_CONFIG_FILE, SERVER_GGUF_FILE
 from site_fixtures import NetworkFaults, copy_models
 
 pytestmark = pytest.mark.browser
@@ -40,7 +41,7 @@ def test_prompt_pieces_match_the_pipeline(serve, chromium, tiny_site_models):
     s = chromium(webgpu=False)
     s.page.goto(server.url + "/")
     s.wait_state("unsupported", "needs-download")
-    chat = json.loads((tiny_site_models / "tiny-llama" / "q4f32_1" / "mlc-chat-config.json").read_text())
+    chat = json.loads((tiny_site_models / "tiny-llama" / "q4f32_1" / CHAT_CONFIG_FILE).read_text())
     conv = chat["conv_template"]
     for messages in CONVERSATIONS:
         assert s.page.evaluate(PIECES, [conv, messages]) == prompt_pieces(conv, messages), messages
@@ -140,7 +141,7 @@ def test_without_cross_origin_isolation_one_thread_and_it_says_so(serve, chromiu
 @pytest.mark.slow
 def test_a_corrupted_gguf_is_caught_by_its_hash_and_never_loaded(serve, chromium, smollm2_site_models, tmp_path):
     faults = NetworkFaults()
-    faults.set("model.gguf", "corrupt")  # every attempt: one byte flipped in transit
+    faults.set(SERVER_GGUF_FILE, "corrupt")  # every attempt: one byte flipped in transit
     server = serve(copy_models(smollm2_site_models, tmp_path / "models"), wsgi_wrapper=faults.wrap)
     s = chromium(webgpu=False, tier=None)
     s.page.goto(server.url + "/")
@@ -151,7 +152,7 @@ def test_a_corrupted_gguf_is_caught_by_its_hash_and_never_loaded(serve, chromium
     assert s.lantern(".engine.startedCount") == 0
     assert s.workers == []  # wllama's worker was never started (the service worker precaches its files anyway)
     stored = s.poll("() => window.lantern.api.inspectCache()")
-    assert "model.gguf" not in stored["cached"]
+    assert SERVER_GGUF_FILE not in stored["cached"]
 
 
 @pytest.mark.slow

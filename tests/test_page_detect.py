@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from build_pipeline.contract import WEBLLM_DEVICE_FLOOR
+
 pytestmark = pytest.mark.browser
 
 
@@ -91,14 +93,18 @@ def _caps(features=(), limits=None, storage_available=10 * GIB, device_memory=16
     }
 
 
+def _limits(model_needs: dict) -> dict:
+    """What /api/models serves as a variant's required_limits: the model's needs raised to web-llm's floor."""
+    return {k: max(model_needs.get(k, 0), WEBLLM_DEVICE_FLOOR.get(k, 0)) for k in {*model_needs, *WEBLLM_DEVICE_FLOOR}}
+
+
 def _model(*quants, binding=64 * 1024 * 1024, download=80_000_000, memory=200_000_000):
     variants = []
     for q in quants:
         variants.append({
             "id": f"m-{q}", "quantization": q, "download_bytes": download, "estimated_gpu_memory_bytes": memory,
             "required_features": ["shader-f16"] if "f16" in q else [],
-            "required_limits": {"maxStorageBufferBindingSize": binding, "maxBufferSize": binding,
-                                "maxStorageBuffersPerShaderStage": 10},
+            "required_limits": _limits({"maxStorageBufferBindingSize": binding, "maxBufferSize": binding}),
             "library": {"file": "lib.wasm", "url": "/x/lib.wasm"}, "files": [],
         })
     return {"id": "m", "name": "Model M", "variants": variants}
@@ -126,7 +132,7 @@ def test_variant_choice_and_plain_word_errors(serve, chromium, tiny_site_models)
     assert not small["ok"] and small["codes"] == ["adapter-too-small"]
     assert "maxStorageBufferBindingSize" in small["messages"][0] and "537 MB" in small["messages"][0]
 
-    # web-llm itself asks for 10 storage buffers per stage, whatever the model says.
+    # web-llm itself asks for 10 storage buffers per stage, whatever the model says (the server's floor).
     eight = choose(_caps(limits={"maxStorageBuffersPerShaderStage": 8}), _model("q4f32_1"))
     assert eight["codes"] == ["adapter-too-small"] and "maxStorageBuffersPerShaderStage" in eight["messages"][0]
 
@@ -156,17 +162,26 @@ ADAPTER_LIBRARY = """async ([variant, software]) => {
 
 
 def test_each_adapter_gets_its_own_library(serve, chromium, tiny_site_models):
-    """f32 builds carry a library for real GPUs and one for software adapters: the page keeps one."""
+    """f32 builds carry a library for real GPUs and one for software adapters: the page keeps the one the
+    server lists for its adapter kind, as the server computed it (sizes here are the server's, not sums)."""
     server = serve(tiny_site_models)
     s = chromium(webgpu=False)
     s.page.goto(server.url + "/")
     s.wait_state("unsupported")
+    shard = {"path": "shard.bin", "bytes": 100, "sha256": "a", "role": "weights"}
+    gpu = {"path": "gpu.wasm", "bytes": 10, "sha256": "b", "role": "library"}
+    soft = {"path": "soft.wasm", "bytes": 7, "sha256": "c", "role": "library"}
     variant = {
         "id": "m-q4f32_1", "download_bytes": 110,
         "library": {"file": "gpu.wasm", "url": "/x/gpu.wasm"},
         "software_library": {"file": "soft.wasm", "url": "/x/soft.wasm"},
-        "files": [{"path": "shard.bin", "bytes": 100, "sha256": "a"}, {"path": "gpu.wasm", "bytes": 10, "sha256": "b"},
-                  {"path": "soft.wasm", "bytes": 7, "sha256": "c"}],
+        "files": [shard, gpu],
+        "adapters": {
+            "hardware": {"library": {"file": "gpu.wasm", "url": "/x/gpu.wasm"}, "files": [shard, gpu],
+                         "download_bytes": 110},
+            "software": {"library": {"file": "soft.wasm", "url": "/x/soft.wasm"}, "files": [shard, soft],
+                         "download_bytes": 107},
+        },
     }
     hardware = s.page.evaluate(ADAPTER_LIBRARY, [variant, False])
     assert hardware["library"]["file"] == "gpu.wasm" and hardware["download_bytes"] == 110

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE
 from site_fixtures import NetworkFaults
 
 pytestmark = pytest.mark.browser
@@ -54,7 +55,7 @@ def expected_keys(server, variant):
     base = server.url + variant["base_url"]
     keys = {scope: set() for scope in SCOPES}
     for f in variant["files"]:
-        scope = "webllm/config" if f["path"] == "mlc-chat-config.json" else "webllm/model"
+        scope = "webllm/config" if f["path"] == CHAT_CONFIG_FILE else "webllm/model"
         keys[scope].add(base + f["path"])
     return {scope: urls for scope, urls in keys.items() if urls}
 
@@ -195,7 +196,7 @@ def test_a_rebuilt_model_replaces_the_old_revision_in_storage(serve, chromium, t
     download(s)
     old = s.lantern(".selection.variant")
 
-    manifest_path = models / "tiny-llama" / "q4f32_1" / "lantern-manifest.json"
+    manifest_path = models / "tiny-llama" / "q4f32_1" / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
     manifest["rebuilt"] = True
     manifest_path.write_text(json.dumps(manifest))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from browser_harness.builds import build, smollm2_spec, tiny_spec
+from build_pipeline.contract import VERIFY_FILE
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -75,15 +76,15 @@ def test_passing_build_records_quality(tmp_path):
     from build_pipeline.manifest import read_manifest
 
     variant = build(tiny_spec(tmp_path), "q4f32_1", tmp_path / "out")
-    quality = json.loads((variant / "verify.json").read_text())["quality"]
+    quality = json.loads((variant / VERIFY_FILE).read_text())["quality"]
     assert quality["eval_tokens"] == 255 and quality["reference"] == "q0f32"
     # The random model's q4 ratio is well past warn_ratio (1.02): built, with a warning.
     assert quality["status"] == ("warn" if quality["ratio"] > quality["warn_ratio"] else "pass")
     assert quality["ratio"] == pytest.approx(quality["perplexity"] / quality["reference_perplexity"], rel=1e-3)
     manifest = read_manifest(variant)
-    assert {k: manifest["quality"][k] for k in ("perplexity", "ratio", "eval_tokens")} == \
+    assert {k: manifest.quality[k] for k in ("perplexity", "ratio", "eval_tokens")} == \
         {k: quality[k] for k in ("perplexity", "ratio", "eval_tokens")}
-    assert manifest["weight_formats"] == {"q4g32_mlc": {"weights": 9, "sources": []}}
+    assert manifest.weight_formats == {"q4g32_mlc": {"weights": 9, "sources": []}}
     shown = subprocess.run([sys.executable, "-m", "build_pipeline", "inspect", str(variant)],
                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert shown.returncode == 0 and "quality: perplexity" in shown.stdout and "x over 255 tokens" in shown.stdout
@@ -132,13 +133,13 @@ def test_quantized_gguf_builds_losslessly_for_webgpu_and_cpu(tmp_path):
     spec = tiny_quantized_gguf_spec(tmp_path, max_ratio=1.0001, eval_tokens=1024)
     variant = build(spec, "q4f32_asym", tmp_path / "out")
     manifest = read_manifest(variant)
-    assert manifest["weight_formats"] == {
+    assert manifest.weight_formats == {
         "q8g32_sym": {"weights": 3, "sources": ["Q8_0"]},  # embedding (tied lm_head) + 2 down_proj
         "q8g32_min": {"weights": 2, "sources": ["Q4_1", "Q5_0"]},  # fused q/k/v
         "q4g32_sym": {"weights": 2, "sources": ["Q4_0"]},
         "q4g32_min": {"weights": 2, "sources": ["Q4_1"]},
     }
-    report = json.loads((variant / "verify.json").read_text())
+    report = json.loads((variant / VERIFY_FILE).read_text())
     assert report["passed"]
     q = report["quality"]
     print(f"\ntiny GGUF q4f32_asym: ratio {q['ratio']} over {q['eval_tokens']} tokens")

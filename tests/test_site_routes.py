@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, TENSOR_CACHE_FILE, WEBLLM_DEVICE_FLOOR
 from site_fixtures import copy_models
 from webapp import create_app
 
@@ -37,7 +38,7 @@ def client(models):
 
 
 def manifest_of(models: Path, quant: str) -> dict:
-    return json.loads((models / MODEL / quant / "lantern-manifest.json").read_text())
+    return json.loads((models / MODEL / quant / MANIFEST_FILE).read_text())
 
 
 def sha256(path: Path) -> str:
@@ -58,7 +59,7 @@ def add_library(models: Path, quant: str = "q4f32_1", name: str = "tiny-llama-q4
     manifest = manifest_of(models, quant)
     manifest["library"] = {"file": name, "profile": "test"}
     manifest["files"].append({"path": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    (vdir / "lantern-manifest.json").write_text(json.dumps(manifest))
+    (vdir / MANIFEST_FILE).write_text(json.dumps(manifest))
     return data
 
 
@@ -77,14 +78,17 @@ def test_models_api_describes_each_built_variant_from_its_manifest(client, model
         assert v["id"] == manifest["id"]
         assert v["estimated_gpu_memory_bytes"] == manifest["estimated_gpu_memory_bytes"] > 0
         assert v["required_features"] == manifest["required_features"]
-        assert v["required_limits"] == manifest["required_limits"]
+        # The device limits: the model's own needs, raised to web-llm's floor (the page checks them as given).
+        assert v["required_limits"] == {
+            name: max(manifest["required_limits"].get(name, 0), WEBLLM_DEVICE_FLOOR.get(name, 0))
+            for name in {*manifest["required_limits"], *WEBLLM_DEVICE_FLOOR}}
         assert v["context_window"] == manifest["context_window"]
         assert v["library"] is None
         assert re.fullmatch(r"[0-9a-f]{16}", v["revision"])
         assert v["base_url"] == f"/models/{MODEL}/{v['quantization']}/resolve/{v['revision']}/"
         paths = [f["path"] for f in v["files"]]
-        assert "lantern-manifest.json" not in paths
-        for name in ("tensor-cache.json", "mlc-chat-config.json", "tokenizer.json", "params_shard_0.bin"):
+        assert MANIFEST_FILE not in paths
+        for name in (TENSOR_CACHE_FILE, CHAT_CONFIG_FILE, "tokenizer.json", "params_shard_0.bin"):
             assert name in paths
         for f in v["files"]:
             assert f["bytes"] == (vdir / f["path"]).stat().st_size
@@ -96,7 +100,7 @@ def test_models_api_describes_each_built_variant_from_its_manifest(client, model
 
 
 def test_models_api_carries_the_models_sampling_defaults(models):
-    chat = json.loads((models / MODEL / "q4f32_1" / "mlc-chat-config.json").read_text())
+    chat = json.loads((models / MODEL / "q4f32_1" / CHAT_CONFIG_FILE).read_text())
     v = variant(app_for(models).test_client(), "q4f32_1")
     assert v["generation"]["temperature"] == chat["temperature"] == 0.0  # the tiny config's [generation]
     assert v["generation"]["top_p"] == chat["top_p"] == 1.0
@@ -113,7 +117,7 @@ def test_models_api_skips_staging_dirs_and_broken_manifests(models):
     shutil.copytree(models / MODEL / "q4f32_1", models / MODEL / ".q4f32_1.tmp-abc")
     broken = models / MODEL / "q0f32"
     broken.mkdir()
-    (broken / "lantern-manifest.json").write_text("{not json")
+    (broken / MANIFEST_FILE).write_text("{not json")
     app = app_for(models)
     catalog = app.test_client().get("/api/models").get_json()
     assert sorted(v["quantization"] for v in catalog["models"][0]["variants"]) == ["q4f16_1", "q4f32_1"]
@@ -128,11 +132,11 @@ def test_models_api_with_no_models_is_an_empty_list(tmp_path):
 
 # ------------------------------------------------------------------------------------------ artifact files
 @pytest.mark.parametrize("name, mime", [
-    ("tensor-cache.json", "application/json"),
-    ("mlc-chat-config.json", "application/json"),
+    (TENSOR_CACHE_FILE, "application/json"),
+    (CHAT_CONFIG_FILE, "application/json"),
     ("tokenizer.json", "application/json"),
     ("params_shard_0.bin", "application/octet-stream"),
-    ("lantern-manifest.json", "application/json"),
+    (MANIFEST_FILE, "application/json"),
 ])
 def test_artifact_files_have_exact_bytes_and_mime_type(client, models, name, mime):
     v = variant(client, "q4f32_1")
@@ -220,7 +224,7 @@ def test_unknown_and_stale_revisions_are_404(models):
     old = variant(client, "q4f32_1")
     assert client.get(f"/models/{MODEL}/q4f32_1/resolve/0123456789abcdef/params_shard_0.bin").status_code == 404
     # A rebuild (new manifest) gets a new revision; the old one must stop resolving.
-    manifest_path = models / MODEL / "q4f32_1" / "lantern-manifest.json"
+    manifest_path = models / MODEL / "q4f32_1" / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
     manifest["rebuilt"] = True
     manifest_path.write_text(json.dumps(manifest))
@@ -442,7 +446,7 @@ def test_models_api_states_each_variants_measured_quality(models):
     assert manifest["quality"] is None  # built without a library: nothing was measured
     assert variant(app_for(models).test_client(), "q4f32_1")["quality"] is None
     manifest["quality"] = {"perplexity": 39.3, "reference_perplexity": 26.2, "ratio": 1.5, "eval_tokens": 2079}
-    (models / MODEL / "q4f32_1" / "lantern-manifest.json").write_text(json.dumps(manifest))
+    (models / MODEL / "q4f32_1" / MANIFEST_FILE).write_text(json.dumps(manifest))
     q = variant(app_for(models).test_client(), "q4f32_1")["quality"]
     assert q["ratio"] == 1.5 and not q["full_quality"]
     assert q["label"] == "≈ 50% higher perplexity than full precision"

@@ -13,6 +13,7 @@ from build_pipeline.chat_template import format_prompt
 from build_pipeline.chat_template import prompt_pieces
 from build_pipeline.compiler.verify import (cut_at_stop, judge, prompt_token_ids,
                                             verify_variant)
+from build_pipeline.contract import VERIFY_FILE
 from build_pipeline.errors import BuildError
 
 
@@ -74,7 +75,7 @@ def test_prompt_tokens_are_tokenized_piece_by_piece(tiny_variant):
     ids, chat, tok = prompt_token_ids(variant, "Hello")
     im_start = tok.token_to_id("<|im_start|>")
     assert ids[0] == im_start and ids.count(im_start) == 3  # system, user, assistant headers
-    report = json.loads((variant / "verify.json").read_text())
+    report = json.loads((variant / VERIFY_FILE).read_text())
     assert report["prompt_token_ids"] == prompt_token_ids(variant)[0]
 
 
@@ -99,7 +100,7 @@ def test_a_parity_mismatch_fails_the_build(tiny_variant, monkeypatch, tmp_path):
         (work / f.name).write_bytes(f.read_bytes())
     with pytest.raises(BuildError, match="build verification failed") as err:
         verify_variant(load_model(spec), scheme, work, LibrarySettings(256, 64, prof.name), prof)
-    report = json.loads((work / "verify.json").read_text())
+    report = json.loads((work / VERIFY_FILE).read_text())
     assert not report["passed"] and report["max_rel_diff"] > report["tolerance"]
     kept = list((tmp_path / "cache" / "verify-failures").glob("*.json"))
     assert kept and str(kept[0]) in str(err.value)

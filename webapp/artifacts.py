@@ -22,8 +22,9 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, send_file
 
-MANIFEST_FILE = "lantern-manifest.json"
-CHAT_CONFIG_FILE = "mlc-chat-config.json"
+from build_pipeline.contract import (CHAT_CONFIG_FILE, MANIFEST_FILE, CpuTierNeeds, FileEntry, LibraryEntry,
+                                     Manifest, parse_manifest)
+
 CURRENT_REVISION = "main"
 REVISION_CHARS = 16
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -46,38 +47,25 @@ class Variant:
     model: str
     quantization: str
     directory: Path
-    manifest: dict
+    manifest: Manifest
     revision: str
     # path -> {"path", "bytes", "sha256"}: every file the browser may ask for.
-    files: dict = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
     # Sampling defaults from the variant's mlc-chat-config.json (the model config's [generation]).
     generation: dict = field(default_factory=dict)
 
     @property
     def id(self) -> str:
-        return self.manifest.get("id", f"{self.model}-{self.quantization}")
+        return self.manifest.id
 
     def base_path(self, revision: str | None = None) -> str:
         """Site-relative weights URL, already carrying a `/resolve/<rev>/` segment web-llm keeps as is."""
         return f"/models/{self.model}/{self.quantization}/resolve/{revision or self.revision}/"
 
-    def _library(self, key: str) -> str | None:
-        library = self.manifest.get(key)
-        return library.get("file") if isinstance(library, dict) else None
-
     @property
     def library_file(self) -> str | None:
         """The WebGPU library for real GPUs."""
-        return self._library("library")
-
-    @property
-    def software_library_file(self) -> str | None:
-        """The library built for software adapters (SwiftShader), when the variant has one."""
-        return self._library("software_library")
-
-    def download_files(self) -> list[dict]:
-        """What the page must fetch and verify before the engine starts (the manifest itself excluded)."""
-        return [entry for path, entry in self.files.items() if path != MANIFEST_FILE]
+        return _file_of(self.manifest.library)
 
     def file_path(self, name: str) -> Path | None:
         entry = self.files.get(name)
@@ -94,10 +82,10 @@ class CpuTier:
     /models/<model>/cpu/resolve/<revision>/ like a variant, verified by the page the same way."""
 
     model: str
-    needs: dict  # the manifest's cpu_tier block
+    needs: CpuTierNeeds  # the manifest's cpu_tier block
     revision: str
-    files: dict  # name -> {"path", "bytes", "sha256"} (what the page sees)
-    sources: dict  # name -> absolute Path on disk
+    files: dict[str, FileEntry]  # name -> {"path", "bytes", "sha256"} (what the page sees)
+    sources: dict[str, Path]  # name -> absolute Path on disk
 
     @property
     def id(self) -> str:
@@ -110,24 +98,28 @@ class CpuTier:
         return self.sources.get(name)
 
 
+def _file_of(library: LibraryEntry | None) -> str | None:
+    return library["file"] if library else None
+
+
 def cpu_tier_of(variant: Variant) -> CpuTier | None:
     """The CPU tier described by one variant's manifest, if its GGUF is really there beside it."""
-    needs = variant.manifest.get("cpu_tier")
-    if not isinstance(needs, dict) or not isinstance(needs.get("gguf"), dict):
+    needs = variant.manifest.cpu_tier
+    if needs is None:
         return None
     gguf = needs["gguf"]
     model_dir = variant.directory.parent.resolve()
-    source = (variant.directory / str(gguf["path"])).resolve()
+    source = (variant.directory / gguf["path"]).resolve()
     if source.parent != model_dir or not source.is_file():  # only the model's own model.gguf
         return None
     name = source.name
-    files = {name: {"path": name, "bytes": int(gguf["bytes"]), "sha256": str(gguf["sha256"])}}
+    files: dict[str, FileEntry] = {name: {"path": name, "bytes": gguf["bytes"], "sha256": gguf["sha256"]}}
     sources = {name: source}
     for extra in CPU_TIER_FILES:
         entry = variant.files.get(extra)
         if entry is None:
             return None
-        files[extra] = dict(entry)
+        files[extra] = {"path": entry["path"], "bytes": entry["bytes"], "sha256": entry["sha256"]}
         sources[extra] = variant.directory / entry["path"]
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     return CpuTier(variant.model, needs, digest[:REVISION_CHARS], files, sources)
@@ -135,13 +127,10 @@ def cpu_tier_of(variant: Variant) -> CpuTier | None:
 
 def _load_variant(directory: Path, model: str, quantization: str) -> Variant:
     raw = (directory / MANIFEST_FILE).read_bytes()
-    manifest = json.loads(raw)
-    files = {}
-    for entry in manifest.get("files", []):
-        path = entry.get("path")
-        # Only plain names directly in the variant dir are servable; the manifest is trusted, but not blindly.
-        if isinstance(path, str) and path and "/" not in path and "\\" not in path and path not in (".", ".."):
-            files[path] = {"path": path, "bytes": int(entry["bytes"]), "sha256": str(entry["sha256"])}
+    # The contract checks the manifest's shape, and that it lists only plain names in the variant dir.
+    manifest = parse_manifest(raw)
+    files: dict[str, FileEntry] = {
+        f["path"]: {"path": f["path"], "bytes": f["bytes"], "sha256": f["sha256"]} for f in manifest.files}
     digest = hashlib.sha256(raw).hexdigest()
     files[MANIFEST_FILE] = {"path": MANIFEST_FILE, "bytes": len(raw), "sha256": digest}
     return Variant(model, quantization, directory, manifest, digest[:REVISION_CHARS], files,

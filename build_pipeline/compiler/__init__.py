@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from build_pipeline.compiler.profiles import PROFILES, Profile, resolve_profiles  # noqa: F401
+from build_pipeline.contract import library_file_name
 from build_pipeline.errors import BuildError
 
 WASM_TARGET_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
@@ -66,10 +67,6 @@ def cpu_target():
 
     baseline = cpu_baseline()
     return tvm.target.Target({"kind": "llvm", **({"mcpu": baseline} if baseline else {})})
-
-
-def library_file_name(model_id: str, scheme_name: str, profile: str) -> str:
-    return f"{model_id}-{scheme_name}-webgpu-{profile}.wasm"
 
 
 def settings_for(model, profile: Profile):

@@ -1,6 +1,6 @@
 """The logit-processing and sampling functions web-llm 0.2.86 looks up in every model library.
 
-Signatures follow /work/notes/webllm_contract.md §4.4 (what web-llm passes, in that order):
+Signatures follow docs/webllm_contract.md §4 "Logit functions" (what web-llm passes, in that order):
 
 * softmax_with_temperature(logits f32[b,1,V], temperature f32[b]) -> probs f32[b,1,V];
   temperature <= 1e-5 means greedy: a one-hot over the maximum (ties share the mass evenly).
@@ -21,8 +21,10 @@ import numpy as np
 from tvm import relax, te, tirx
 from tvm.script import tirx as T
 
+from build_pipeline.contract import WEBLLM_DEVICE_FLOOR
+
 GREEDY_TEMPERATURE = 1e-5
-THREADS = 256  # <= maxComputeInvocationsPerWorkgroup on SwiftShader
+THREADS = WEBLLM_DEVICE_FLOOR["maxComputeInvocationsPerWorkgroup"]  # what web-llm's device (and SwiftShader) allows
 
 
 def _softmax_with_temperature_te(logits, temperature):

@@ -1,4 +1,6 @@
-"""Model definition -> the full relax IRModule web-llm expects (minus `_metadata`, added in the pipeline)."""
+"""Model definition -> the full relax IRModule web-llm expects (minus `_metadata`, added in the pipeline).
+
+The functions, their arguments and param modes are listed in docs/webllm_contract.md §4."""
 
 from __future__ import annotations
 

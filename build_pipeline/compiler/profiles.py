@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from build_pipeline.contract import WEBLLM_DEVICE_FLOOR
 from build_pipeline.errors import BuildError
 
 AUTO = "auto"
@@ -22,11 +23,12 @@ AUTO = "auto"
 
 @dataclass(frozen=True)
 class Limits:
-    """WebGPU limits every kernel must fit (web-llm requests exactly these; SwiftShader offers them)."""
+    """WebGPU limits every kernel must fit: web-llm's device floor (it requests exactly these; SwiftShader
+    offers them). See docs/webllm_contract.md."""
 
-    max_storage_buffers: int = 10
-    max_workgroup_storage_bytes: int = 32768
-    max_invocations: int = 256
+    max_storage_buffers: int = WEBLLM_DEVICE_FLOOR["maxStorageBuffersPerShaderStage"]
+    max_workgroup_storage_bytes: int = WEBLLM_DEVICE_FLOOR["maxComputeWorkgroupStorageSize"]
+    max_invocations: int = WEBLLM_DEVICE_FLOOR["maxComputeInvocationsPerWorkgroup"]
     max_wgsl_lines: int | None = None  # a size guard for slow shader compilers
 
 

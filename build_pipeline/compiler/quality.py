@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from build_pipeline.contract import TOKENIZER_FILE
 from build_pipeline.errors import BuildError
 
 EVAL_TEXT = Path(__file__).resolve().parents[1] / "data" / "eval.txt"
@@ -117,7 +118,7 @@ def measure(model, scheme, variant_dir: Path, lib_path: Path, settings, profile)
 
     limits = quality_settings(model.spec)
     window = min(WINDOW, settings.context_window)
-    tokenizer = Path(variant_dir) / "tokenizer.json"
+    tokenizer = Path(variant_dir) / TOKENIZER_FILE
     ids = eval_token_ids(tokenizer, limits["eval_tokens"])
     mine = perplexity(lib_path, Path(variant_dir), ids, window)
     if scheme.name == REFERENCE_SCHEME:

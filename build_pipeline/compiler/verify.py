@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from build_pipeline import chat_template
-from build_pipeline.chat_config import CHAT_CONFIG_FILE
+from build_pipeline.contract import CHAT_CONFIG_FILE, TENSOR_CACHE_FILE, TOKENIZER_FILE, VERIFY_FILE
 from build_pipeline.errors import BuildError
 
-VERIFY_FILE = "verify.json"
 PROMPT = "What is the capital of France?"
 MAX_NEW_TOKENS = 16
 PAGE_SIZE = 16
@@ -39,7 +38,7 @@ def prompt_token_ids(variant_dir: Path, user_message: str = PROMPT) -> tuple[lis
     from tokenizers import Tokenizer
 
     chat = json.loads((variant_dir / CHAT_CONFIG_FILE).read_text())
-    tok = Tokenizer.from_file(str(variant_dir / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(variant_dir / TOKENIZER_FILE))
     return chat_template.prompt_token_ids(chat["conv_template"], tok, [("user", user_message)]), chat, tok
 
 
@@ -253,9 +252,9 @@ def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, mo
     shards = [r.get("sha256") or file_sha256(variant_dir / r["dataPath"]) for r in read_index(variant_dir)["records"]]
     desc = {
         "cpu": cpu_key, "webgpu": webgpu_key, "config": model_config, "shards": shards,
-        "index": file_sha256(variant_dir / "tensor-cache.json"),
+        "index": file_sha256(variant_dir / TENSOR_CACHE_FILE),
         "chat": file_sha256(variant_dir / CHAT_CONFIG_FILE),
-        "tokenizer": file_sha256(variant_dir / "tokenizer.json"),
+        "tokenizer": file_sha256(variant_dir / TOKENIZER_FILE),
         "code": [file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py",
                                           pkg / "weight_formats.py", here.parent / "quality.py",
                                           pkg / "data" / "eval.txt")],

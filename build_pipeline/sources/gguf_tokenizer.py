@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from build_pipeline.contract import TOKENIZER_FILE
 from build_pipeline.errors import BuildError
 
 _CONTROL, _USER_DEFINED = 3, 4
@@ -100,7 +101,7 @@ def tokenizer_files_from_gguf(reader, path: Path) -> tuple[dict[str, bytes], str
         "chat_template": chat_template,
     }
     files = {
-        "tokenizer.json": json.dumps(tokenizer, ensure_ascii=False).encode(),
+        TOKENIZER_FILE: json.dumps(tokenizer, ensure_ascii=False).encode(),
         "tokenizer_config.json": json.dumps(tok_config, ensure_ascii=False, indent=2).encode(),
     }
     return files, chat_template

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from build_pipeline.contract import TOKENIZER_FILE
 from build_pipeline.errors import BuildError
 from build_pipeline.sources import SourceModel
 from build_pipeline.sources.safetensors_file import SafetensorsFile
@@ -13,7 +14,7 @@ from build_pipeline.sources.safetensors_file import SafetensorsFile
 NEEDED_FILES = [
     "config.json",
     "generation_config.json",
-    "tokenizer.json",
+    TOKENIZER_FILE,
     "tokenizer_config.json",
     "chat_template.jinja",
     "model.safetensors.index.json",
@@ -58,13 +59,13 @@ def open_folder(folder: Path) -> SourceModel:
         for name in st.names():
             owners[name] = st
 
-    tokenizer_json = folder / "tokenizer.json"
+    tokenizer_json = folder / TOKENIZER_FILE
     if not tokenizer_json.exists():
         raise BuildError(
             f"{folder} has no tokenizer.json",
             "add the model's tokenizer.json (the fast-tokenizer file) to the folder",
         )
-    tokenizer_files = {"tokenizer.json": tokenizer_json.read_bytes()}
+    tokenizer_files = {TOKENIZER_FILE: tokenizer_json.read_bytes()}
     tok_config = {}
     if (folder / "tokenizer_config.json").exists():
         tokenizer_files["tokenizer_config.json"] = (folder / "tokenizer_config.json").read_bytes()

@@ -1,17 +1,9 @@
 // Pick the variant this device should run, and say why in plain words. Pure: capabilities + catalog in,
 // decision out (no I/O), so every branch can be exercised with any capability report.
+// Every fact about a build (its device limits, which library and files each adapter kind gets, download
+// sizes) comes from /api/models (webapp/models_api.py, build_pipeline/contract.py): nothing is derived here.
 
 import { formatBytes } from "./format.js";
-
-// web-llm 0.2.86 requests these when it creates its device and throws if the adapter offers less,
-// whatever the model: check them up front so the user hears it before a download, not after.
-export const ENGINE_MIN_LIMITS = {
-  maxBufferSize: 256 * 1024 * 1024,
-  maxStorageBufferBindingSize: 128 * 1024 * 1024,
-  maxComputeWorkgroupStorageSize: 32768,
-  maxStorageBuffersPerShaderStage: 10,
-  maxComputeInvocationsPerWorkgroup: 256,
-};
 
 const F16 = "shader-f16";
 
@@ -33,19 +25,11 @@ export function qualityLabel(variant) {
   return (variant && variant.quality && variant.quality.label) || "";
 }
 
-/** Limits a variant needs: the model's own (manifest) merged with the engine's floor. */
-export function requiredLimits(variant) {
-  const out = { ...ENGINE_MIN_LIMITS };
-  for (const [name, value] of Object.entries(variant.required_limits || {})) {
-    out[name] = Math.max(out[name] ?? 0, Number(value) || 0);
-  }
-  return out;
-}
-
 function shortfalls(variant, gpu) {
   const missingFeatures = (variant.required_features || []).filter((f) => !gpu.features.includes(f));
   const limits = [];
-  for (const [name, need] of Object.entries(requiredLimits(variant))) {
+  // The server's limits already include web-llm's own floor (checked up front: before a download, not after).
+  for (const [name, need] of Object.entries(variant.required_limits || {})) {
     const have = gpu.limits[name] ?? 0;
     if (have < need) limits.push({ name, need, have });
   }
@@ -63,23 +47,14 @@ function problem(code, message) {
 }
 
 /**
- * The variant as this adapter will use it. f32 builds ship two WebGPU libraries: `library` scheduled
- * for real GPUs and `software_library` for software adapters (SwiftShader), whose shader compiler
- * chokes on the big tiled kernels. Keep the one this adapter needs and drop the other from the files
- * to download, so the downloader and the engine see a single library.
+ * The variant as this adapter will use it. f32 builds ship two WebGPU libraries: one scheduled for real
+ * GPUs and one for software adapters (SwiftShader), whose shader compiler chokes on the big tiled
+ * kernels. The server lists each adapter kind's library, files and download size (`adapters`); take
+ * this adapter's, so the downloader and the engine see a single library.
  */
 export function forAdapter(variant, software) {
-  const alt = variant.software_library;
-  if (!alt) return variant;
-  const [keep, drop] = software ? [alt, variant.library] : [variant.library, alt];
-  const files = variant.files.filter((f) => !drop || f.path !== drop.file);
-  return {
-    ...variant,
-    library: keep,
-    software_library: null,
-    files,
-    download_bytes: files.reduce((sum, f) => sum + f.bytes, 0),
-  };
+  const view = variant.adapters && variant.adapters[software ? "software" : "hardware"];
+  return view ? { ...variant, ...view, software_library: null } : variant;
 }
 
 function emptyResult(model, tier) {

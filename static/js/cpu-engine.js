@@ -9,12 +9,11 @@
 // temperature + top_p only (no top_k / min_p), as in web-llm and the server, so greedy answers equal
 // the server's on the same GGUF.
 
-import { SCOPES, fileUrl } from "./downloader.js";
+import { fileUrl, fileWithRole, scopeFor } from "./downloader.js";
 import { EngineError } from "./engines.js";
 import { promptPieces, promptTokenIds } from "./prompt.js";
 
 const WLLAMA = new URL("../vendor/wllama/", import.meta.url);
-const CHAT_CONFIG = "mlc-chat-config.json";
 
 /** Cuts streamed text at the first stop string, holding back only a tail that could still become one. */
 class StopScanner {
@@ -74,8 +73,10 @@ export class CpuEngine {
   async load(onProgress = () => {}) {
     const v = this.variant;
     onProgress({ fraction: 0, text: "Reading the model from browser storage…" });
-    this.chatConfig = await (await cached(SCOPES.config, fileUrl(v, CHAT_CONFIG))).json();
-    const blob = await (await cached(SCOPES.model, fileUrl(v, v.gguf))).blob();
+    const config = fileWithRole(v, "chat_config");
+    const gguf = fileWithRole(v, "gguf");
+    this.chatConfig = await (await cached(scopeFor(config), fileUrl(v, config.path))).json();
+    const blob = await (await cached(scopeFor(gguf), fileUrl(v, gguf.path))).blob();
     const { Wllama } = await import("../vendor/wllama/index.js");
     this.threads = this.requestedThreads;
     this.wllama = new Wllama({

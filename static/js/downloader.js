@@ -36,10 +36,17 @@ export function modelUrl(variant) {
   return new URL(variant.base_url, location.href).href;
 }
 
-export function scopeFor(variant, path) {
-  if (path === "mlc-chat-config.json" || path === variant.package_manifest) return SCOPES.config;
-  if (variant.library && path === variant.library.file) return SCOPES.wasm;
-  return SCOPES.model;
+// Where web-llm looks for a file, by the role the server gives it (/api/models, build_pipeline/contract.py).
+const ROLE_SCOPES = { chat_config: SCOPES.config, package_manifest: SCOPES.config, library: SCOPES.wasm };
+
+/** web-llm's cache for one file entry of a variant. */
+export function scopeFor(file) {
+  return ROLE_SCOPES[file.role] || SCOPES.model;
+}
+
+/** The variant's file with this role (see build_pipeline/contract.py's Role), or undefined. */
+export function fileWithRole(variant, role) {
+  return variant.files.find((f) => f.role === role);
 }
 
 export function toHex(buffer) {
@@ -58,7 +65,7 @@ export async function inspectCache(variant) {
   let cachedBytes = 0;
   if (!("caches" in self)) return { cached, cachedBytes, complete: false };
   for (const file of variant.files) {
-    const scope = scopeFor(variant, file.path);
+    const scope = scopeFor(file);
     // caches.open() would create the cache: only look into ones that exist.
     if (!(await caches.has(scope))) continue;
     const hit = await (await caches.open(scope)).match(new Request(fileUrl(variant, file.path)));
@@ -78,7 +85,7 @@ export async function inspectCache(variant) {
  */
 export function verifyStored(variant) {
   const files = variant.files.map((f) => ({
-    path: f.path, bytes: f.bytes, sha256: f.sha256, scope: scopeFor(variant, f.path), url: fileUrl(variant, f.path),
+    path: f.path, bytes: f.bytes, sha256: f.sha256, scope: scopeFor(f), url: fileUrl(variant, f.path),
   }));
   const worker = new Worker(new URL("./verify-worker.js", import.meta.url), { type: "module", name: "lantern-verify" });
   return new Promise((resolve, reject) => {
@@ -261,7 +268,7 @@ async function fetchVerifyStore(variant, file, progress, update, signal) {
         throw new FileProblem("corrupt", "its SHA-256 does not match the manifest");
       }
       try {
-        const cache = await caches.open(scopeFor(variant, file.path));
+        const cache = await caches.open(scopeFor(file));
         await cache.put(new Request(url), new Response(bytes, {
           headers: { "Content-Type": "application/octet-stream", [SHA_HEADER]: digest, [BYTES_HEADER]: String(file.bytes) },
         }));

@@ -6,7 +6,7 @@
 //   await engine.unload()
 // stats = {ttftSeconds, decodeTokensPerSecond, promptTokens, completionTokens, source}.
 
-import { fileUrl, hexToBase64, modelUrl } from "./downloader.js";
+import { fileUrl, fileWithRole, hexToBase64, modelUrl } from "./downloader.js";
 import { readEventData } from "./sse.js";
 
 export class EngineError extends Error {
@@ -43,13 +43,16 @@ function sri(file) {
   return file ? `sha256-${hexToBase64(file.sha256)}` : undefined;
 }
 
-/** The web-llm ModelRecord for a variant: absolute URLs (web-llm requires them), integrity from the manifest. */
+/** The web-llm ModelRecord for a variant: absolute URLs (web-llm requires them), integrity from the manifest.
+ * Files are found by the role the server gives them (docs/webllm_contract.md says what web-llm checks). */
 export function modelRecord(variant) {
-  const byPath = Object.fromEntries(variant.files.map((f) => [f.path, f]));
   const integrity = { onFailure: "error" };
-  if (byPath["mlc-chat-config.json"]) integrity.config = sri(byPath["mlc-chat-config.json"]);
-  if (variant.library) integrity.model_lib = sri(byPath[variant.library.file]);
-  if (byPath["tokenizer.json"]) integrity.tokenizer = { "tokenizer.json": sri(byPath["tokenizer.json"]) };
+  const config = fileWithRole(variant, "chat_config");
+  const library = fileWithRole(variant, "library");
+  const tokenizer = fileWithRole(variant, "tokenizer");
+  if (config) integrity.config = sri(config);
+  if (library) integrity.model_lib = sri(library);
+  if (tokenizer) integrity.tokenizer = { [tokenizer.path]: sri(tokenizer) };
   return {
     model: modelUrl(variant),
     model_id: variant.id,

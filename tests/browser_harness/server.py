@@ -1,6 +1,6 @@
 """Loopback HTTP server for the web-llm harness page and built variants.
 
-Layout (what web-llm expects, see /work/notes/webllm_contract.md §1.2):
+Layout (what web-llm expects, see docs/webllm_contract.md §1):
   /                              harness page (index.html, harness.js)
   /vendor/web-llm/index.js       the stock @mlc-ai/web-llm 0.2.86 bundle
   /models/<name>/resolve/main/*  files of a built variant dir

@@ -18,6 +18,7 @@ import http.client
 import math
 import time
 
+from build_pipeline.contract import SERVER_GGUF_FILE
 from webapp.fallback.chat_format import ChatFormat
 from webapp.fallback.engine_upstream import UpstreamEngine
 from webapp.fallback.errors import APIError
@@ -64,7 +65,7 @@ class LocalEngine(UpstreamEngine):
             return
         try:
             if self.gguf is None or not self.gguf.is_file():
-                raise FileNotFoundError(f"no GGUF for model {self.ref.id} (looked for {self.gguf or 'model.gguf'})")
+                raise FileNotFoundError(f"no GGUF for model {self.ref.id} (looked for {self.gguf or SERVER_GGUF_FILE})")
             self.format = ChatFormat(*load_chat_files(self.ref))
         except Exception as exc:  # noqa: BLE001 - reported through /healthz and 503s
             self._format_error = f"{type(exc).__name__}: {exc}"

@@ -12,12 +12,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, Manifest, load_manifest
 from build_pipeline.errors import BuildError
 from build_pipeline.gguf_export import server_gguf_path
 from build_pipeline.paths import model_configs_dir
-
-CHAT_CONFIG_FILE = "mlc-chat-config.json"
-MANIFEST_FILE = "lantern-manifest.json"
 
 
 @dataclass(frozen=True)
@@ -47,12 +45,12 @@ def _model_specs(configs_dir: Path) -> list:
     return specs
 
 
-def _built_manifests(models_dir: Path) -> list[dict]:
+def _built_manifests(models_dir: Path) -> list[Manifest]:
     out = []
     for path in sorted(Path(models_dir).glob(f"*/*/{MANIFEST_FILE}")):
         try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
+            out.append(load_manifest(path.parent))
+        except (OSError, ValueError):  # a broken build must not take the fallback down
             continue
     return out
 
@@ -63,16 +61,16 @@ def resolve_model(wanted: str | None, models_dir: Path, configs_dir: Path | None
     specs = _model_specs(configs_dir or model_configs_dir())
     manifests = _built_manifests(models_dir)
     if wanted is None:
-        defaults = [s.id for s in specs if s.default] + [m["model"] for m in manifests if m.get("default")]
-        candidates = defaults or [s.id for s in specs] or [m["model"] for m in manifests]
+        defaults = [s.id for s in specs if s.default] + [m.model for m in manifests if m.default]
+        candidates = defaults or [s.id for s in specs] or [m.model for m in manifests]
         if not candidates:
             raise BuildError("no model to serve: no model config and nothing built",
                              "build a model or set LANTERN_FALLBACK_MODEL")
         wanted = candidates[0]
     spec = next((s for s in specs if s.id == wanted), None)
-    built = [m for m in manifests if m.get("model") == wanted]
-    name = spec.name if spec else (built[0].get("name") if built else wanted)
-    aliases = {m["id"] for m in built if m.get("id")}
+    built = [m for m in manifests if m.model == wanted]
+    name = spec.name if spec else (built[0].name if built else wanted)
+    aliases = {m.id for m in built}
     if spec:
         aliases |= {f"{spec.id}-{q}" for q in spec.quantizations}
     return ModelRef(wanted, name, models_dir, spec, frozenset(aliases - {wanted}))
@@ -98,7 +96,7 @@ def find_gguf(ref: ModelRef, explicit: str | None = None) -> Path | None:
 def load_chat_files(ref: ModelRef) -> tuple[dict, bytes]:
     """(mlc-chat-config.json, tokenizer.json bytes) of the served model."""
     for config_path in sorted((ref.models_dir / ref.id).glob(f"*/{CHAT_CONFIG_FILE}")):
-        tokenizer = config_path.parent / "tokenizer.json"
+        tokenizer = config_path.parent / TOKENIZER_FILE
         if tokenizer.is_file():
             return json.loads(config_path.read_text()), tokenizer.read_bytes()
     if ref.spec is None:
@@ -113,4 +111,4 @@ def load_chat_files(ref: ModelRef) -> tuple[dict, bytes]:
     source = open_source(spec.source, spec.path.parent)
     config = get_family(spec.family).config_from_hf(source.hf_config)
     chat = build_chat_config(spec, source, config, get_scheme(spec.quantizations[0]))
-    return chat, source.tokenizer_files["tokenizer.json"]
+    return chat, source.tokenizer_files[TOKENIZER_FILE]
