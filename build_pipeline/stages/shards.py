@@ -27,7 +27,7 @@ def write_shards(model, scheme, tensors: Iterable[tuple[str, np.ndarray, int]], 
                file=sys.stderr, disable=None)
     for name, array, count in tensors:
         info = formats.get(name.rsplit(".", 1)[0]) if name.rsplit(".", 1)[-1] in WEIGHT_PARTS else None
-        writer.add(name, array, count, info and info["format"], info and info["source_type"])
+        writer.add(name, array, count, info["format"] if info else None, info["source_type"] if info else None)
         if not name.endswith((".q_scale", ".q_min")):
             bar.update(1)
     bar.close()
