@@ -46,7 +46,8 @@ def _settings(model, profile):
 
 
 def compile_costs(model) -> list[dict]:
-    from build_pipeline.compiler import build_library, resolve_profiles
+    from build_pipeline.compiler.library import build_library
+    from build_pipeline.compiler.profiles import resolve_profiles
     from build_pipeline.compiler.wasm_runtime import ensure_runtime
     from build_pipeline.paths import cache_dir
     from build_pipeline.quantization import get_scheme
@@ -120,7 +121,7 @@ def decode_kernel_calls(model, scheme, profile) -> list[dict]:
     import tvm
     from tvm import relax
 
-    from build_pipeline.compiler import webgpu_target
+    from build_pipeline.compiler.library import webgpu_target
     from build_pipeline.compiler.module import export_ir
 
     target = webgpu_target()
@@ -149,7 +150,7 @@ def decode_kernel_calls(model, scheme, profile) -> list[dict]:
 def browser_numbers(model) -> None:
     from browser_harness.builds import build
     from browser_harness.server import HarnessServer, harness_page
-    from build_pipeline.compiler import resolve_profiles
+    from build_pipeline.compiler.profiles import resolve_profiles
     from build_pipeline.manifest import read_manifest
     from build_pipeline.quantization import get_scheme
 

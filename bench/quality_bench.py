@@ -29,7 +29,7 @@ DECODE_STEPS = 32
 
 
 def measure(model, quant: str, out: Path) -> dict:
-    from build_pipeline.compiler import quality
+    from build_pipeline.stages import quality
     from build_pipeline.compiler.verify import CompiledModel
 
     variant = out / quant

@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from build_pipeline.build import build
 from build_pipeline.errors import BuildError
+from build_pipeline.inspect_model import inspect_variant, variant_dirs
+from build_pipeline.manifest import read_manifest
+from build_pipeline.model_config import find_model_configs, load_model_config
 from build_pipeline.paths import model_configs_dir, models_dir
 
 
@@ -19,9 +23,6 @@ def _size(n: int) -> str:
 
 
 def cmd_build(args) -> int:
-    from build_pipeline.build import build
-    from build_pipeline.model_config import load_model_config
-
     spec = load_model_config(Path(args.config))
     out = Path(args.out) if args.out else models_dir()
     built = build(spec, out, args.quantization or None, compile_library=not args.no_compile,
@@ -34,10 +35,6 @@ def cmd_build(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from build_pipeline.inspect_model import variant_dirs
-    from build_pipeline.manifest import read_manifest
-    from build_pipeline.model_config import find_model_configs
-
     out = Path(args.out) if args.out else models_dir()
     for spec in find_model_configs(Path(args.configs) if args.configs else model_configs_dir()):
         src = spec.source
@@ -63,8 +60,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from build_pipeline.inspect_model import inspect_variant, variant_dirs
-
     bad = 0
     for d in variant_dirs(Path(args.path)):
         r = inspect_variant(d)

@@ -6,8 +6,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from build_pipeline import float_quantizer
 from build_pipeline.errors import BuildError
+from build_pipeline.gguf_import import join_rows
 from build_pipeline.quantization import Scheme, quantize_q4
+from build_pipeline.tensor_cache import iter_tensors, read_formats
 from build_pipeline.weight_formats import FLOAT, MLC_Q4, Q4_MIN, dequantize, get_format
 
 
@@ -46,8 +49,6 @@ def expected_shapes(config, param) -> tuple[int, ...] | None:
 
 def _load_imported(source, param):
     """(float32 values, Imported or None): the lossless form when every part has one."""
-    from build_pipeline.gguf_import import join_rows
-
     loaded = [source.load_imported(s) for s in param.sources]
     values = loaded[0][0] if len(loaded) == 1 else np.concatenate([v for v, _ in loaded], axis=0)
     if any(imp is None for _, imp in loaded):
@@ -57,8 +58,6 @@ def _load_imported(source, param):
 
 def _quantize(scheme: Scheme, param, source) -> tuple[np.ndarray, list[np.ndarray], str, str | None]:
     """(float32 values, stored tensors, format name, GGUF source type or None) of one linear/embedding."""
-    from build_pipeline import float_quantizer
-
     if scheme.kind == "asym" and getattr(source, "load_imported", None) is not None:
         missing = [s for s in param.sources if s not in source.tensor_names]
         if not missing:
@@ -123,6 +122,4 @@ def dense_params(named_tensors, formats: dict[str, str] | None = None) -> dict[s
 
 def dense_variant_params(variant_dir) -> dict[str, np.ndarray]:
     """dense_params of a built variant, with its recorded per-weight formats."""
-    from build_pipeline.tensor_cache import iter_tensors, read_formats
-
     return dense_params(iter_tensors(variant_dir), read_formats(variant_dir))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from build_pipeline.weight_formats import WeightFormat
+from build_pipeline.weight_formats import WeightFormat, pack
 
 CHUNK_ELEMENTS = 1 << 20  # rows are quantized in blocks of ~1M weights to bound temporaries
 # Candidate inverse scales: (levels - 1 + step) / (max - min) for these steps.
@@ -21,8 +21,6 @@ SEARCH_STEPS = np.arange(-1.0, 1.01, 0.1)
 
 def quantize(weight: np.ndarray, fmt: WeightFormat, scale_dtype: str) -> list[np.ndarray]:
     """[out, in] float -> [q_weight uint32, q_scale, q_min] for a format with a minimum."""
-    from build_pipeline.weight_formats import pack
-
     assert fmt.has_min and fmt.quantized
     out_dim, in_dim = weight.shape
     fmt.check_input(in_dim)

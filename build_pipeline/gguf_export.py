@@ -11,16 +11,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+import gguf
 import numpy as np
+from tokenizers import Tokenizer
 
 from build_pipeline.contract import SERVER_GGUF_FILE, SERVER_GGUF_SIDECAR, TOKENIZER_FILE
 from build_pipeline.errors import BuildError
+from build_pipeline.sources.gguf_file import _BLOCK_NAMES, _GLOBAL_NAMES
 from build_pipeline.tensor_cache import file_sha256
 
 EXPORT_VERSION = 1
@@ -176,8 +180,6 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def _gguf_file_type(path: Path) -> str:
     """The dominant tensor type of a GGUF (e.g. Q4_1), for the manifest."""
-    import gguf
-
     reader = gguf.GGUFReader(str(path))
     counts: dict[str, int] = {}
     for t in reader.tensors:
@@ -190,8 +192,6 @@ def _gguf_file_type(path: Path) -> str:
 
 
 def _gguf_name(hf_name: str) -> str | None:
-    from build_pipeline.sources.gguf_file import _BLOCK_NAMES, _GLOBAL_NAMES
-
     for gg, hf in _GLOBAL_NAMES.items():
         if hf == hf_name:
             return gg
@@ -211,8 +211,6 @@ def permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
 
 def _encode_tensor(arr: np.ndarray, out_type: str):
     """(data, raw_dtype or None) for one tensor: Q8_0/F16 for matrices whose rows split into 32s, else F32."""
-    import gguf
-
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if arr.ndim < 2 or out_type == "F32":
         return arr, None
@@ -226,8 +224,6 @@ def _encode_tensor(arr: np.ndarray, out_type: str):
 
 def export_gguf(model, path: Path, out_type: str = "Q8_0") -> None:
     """Write a llama.cpp GGUF of `model` (a build.LoadedModel with a Hugging Face layout source) to `path`."""
-    import gguf
-
     cfg, source, spec = model.config, model.source, model.spec
     arch = {"llama": "llama", "qwen2": "qwen2"}.get(cfg.family)
     if arch is None:
@@ -274,8 +270,6 @@ def export_gguf(model, path: Path, out_type: str = "Q8_0") -> None:
 
 def _add_rope_scaling(writer, cfg) -> np.ndarray | None:
     """Linear scaling is a GGUF key; Llama-3 scaling is a per-frequency factor tensor (rope_freqs)."""
-    import gguf
-
     scaling = cfg.rope_scaling or {}
     kind = scaling.get("rope_type") or scaling.get("type")
     if kind in (None, "default"):
@@ -370,9 +364,7 @@ class _LlamaVocab:
     the context warnings llama.cpp would print into the build's output)."""
 
     def __init__(self, path: Path):
-        import logging
-
-        import llama_cpp
+        import llama_cpp  # heavy (llama.cpp's native library): only when a build exports a GGUF
 
         self._lib = llama_cpp
         params = llama_cpp.llama_model_default_params()
@@ -407,8 +399,6 @@ class _LlamaVocab:
 
 def check_tokenizer(gguf_path: Path, tokenizer_json: bytes) -> None:
     """Fail the build unless llama.cpp tokenizes sample text into the same ids as tokenizer.json."""
-    from tokenizers import Tokenizer
-
     hf = Tokenizer.from_str(tokenizer_json.decode())
     specials = [t["content"] for t in json.loads(tokenizer_json).get("added_tokens", []) if t.get("special")]
     probes = list(_TOKENIZER_PROBES)

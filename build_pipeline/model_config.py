@@ -115,7 +115,7 @@ def load_model_config(path: Path) -> ModelSpec:
 
 
 def _quality_table(table: dict, where: str) -> dict:
-    """[quality] limits of the build's perplexity gate (compiler/quality.py)."""
+    """[quality] limits of the build's perplexity gate (stages/quality.py)."""
     known = {"max_ratio": (int, float), "warn_ratio": (int, float), "eval_tokens": int}
     for key, value in table.items():
         if key not in known or not isinstance(value, known[key]) or isinstance(value, bool) or value <= 0:

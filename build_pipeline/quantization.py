@@ -14,6 +14,8 @@ and travel with the scheme into the compiler (`Scheme.with_formats`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -61,9 +63,6 @@ class Scheme:
         """Name + formats: what a compiled library depends on."""
         if not self.formats:
             return self.name
-        import hashlib
-        import json
-
         return f"{self.name}+{hashlib.sha256(json.dumps(self.formats).encode()).hexdigest()[:12]}"
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from browser_harness.builds import build, tiny_spec
-from build_pipeline.compiler import (PROFILES, build_library, compile_executable, library_file_name, limits,
-                                     resolve_profiles, webgpu_source, webgpu_target)
+
+from build_pipeline.compiler import limits
+from build_pipeline.compiler.library import build_library, compile_executable, webgpu_source, webgpu_target
 from build_pipeline.compiler.module import LibrarySettings
-from build_pipeline.contract import VERIFY_FILE
+from build_pipeline.compiler.profiles import PROFILES, resolve_profiles
+from build_pipeline.contract import VERIFY_FILE, library_file_name
 from build_pipeline.errors import BuildError
 from build_pipeline.families import llama
 from build_pipeline.manifest import read_manifest
@@ -184,11 +185,11 @@ def test_kernel_over_device_limits_fails_the_build_and_leaves_nothing(tiny_root,
 
 
 def test_emcc_missing_is_a_clear_build_error(tiny_root, monkeypatch, tmp_path):
-    import build_pipeline.compiler as compiler
+    from build_pipeline.compiler import library
 
     monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))  # nothing cached: must link
     real_which = shutil.which
-    monkeypatch.setattr(compiler.shutil, "which", lambda name, *a, **k: None if name == "emcc" else
+    monkeypatch.setattr(library.shutil, "which", lambda name, *a, **k: None if name == "emcc" else
                         real_which(name, *a, **k))
     out = tmp_path / "out"
     with pytest.raises(BuildError, match="emcc"):

@@ -29,7 +29,8 @@ def f16_device():
 
 @pytest.mark.parametrize("quant", ["q4f16_1", "q0f16"])
 def test_f16_kernels_compile_on_an_f16_device(f16_device, quant):
-    from build_pipeline.compiler import compile_executable, resolve_profiles, webgpu_source, webgpu_target
+    from build_pipeline.compiler.library import compile_executable, webgpu_source, webgpu_target
+    from build_pipeline.compiler.profiles import resolve_profiles
     from build_pipeline.compiler.limits import split_kernels
     from build_pipeline.compiler.module import LibrarySettings
     from build_pipeline.families import llama

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 def _cpu_perplexity(model, quantization: str, out: Path, tokens: int) -> tuple[float, dict]:
     """(perplexity, index metadata) of one variant's compiled CPU (llvm) build, without a WebGPU library."""
-    from build_pipeline.compiler import quality
+    from build_pipeline.stages import quality
 
     variant = out / quantization
     lib, index, _ = quality.scheme_cpu_build(model, quantization, variant)
@@ -95,7 +95,10 @@ def test_smollm2_default_q4_is_full_quality_and_answers_paris(tmp_path):
     """SmolLM2-135M from its Q4_1 GGUF, the default f32 q4 variant (CPU build): perplexity ratio vs q0f32
     <= 1.001 over the whole evaluation text, and its greedy answer to the France prompt says Paris."""
     from build_pipeline.build import load_model
-    from build_pipeline.compiler import PROFILES, build_library, quality, settings_for
+    from build_pipeline.compiler.library import build_library
+    from build_pipeline.compiler.profiles import PROFILES
+    from build_pipeline.stages import quality
+    from build_pipeline.stages.compile import settings_for
     from build_pipeline.compiler.verify import CompiledModel, cut_at_stop, prompt_token_ids
     from build_pipeline.quantization import get_scheme
     from build_pipeline.tensor_cache import read_formats

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from browser_harness.builds import build, tiny_spec
-from build_pipeline.chat_template import format_prompt
-from build_pipeline.chat_template import prompt_pieces
-from build_pipeline.compiler.verify import (cut_at_stop, judge, prompt_token_ids,
-                                            verify_variant)
+
+from build_pipeline.chat_template import format_prompt, prompt_pieces
+from build_pipeline.compiler.verify import cut_at_stop, judge, prompt_token_ids
 from build_pipeline.contract import VERIFY_FILE
 from build_pipeline.errors import BuildError
+from build_pipeline.stages.verify import verify_variant
 
 
 def _report(dtype="float32", steps=None):
@@ -84,8 +83,8 @@ def test_a_parity_mismatch_fails_the_build(tiny_variant, monkeypatch, tmp_path):
     verification must raise BuildError and keep the per-step evidence."""
     from build_pipeline import reference
     from build_pipeline.build import load_model
-    from build_pipeline.compiler import resolve_profiles
     from build_pipeline.compiler.module import LibrarySettings
+    from build_pipeline.compiler.profiles import resolve_profiles
     from build_pipeline.quantization import get_scheme
 
     spec, variant = tiny_variant

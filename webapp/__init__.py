@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Flask
 
 from build_pipeline.paths import REPO_ROOT, models_dir
+from webapp import fallback, security, site
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -21,8 +22,6 @@ def create_app(config: dict | None = None) -> Flask:
     if config:
         app.config.update(config)
     app.config["MODELS_DIR"] = str(Path(app.config["MODELS_DIR"]))
-
-    from webapp import fallback, security, site
 
     security.init_app(app)
     site.init_app(app)

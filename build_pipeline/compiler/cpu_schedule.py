@@ -11,15 +11,13 @@ WebGPU libraries are untouched (dlight / schedules.py); the parity check verifie
 from __future__ import annotations
 
 import tvm
-from tvm import tirx
+from tvm import s_tir, tirx
 
 LANES = 16
 
 
 def schedule_linear(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     """The scheduled PrimFunc, or None when `func` is not one of our linears (left as it is)."""
-    from tvm import s_tir
-
     sch = s_tir.Schedule(func)
     try:
         mm = sch.get_sblock("matmul")

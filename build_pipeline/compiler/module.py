@@ -45,7 +45,7 @@ UNUSED_KV_ARGS = {14: "mla-append", 18: "sliding-window-prefill", 19: "sliding-w
 
 def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache"):
     """Replace the never-used kernels in the KV cache constructor call by 'absent' markers."""
-    from tvm import relax
+    from tvm import relax  # heavy (TVM): only when compiling; LibrarySettings keeps this module light
 
     found = []
 
@@ -74,7 +74,7 @@ def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache"):
 
 def prune_unreferenced_kernels(mod):
     """Drop PrimFuncs no relax function references (e.g. KV-cache kernels the model trimmed away)."""
-    import tvm
+    import tvm  # heavy (TVM): only when compiling
     from tvm import relax
 
     used = set()
@@ -96,7 +96,7 @@ def export_ir(family, config, scheme, target, settings: LibrarySettings):
 
     The param list is [(name, shape, dtype)] in the order the packed `params` argument expects.
     """
-    from tvm import relax
+    from tvm import relax  # heavy (TVM), like logits.py: only when compiling
 
     from build_pipeline.compiler.logits import attach_logit_functions
 

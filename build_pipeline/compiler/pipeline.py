@@ -8,6 +8,7 @@ import tvm
 from tvm import relax
 
 from build_pipeline.compiler import profiles
+from build_pipeline.compiler.cpu_schedule import schedule_cpu_linears
 
 METADATA_FUNC = "_metadata"
 
@@ -67,8 +68,6 @@ def build_pipeline(target, profile: profiles.Profile, metadata: dict):
     if is_gpu:
         passes.append(profile.schedule_pass(target))
     else:
-        from build_pipeline.compiler.cpu_schedule import schedule_cpu_linears
-
         passes.append(schedule_cpu_linears())
     passes += [
         relax.transform.RewriteDataflowReshape(),

@@ -41,6 +41,7 @@ class Profile:
     revision: int = 1
 
     def schedule_rules(self, target):
+        # Heavy (TVM, which schedules.py imports too): only when compiling; profiles are read without it.
         from tvm.s_tir import dlight as dl
 
         from build_pipeline.compiler import schedules
@@ -52,7 +53,7 @@ class Profile:
                 dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
 
     def schedule_pass(self, target):
-        from tvm.s_tir import dlight as dl
+        from tvm.s_tir import dlight as dl  # heavy (TVM): only when compiling
 
         return dl.ApplyDefaultSchedule(*self.schedule_rules(target))
 

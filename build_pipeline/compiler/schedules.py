@@ -8,7 +8,10 @@ is plain per-thread loops with register accumulators. Both rules keep the dequan
 
 from __future__ import annotations
 
+from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
+from tvm.s_tir.dlight.analysis import is_gemv, normalize_prim_func
+from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
 
 
 class RowPerThreadGEMV(dl.gpu.GEMV):  # subclassed for the GPU-target plumbing only
@@ -21,10 +24,6 @@ class RowPerThreadGEMV(dl.gpu.GEMV):  # subclassed for the GPU-target plumbing o
     unroll = 32  # one q4 group (4 uint32 words) per unrolled step
 
     def apply(self, func, target, _):  # pylint: disable=too-many-return-statements
-        from tvm import s_tir, tirx
-        from tvm.s_tir.dlight.analysis import is_gemv, normalize_prim_func
-        from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
-
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)
@@ -80,9 +79,6 @@ class RowPerThreadMatmul(dl.gpu.GEMV):  # (idem)
     unroll = 32
 
     def apply(self, func, target, _):  # pylint: disable=too-many-return-statements,too-many-locals
-        from tvm import s_tir, tirx
-        from tvm.s_tir.dlight.analysis import normalize_prim_func
-
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)

@@ -9,7 +9,7 @@ greedy decode steps through the paged KV cache until a stop token or `max_new_to
 The numpy reference (reference.py) runs teacher-forced on the same tokens with the same dequantized
 weights. Per step we compare the logits (max abs diff against a tolerance scaled by the logit range)
 and the argmax; an argmax flip only passes when the reference itself has a near tie there. The result
-goes to verify.json beside the variant; a failure raises BuildError.
+goes to verify.json beside the variant; the verify stage (stages/verify.py) raises BuildError on failure.
 """
 
 from __future__ import annotations
@@ -19,10 +19,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+from tokenizers import Tokenizer
 
 from build_pipeline import chat_template
-from build_pipeline.contract import CHAT_CONFIG_FILE, TENSOR_CACHE_FILE, TOKENIZER_FILE, VERIFY_FILE
+from build_pipeline.compiler.cache import libs_root
+from build_pipeline.contract import CHAT_CONFIG_FILE, TOKENIZER_FILE, VERIFY_FILE
+from build_pipeline.convert import dense_variant_params
 from build_pipeline.errors import BuildError
+from build_pipeline.paths import cache_dir
+from build_pipeline.reference import ReferenceModel
+from build_pipeline.tensor_cache import iter_tensors, read_index
 
 PROMPT = "What is the capital of France?"
 MAX_NEW_TOKENS = 16
@@ -35,8 +42,6 @@ NEAR_TIE = {"float32": 1e-3, "float16": 5e-2}  # relative top-2 margin under whi
 
 def prompt_token_ids(variant_dir: Path, user_message: str = PROMPT) -> tuple[list[int], dict, object]:
     """(token ids exactly as web-llm builds them, the chat config, the tokenizer)."""
-    from tokenizers import Tokenizer
-
     chat = json.loads((variant_dir / CHAT_CONFIG_FILE).read_text())
     tok = Tokenizer.from_file(str(variant_dir / TOKENIZER_FILE))
     return chat_template.prompt_token_ids(chat["conv_template"], tok, [("user", user_message)]), chat, tok
@@ -46,10 +51,8 @@ class CompiledModel:
     """The CPU library driven like web-llm drives the WebGPU one."""
 
     def __init__(self, lib_path: Path, variant_dir: Path):
-        import tvm
+        import tvm  # heavy (TVM): only when a compiled model is run
         from tvm import relax
-
-        from build_pipeline.tensor_cache import iter_tensors, read_index
 
         self.tvm = tvm
         self.dev = tvm.cpu()
@@ -83,7 +86,7 @@ class CompiledModel:
         self.kv = None
 
     def reset(self, context_window: int) -> None:
-        import tvm_ffi
+        import tvm_ffi  # comes with TVM (heavy): only when a compiled model is run
 
         chunk = self.metadata["prefill_chunk_size"]
         self.kv = self.vm["create_tir_paged_kv_cache"](
@@ -92,7 +95,7 @@ class CompiledModel:
 
     def forward(self, ids: list[int]) -> np.ndarray:
         """One web-llm forward of <= prefill_chunk_size tokens; float32 logits of the last token."""
-        import tvm_ffi
+        import tvm_ffi  # comes with TVM (heavy): only when a compiled model is run
 
         tvm = self.tvm
         embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(ids, dtype=np.int32), self.dev), self.params)
@@ -110,7 +113,7 @@ class CompiledModel:
     def all_logits(self, ids: list[int], context_window: int) -> np.ndarray:
         """Fresh sequence, teacher-forced: float32 logits of every position [len(ids), vocab], through
         the CPU build's `prefill_all_logits` one prefill chunk at a time (the quality gate's path)."""
-        import tvm_ffi
+        import tvm_ffi  # comes with TVM (heavy): only when a compiled model is run
 
         tvm, chunk, out = self.tvm, self.metadata["prefill_chunk_size"], []
         try:
@@ -166,11 +169,6 @@ def _compare(ref: np.ndarray, got: np.ndarray) -> dict:
 def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window: int,
                prompt: str = PROMPT, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     """Compiled greedy decode + teacher-forced reference; returns the verify report (not yet judged)."""
-    from threadpoolctl import threadpool_limits
-
-    from build_pipeline.convert import dense_variant_params
-    from build_pipeline.reference import ReferenceModel
-
     timings = {}
     t0 = time.monotonic()
     ids, chat, tok = prompt_token_ids(variant_dir, prompt)
@@ -236,99 +234,13 @@ def judge(report: dict) -> dict:
     return report
 
 
-def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, model_config: dict,
-                     model_spec=None) -> str:
-    """Hash of everything a verification result depends on: both libraries (their cache keys cover
-    config, quantization, settings and compiler sources), the shards, chat config, tokenizer, and the
-    verification + reference code itself."""
-    import hashlib
-
-    from build_pipeline.compiler.quality import quality_settings
-    from build_pipeline.tensor_cache import file_sha256, read_index
-
-    variant_dir = Path(variant_dir)
-    here = Path(__file__).resolve()
-    pkg = here.parents[1]
-    shards = [r.get("sha256") or file_sha256(variant_dir / r["dataPath"]) for r in read_index(variant_dir)["records"]]
-    desc = {
-        "cpu": cpu_key, "webgpu": webgpu_key, "config": model_config, "shards": shards,
-        "index": file_sha256(variant_dir / TENSOR_CACHE_FILE),
-        "chat": file_sha256(variant_dir / CHAT_CONFIG_FILE),
-        "tokenizer": file_sha256(variant_dir / TOKENIZER_FILE),
-        "code": [file_sha256(p) for p in (here, pkg / "reference.py", pkg / "convert.py", pkg / "quantization.py",
-                                          pkg / "weight_formats.py", here.parent / "quality.py",
-                                          pkg / "data" / "eval.txt")],
-        "quality": quality_settings(model_spec) if model_spec is not None else None,
-        "prompt": PROMPT, "steps": MAX_NEW_TOKENS,
-    }
-    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def verify_variant(model, scheme, variant_dir: Path, settings, profile, webgpu_key: str | None = None) -> dict:
-    """Compile (or reuse) the CPU library, run the parity check, write verify.json; BuildError on failure.
-
-    A passing result is cached under its verification_key: rebuilding identical inputs reuses it (marked
-    `reused` in verify.json) instead of re-running the check. LANTERN_REVERIFY=1 forces a fresh run."""
-    import os
-
-    from build_pipeline.compiler import build_library, log
-    from build_pipeline.paths import cache_dir
-
-    start = time.monotonic()
-    lib, info, from_cache = build_library(model.family, model.config, scheme, settings, profile, "llvm")
-    key = verification_key(variant_dir, info["key"], webgpu_key, model.config.to_dict(), model.spec)
-    cached = cache_dir() / "verify" / f"{key}.json"
-    if cached.is_file() and not os.environ.get("LANTERN_REVERIFY"):
-        report = json.loads(cached.read_text())
-        report["reused"] = {"verification_key": key, "original_seconds": report["seconds"]}
-        report["seconds"] = {"total": round(time.monotonic() - start, 2)}
-        (Path(variant_dir) / VERIFY_FILE).write_text(json.dumps(report, indent=1, ensure_ascii=False))
-        log(f"verify {model.spec.id} {scheme.name}: identical inputs already verified; {report['summary']}")
-        _gate(report, model, scheme)
-        return report
-    report = judge(run_parity(model, scheme, variant_dir, lib, settings.context_window))
-    if report["passed"]:
-        from build_pipeline.compiler import quality
-
-        report["quality"] = quality.measure(model, scheme, variant_dir, lib, settings, profile)
-    report["target"] = "llvm"
-    report["verification_key"] = key
-    report["cpu_library"] = {"cache_key": info["key"], "from_cache": from_cache,
-                             "compile_seconds": info.get("total_seconds")}
-    report["seconds"]["total"] = round(time.monotonic() - start, 2)
-    text = json.dumps(report, indent=1, ensure_ascii=False)
-    if report["passed"]:
-        from build_pipeline.atomic import write_bytes_atomic
-
-        write_bytes_atomic(cached, text.encode())
-    (Path(variant_dir) / VERIFY_FILE).write_text(text)
-    log(f"verify {model.spec.id} {scheme.name}: {report['summary']}")
-    if not report["passed"]:
-        # The staged variant dir is discarded on error: keep the evidence in the cache dir.
-        kept = cache_dir() / "verify-failures" / f"{model.spec.id}-{scheme.name}-{int(time.time())}.json"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(text)
-        raise BuildError(
-            f"build verification failed for {model.spec.id} {scheme.name}: {report['summary']}",
-            f"the compiled model does not compute what the reference computes (a compiler bug); "
-            f"per-step numbers are in {kept}",
-        )
-    _gate(report, model, scheme)
-    return report
-
-
-def _gate(report: dict, model, scheme) -> None:
-    """Apply the quality gate to a verified report (raises BuildError past the limit)."""
-    from build_pipeline.compiler import quality
-
-    if report.get("quality"):
-        quality.judge(report["quality"], model.spec.id, scheme.name)
+def cached_report_path(key: str) -> Path:
+    """Where a passing verification report is kept, by its verification key (stages/verify.py)."""
+    return cache_dir() / "verify" / f"{key}.json"
 
 
 def cpu_library_for(variant_dir: Path) -> Path:
     """The cached CPU library a built variant was verified with (from its verify.json)."""
-    from build_pipeline.compiler.cache import libs_root
-
     report = json.loads((Path(variant_dir) / VERIFY_FILE).read_text())
     path = libs_root() / report["cpu_library"]["cache_key"] / "model.so"
     if not path.is_file():

@@ -10,6 +10,7 @@ from build_pipeline.sources.hf_folder import NEEDED_FILES
 
 def download(repo: str, revision: str) -> Path:
     """Return the local snapshot folder; honours HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE like every HF tool."""
+    # Heavy (huggingface_hub + its HTTP client, ~0.25 s) and needed only for Hub sources.
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 

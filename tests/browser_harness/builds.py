@@ -30,7 +30,7 @@ def tiny_spec(root: Path, quantizations=("q4f32_1",), qkv_bias: bool = False, ti
 
 
 def build(spec, quantization: str, out_root: Path, compile_library: bool = True, profile: str | None = None) -> Path:
-    """Build one variant with the real pipeline (build.py -> compile_variant); returns its dir."""
+    """Build one variant with the real pipeline (build.py, every stage); returns its dir."""
     from build_pipeline.build import build_variant, load_model
 
     return build_variant(load_model(spec), quantization, Path(out_root), compile_library, profile=profile)

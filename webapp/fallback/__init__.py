@@ -13,10 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from build_pipeline.errors import BuildError
+from webapp.fallback import api, metrics as metrics_module
 from webapp.fallback.auth import ApiKeys
+from webapp.fallback.engine_local import LocalEngine
+from webapp.fallback.engine_upstream import UpstreamEngine
 from webapp.fallback.errors import APIError
 from webapp.fallback.limits import Admission
 from webapp.fallback.metrics import Metrics
+from webapp.fallback.model_files import resolve_model
 from webapp.fallback.settings import Settings, load_settings
 
 EXTENSION_KEY = "lantern_fallback"
@@ -56,11 +61,7 @@ class Fallback:
 
 def _make_engine(ref, settings: Settings):
     if settings.proxy:
-        from webapp.fallback.engine_upstream import UpstreamEngine
-
         return UpstreamEngine(ref, settings)
-    from webapp.fallback.engine_local import LocalEngine
-
     return LocalEngine(ref, settings)
 
 
@@ -71,10 +72,6 @@ def init_app(app) -> None:
         app.extensions[EXTENSION_KEY] = None
         checks.append(lambda: ("fallback", True, {"enabled": False}))
         return
-
-    from build_pipeline.errors import BuildError
-    from webapp.fallback import api, metrics as metrics_module
-    from webapp.fallback.model_files import resolve_model
 
     try:
         ref = resolve_model(settings.model, Path(app.config["MODELS_DIR"]))

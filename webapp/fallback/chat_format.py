@@ -8,13 +8,13 @@ would feed the WebGPU model.
 
 from __future__ import annotations
 
+from tokenizers import Tokenizer
+
 from build_pipeline.chat_template import prompt_token_ids
 
 
 class ChatFormat:
     def __init__(self, chat_config: dict, tokenizer_json: bytes):
-        from tokenizers import Tokenizer
-
         self.conv = chat_config["conv_template"]
         self.context_window = int(chat_config["context_window_size"])
         self.stop_strings = [s for s in self.conv.get("stop_str") or [] if s]

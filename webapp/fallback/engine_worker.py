@@ -62,7 +62,7 @@ def load_llama(gguf: str, n_ctx: int, threads: int, **options):
 
 def system_info() -> str:
     """llama.cpp's own list of the CPU features its build uses (e.g. "AVX2 = 1 | AVX512 = 0 | AMX_INT8 = 0")."""
-    import llama_cpp
+    import llama_cpp  # heavy: only the engine process (or a benchmark) loads llama.cpp
 
     raw = llama_cpp.llama_print_system_info()
     return (raw.decode() if isinstance(raw, bytes) else str(raw)).strip()

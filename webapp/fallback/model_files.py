@@ -12,10 +12,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from build_pipeline.chat_config import build_chat_config
 from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, Manifest, load_manifest
 from build_pipeline.errors import BuildError
+from build_pipeline.families import get_family
 from build_pipeline.gguf_export import server_gguf_path
+from build_pipeline.model_config import load_model_config
 from build_pipeline.paths import model_configs_dir
+from build_pipeline.quantization import get_scheme
+from build_pipeline.sources import open_source
+from build_pipeline.sources.gguf_file import locate
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,6 @@ class ModelRef:
 
 def _model_specs(configs_dir: Path) -> list:
     """Every readable model config (a broken one must not take the fallback down with it)."""
-    from build_pipeline.model_config import load_model_config
-
     specs = []
     for path in sorted(Path(configs_dir).glob("*.toml")):
         try:
@@ -84,8 +88,6 @@ def find_gguf(ref: ModelRef, explicit: str | None = None) -> Path | None:
     if built.is_file():
         return built
     if ref.spec is not None and ref.spec.source.kind == "gguf":
-        from build_pipeline.sources.gguf_file import locate
-
         try:
             return locate(ref.spec.source, ref.spec.path.parent)
         except BuildError:
@@ -102,11 +104,6 @@ def load_chat_files(ref: ModelRef) -> tuple[dict, bytes]:
     if ref.spec is None:
         raise BuildError(f"model {ref.id!r} is neither built in {ref.models_dir} nor described by a model config",
                          "build it with `python -m build_pipeline build model_configs/<model>.toml`")
-    from build_pipeline.chat_config import build_chat_config
-    from build_pipeline.families import get_family
-    from build_pipeline.quantization import get_scheme
-    from build_pipeline.sources import open_source
-
     spec = ref.spec
     source = open_source(spec.source, spec.path.parent)
     config = get_family(spec.family).config_from_hf(source.hf_config)

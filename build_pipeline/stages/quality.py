@@ -1,4 +1,4 @@
-"""The quality gate: perplexity of a variant's compiled CPU build vs the unquantized (q0f32) build.
+"""Stage 6, quality: the quality gate, perplexity of a variant's compiled CPU build vs the unquantized (q0f32) build.
 
 The parity check (verify.py) proves the compiled model computes what the reference computes *on the
 variant's own weights*; it cannot see quality lost in quantization. This gate can: it runs the
@@ -21,9 +21,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+from tokenizers import Tokenizer
 
-from build_pipeline.contract import TOKENIZER_FILE
+from build_pipeline.atomic import write_bytes_atomic
+from build_pipeline.compiler.cache import compiler_fingerprint
+from build_pipeline.compiler.library import build_library, log
+from build_pipeline.compiler.profiles import PROFILES, resolve_profiles
+from build_pipeline.compiler.verify import CompiledModel, cached_report_path, cpu_library_for
+from build_pipeline.contract import TOKENIZER_FILE, VERIFY_FILE
 from build_pipeline.errors import BuildError
+from build_pipeline.paths import cache_dir
+from build_pipeline.quantization import get_scheme
+from build_pipeline.stages.compile import settings_for
+from build_pipeline.stages.shards import write_params
 
 EVAL_TEXT = Path(__file__).resolve().parents[1] / "data" / "eval.txt"
 WINDOW = 512
@@ -32,10 +43,29 @@ DEFAULT_WARN_RATIO = 1.02
 REFERENCE_SCHEME = "q0f32"
 
 
+def gate_variant(model, scheme, variant_dir: Path, report: dict, profile: str | None = None) -> dict | None:
+    """The stage: measure a verified variant's quality (unless its verification was reused, quality
+    included), record it in verify.json and the verification cache, then judge it. Returns the manifest's
+    `quality` figures."""
+    if "reused" not in report:
+        start = time.monotonic()
+        prof = resolve_profiles(profile, scheme)[0]  # the CPU build the verify stage used
+        report["quality"] = measure(model, scheme, variant_dir, cpu_library_for(variant_dir),
+                                    settings_for(model, prof), prof)
+        report["seconds"]["total"] = round(report["seconds"]["total"] + time.monotonic() - start, 2)
+        text = json.dumps(report, indent=1, ensure_ascii=False)
+        write_bytes_atomic(cached_report_path(report["verification_key"]), text.encode())
+        (Path(variant_dir) / VERIFY_FILE).write_text(text)
+    q = report.get("quality")
+    if not q:
+        return None
+    judge(q, model.spec.id, scheme.name)
+    keys = ("perplexity", "reference_perplexity", "ratio", "eval_tokens", "reference", "status")
+    return {k: q[k] for k in keys if k in q}
+
+
 def eval_token_ids(tokenizer_path: Path, limit: int | None = None) -> list[int]:
     """The evaluation text as plain tokens (no chat template), optionally cut to `limit` tokens."""
-    from tokenizers import Tokenizer
-
     ids = Tokenizer.from_file(str(tokenizer_path)).encode(EVAL_TEXT.read_text()).ids
     return ids[:limit] if limit else ids
 
@@ -47,10 +77,6 @@ def windows(ids: list[int], size: int) -> list[list[int]]:
 
 def perplexity(lib_path: Path, variant_dir: Path, ids: list[int], window: int) -> dict:
     """Teacher-forced perplexity of a compiled CPU library over `ids` (float64 log-sum-exp)."""
-    from threadpoolctl import threadpool_limits
-
-    from build_pipeline.compiler.verify import CompiledModel
-
     model = CompiledModel(lib_path, variant_dir)
     nll, count, start = 0.0, 0, time.monotonic()
     with threadpool_limits(limits=1, user_api="blas"):
@@ -74,11 +100,6 @@ def reference_perplexity(model, settings, profile, tokenizer_path: Path, ids: li
     """Perplexity of the model's q0f32 CPU build (cached by model, weights, text and compiler).
 
     `reuse_dir` is a q0f32 variant dir of this run when there is one (no weights restaged)."""
-    from build_pipeline.compiler import build_library, log
-    from build_pipeline.compiler.cache import compiler_fingerprint
-    from build_pipeline.paths import cache_dir
-    from build_pipeline.quantization import get_scheme
-
     scheme = get_scheme(REFERENCE_SCHEME)
     desc = {"config": model.config.to_dict(), "source": _source_identity(model.source), "text": _text_digest(),
             "tokens": len(ids), "window": window, "compiler": compiler_fingerprint(),
@@ -91,14 +112,10 @@ def reference_perplexity(model, settings, profile, tokenizer_path: Path, ids: li
     if reuse_dir is not None:
         result = perplexity(lib, reuse_dir, ids, window)
     else:
-        from build_pipeline.build import write_params
-
         log(f"quality: staging {REFERENCE_SCHEME} weights of {model.spec.id} for the reference perplexity")
         with tempfile.TemporaryDirectory(prefix="lantern-q0f32-", dir=cache_dir()) as tmp:
             write_params(model, scheme, Path(tmp))
             result = perplexity(lib, Path(tmp), ids, window)
-    from build_pipeline.atomic import write_bytes_atomic
-
     write_bytes_atomic(cached, json.dumps(result).encode())
     return result
 
@@ -114,8 +131,6 @@ def _source_identity(source) -> dict:
 
 def measure(model, scheme, variant_dir: Path, lib_path: Path, settings, profile) -> dict:
     """The variant's `quality` entry (not yet judged against the limits)."""
-    from build_pipeline.compiler import log
-
     limits = quality_settings(model.spec)
     window = min(WINDOW, settings.context_window)
     tokenizer = Path(variant_dir) / TOKENIZER_FILE
@@ -150,11 +165,6 @@ def scheme_cpu_build(model, scheme_name: str, variant_dir: Path):
     """`scheme_name`'s weights and tokenizer written to `variant_dir` and its CPU (llvm) build compiled, with no
     WebGPU library: what benchmarks and tests measure perplexity and speed on. Returns (lib path, tensor
     index, library settings)."""
-    # Imported here: build.py imports the compiler package, which holds this module.
-    from build_pipeline.build import write_params
-    from build_pipeline.compiler import PROFILES, build_library, settings_for
-    from build_pipeline.quantization import get_scheme
-
     variant_dir.mkdir(parents=True)
     index, formats = write_params(model, get_scheme(scheme_name), variant_dir)
     for name, data in model.source.tokenizer_files.items():
@@ -175,8 +185,6 @@ def quality_settings(spec) -> dict:
 
 def judge(quality: dict, model_id: str, scheme_name: str) -> None:
     """Warn past warn_ratio; BuildError past max_ratio (the staged variant is then discarded)."""
-    from build_pipeline.compiler import log
-
     ratio = quality["ratio"]
     if ratio > quality["max_ratio"]:
         raise BuildError(
