@@ -18,15 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
 from build_pipeline.contract import VERIFY_FILE
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 QUANTS = tuple(q for q in os.environ.get("LANTERN_BENCH_QUANTS", "q4f32_asym,q4f16_asym,q0f32,q0f16").split(",") if q)
 PROMPT = "What is the capital of France?"
@@ -34,7 +33,7 @@ PROMPT = "What is the capital of France?"
 
 def _model():
     from build_pipeline.build import load_model
-    from browser_harness.builds import smollm2_spec
+    from testing.browser_harness.builds import smollm2_spec
 
     return load_model(smollm2_spec())
 
@@ -94,8 +93,8 @@ def compile_costs(model) -> list[dict]:
 
 def variant_rebuild(model, quant: str = "q4f32_asym") -> None:
     """Whole `build` of one variant (quantize, shard, compile or reuse, verify or reuse) cold vs warm."""
-    from browser_harness.builds import build
     from build_pipeline.paths import cache_dir
+    from testing.browser_harness.builds import build
 
     with tempfile.TemporaryDirectory(prefix="lantern-cold-cache-") as cold:
         shutil.copytree(cache_dir() / "wasm-runtime", Path(cold) / "wasm-runtime")
@@ -148,11 +147,11 @@ def decode_kernel_calls(model, scheme, profile) -> list[dict]:
 
 
 def browser_numbers(model) -> None:
-    from browser_harness.builds import build
-    from browser_harness.server import HarnessServer, harness_page
     from build_pipeline.compiler.profiles import resolve_profiles
     from build_pipeline.manifest import read_manifest
     from build_pipeline.quantization import get_scheme
+    from testing.browser_harness.builds import build
+    from testing.browser_harness.server import HarnessServer, harness_page
 
     scheme = get_scheme("q4f32_asym")
     out = Path(tempfile.mkdtemp(prefix="lantern-bench-"))
@@ -161,7 +160,7 @@ def browser_numbers(model) -> None:
     results = {}
     from playwright.sync_api import sync_playwright
 
-    import chromium
+    from testing import chromium
 
     with sync_playwright() as pw, HarnessServer() as server, \
             harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page:

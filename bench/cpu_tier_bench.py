@@ -19,11 +19,8 @@ from __future__ import annotations
 import statistics
 import sys
 
-from bench.support import cli, MODEL, serving_in_thread, smollm2_models
-from build_pipeline.paths import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-import chromium  # noqa: E402  (tests/chromium.py: the one place Chromium's path and flags live)
+from bench.support import MODEL, cli, serving_in_thread, smollm2_models
+from testing import chromium
 
 STORY = "Write a long story about a dragon who learns to cook."
 SHORT = "In two sentences, explain why the sky is blue to a curious child."  # ~40 tokens with the template

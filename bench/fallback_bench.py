@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.support import cli, MODEL, QUANT, smollm2_models
+from bench.support import MODEL, QUANT, cli, smollm2_models
 from build_pipeline.contract import VERIFY_FILE
 
 FRANCE = "What is the capital of France?"

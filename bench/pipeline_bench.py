@@ -86,11 +86,11 @@ def decode_speed(out: Path, n_tokens: int = 32) -> None:
     """Greedy decode tok/s of the numpy reference vs llama.cpp on the same prompt, same run."""
     from tokenizers import Tokenizer
 
+    from build_pipeline.build import load_model
     from build_pipeline.chat_template import format_prompt
     from build_pipeline.convert import dense_variant_params
-    from build_pipeline.reference import ReferenceModel
-    from build_pipeline.build import load_model
     from build_pipeline.model_config import load_model_config
+    from build_pipeline.reference import ReferenceModel
 
     variant = out / "smollm2-135m-instruct" / "q4f32_asym"
     chat = json.loads((variant / CHAT_CONFIG_FILE).read_text())

@@ -14,14 +14,11 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from build_pipeline.contract import MANIFEST_FILE, VERIFY_FILE
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 QUANTS = tuple(q for q in os.environ.get(
     "LANTERN_BENCH_QUANTS", "q0f32,q4f32_asym,q4f16_asym,q4f32_1,q4f16_1,q0f16").split(",") if q)
@@ -29,8 +26,8 @@ DECODE_STEPS = 32
 
 
 def measure(model, quant: str, out: Path) -> dict:
-    from build_pipeline.stages import quality
     from build_pipeline.compiler.verify import CompiledModel
+    from build_pipeline.stages import quality
 
     variant = out / quant
     lib, index, settings = quality.scheme_cpu_build(model, quant, variant)
@@ -79,9 +76,9 @@ def browser_decode(model, rounds: int = 3, steps: int = 8) -> dict:
     """Decode step ms of q4f32_asym and q4f32_1 (software-adapter library) in one SwiftShader page."""
     from playwright.sync_api import sync_playwright
 
-    import chromium
-    from browser_harness.builds import build
-    from browser_harness.server import HarnessServer, harness_page
+    from testing import chromium
+    from testing.browser_harness.builds import build
+    from testing.browser_harness.server import HarnessServer, harness_page
 
     greedy = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
     times: dict[str, list[float]] = {"q4f32_asym": [], "q4f32_1": []}

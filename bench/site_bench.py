@@ -20,10 +20,8 @@ from pathlib import Path
 
 from bench.support import serving_in_thread
 from build_pipeline.contract import MANIFEST_FILE
-from build_pipeline.paths import REPO_ROOT, models_dir
-
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-import chromium  # noqa: E402  (tests/chromium.py: the one place Chromium's path and flags live)
+from build_pipeline.paths import models_dir
+from testing import chromium
 
 MODEL, QUANT = "smollm2-135m-instruct", "q4f32_asym"  # the default q4 build
 PROMPT = "What is the capital of France?"
