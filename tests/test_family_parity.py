@@ -35,6 +35,12 @@ def test_family_matches_llama_cpp(tmp_path, family, features):
     assert parity.max_abs_diff <= parity.tolerance, parity.summary()
     assert parity.reference_diff <= parity.tolerance, parity.summary()
     assert (np.argmax(parity.lantern, -1) == np.argmax(parity.llama_cpp, -1)).all()
+    if features.get("rope_scaling"):  # the scaling matters on this prompt: without it llama.cpp differs
+        from llamacpp_parity import llama_cpp_logits
+        from tiny_model import write_gguf
+
+        plain = llama_cpp_logits(write_gguf(tmp_path / "plain.gguf", family=family), list(parity.ids))
+        assert np.max(np.abs(plain - parity.llama_cpp)) > 10 * parity.tolerance
 
 
 def test_llama3_rope_scaling_round_trips_through_rope_freqs(tmp_path):
@@ -64,6 +70,22 @@ def test_mistral_sliding_window(tmp_path):
     assert parity.reference_diff <= parity.tolerance, parity.summary()
     # Past the window llama.cpp (no window) disagrees: the window changes the model there.
     assert parity.per_position()[WINDOW:].max() > 10 * parity.tolerance, parity.summary()
+
+
+def test_mistral_decode_slides_the_window(tmp_path):
+    """web-llm's path: one prefill chunk, then one `decode` call per token well past the window."""
+    from llamacpp_parity import CONTEXT_WINDOW, lantern_build, prompt_ids
+    from tiny_model import write_hf_folder
+
+    hf = write_hf_folder(tmp_path / "hf", family="mistral", sliding_window=WINDOW)
+    compiled, reference = lantern_build(hf, "mistral", tmp_path / "lantern")
+    prompt = prompt_ids(PREFILL_CHUNK)
+    tokens, logits = compiled.greedy(prompt, 2 * WINDOW, CONTEXT_WINDOW)
+    expected = reference.forward(prompt + tokens[:-1])[PREFILL_CHUNK - 1:]
+    diff = np.max(np.abs(expected - np.array(logits)), axis=-1)
+    print(f"\nmistral decode: {len(tokens)} steps to position {PREFILL_CHUNK + len(tokens)} "
+          f"(window {WINDOW}), max |dlogit| {diff.max():.2e}")
+    assert diff.max() <= 2e-3 * max(1.0, float(np.abs(expected).max()))
 
 
 def test_mistral_chunk_larger_than_window_is_refused(tmp_path):

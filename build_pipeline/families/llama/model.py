@@ -148,15 +148,21 @@ class LlamaForCausalLM(nn.Module):
         c = self.config
         rope_scale, rope_scaling = rope_scaling_for_kv_cache(c)
         window = self.layer_sliding_window
+        layers, kinds = c.num_hidden_layers, "mha"
+        if window is not None:
+            # Every layer is windowed. TVM 0.27 allocates the paged cache's q/k/v staging buffers only when
+            # some layer is plain "mha" (paged_kv_cache.cc), so one never-called plain layer is declared
+            # after the model's (it costs one layer of KV pages).
+            layers, kinds = c.num_hidden_layers + 1, ["mha_sliding"] * c.num_hidden_layers + ["mha"]
         return TIRPagedKVCache(
-            attn_kind="mha" if window is None else ["mha_sliding"] * c.num_hidden_layers,
+            attn_kind=kinds,
             max_batch_size=max_batch_size,
             max_total_seq_len=max_total_seq_len,
             prefill_chunk_size=prefill_chunk_size,
             page_size=page_size,
             support_sliding_window=support_sliding_window,
-            layer_partition=rx.ShapeExpr([0, c.num_hidden_layers]),
-            num_hidden_layers=c.num_hidden_layers,
+            layer_partition=rx.ShapeExpr([0, layers]),
+            num_hidden_layers=layers,
             num_attention_heads=c.num_attention_heads,
             num_key_value_heads=c.num_key_value_heads,
             qk_head_dim=c.head_dim,
