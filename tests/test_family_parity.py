@@ -98,3 +98,20 @@ def test_mistral_chunk_larger_than_window_is_refused(tmp_path):
     hf = write_hf_folder(tmp_path / "hf", family="mistral", sliding_window=8)
     with pytest.raises(BuildError, match="exceeds the model's sliding window 8"):
         lantern_logits(hf, "mistral", [5] * 4, tmp_path / "lantern", prefill_chunk=16)
+
+
+def test_llama32_rope_freqs_recover_its_scaling():
+    """Llama-3.2-1B's own numbers (head_dim 64, theta 500000, factor 32, 8192 -> 131072): the divisors
+    llama.cpp's converter writes map back to the same frequencies."""
+    from build_pipeline.families.llama.config import LlamaConfig
+    from build_pipeline.sources.gguf_file import llama3_rope_scaling
+
+    hf = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+          "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "rope_theta": 500000.0,
+          "max_position_embeddings": 131072}
+    scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    scaled = LlamaConfig.from_hf({**hf, "rope_scaling": scaling}).rope_inv_freq()
+    divisors = LlamaConfig.from_hf(hf).rope_inv_freq() / scaled
+    recovered = llama3_rope_scaling(divisors.astype(np.float32).astype(np.float64), hf, "llama-3.2.gguf")
+    assert np.allclose(LlamaConfig.from_hf({**hf, "rope_scaling": recovered}).rope_inv_freq(), scaled, rtol=1e-5)
