@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tiny_model import vocab, write_gguf, write_hf_folder, write_model_config
 
 from build_pipeline.build import build, load_model
 from build_pipeline.compiler import build_library, resolve_profiles
@@ -26,7 +27,6 @@ from build_pipeline.convert import dense_variant_params
 from build_pipeline.families import Reference
 from build_pipeline.model_config import load_model_config
 from build_pipeline.quantization import get_scheme
-from tiny_model import vocab, write_gguf, write_hf_folder, write_model_config
 
 PREFILL_CHUNK = 16
 CONTEXT_WINDOW = 128

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from llamacpp_parity import PREFILL_CHUNK, PROMPT_TOKENS, run_parity
 
 pytest.importorskip("llama_cpp")
@@ -31,7 +30,7 @@ def _report(name, parity):
 ], ids=["llama", "llama3-rope", "qwen2", "qwen3"])
 def test_family_matches_llama_cpp(tmp_path, family, features):
     parity = run_parity(family, tmp_path, **features)
-    _report(family, parity)
+    _report(family + (" + llama3 rope" if features else ""), parity)
     assert parity.max_abs_diff <= parity.tolerance, parity.summary()
     assert parity.reference_diff <= parity.tolerance, parity.summary()
     assert (np.argmax(parity.lantern, -1) == np.argmax(parity.llama_cpp, -1)).all()
@@ -46,9 +45,10 @@ def test_family_matches_llama_cpp(tmp_path, family, features):
 def test_llama3_rope_scaling_round_trips_through_rope_freqs(tmp_path):
     """The GGUF carries Llama-3 scaling only as `rope_freqs.weight` divisors: the importer recovers an
     equivalent rope_scaling (same frequencies), and without it llama.cpp's logits would differ."""
+    from tiny_model import hf_config, write_gguf
+
     from build_pipeline.families import get_family
     from build_pipeline.sources.gguf_file import open_gguf
-    from tiny_model import hf_config, write_gguf
 
     source = open_gguf(write_gguf(tmp_path / "l3.gguf", rope_scaling=LLAMA3_ROPE))
     imported = get_family("llama").config_from_hf(source.hf_config)
@@ -91,9 +91,10 @@ def test_mistral_decode_slides_the_window(tmp_path):
 def test_mistral_chunk_larger_than_window_is_refused(tmp_path):
     """TVM's per-layer window masks paged attention only; inside a prefill chunk attention is plain causal.
     A chunk longer than the window would let tokens see past it, so the build refuses instead."""
-    from build_pipeline.errors import BuildError
     from llamacpp_parity import lantern_logits
     from tiny_model import write_hf_folder
+
+    from build_pipeline.errors import BuildError
 
     hf = write_hf_folder(tmp_path / "hf", family="mistral", sliding_window=8)
     with pytest.raises(BuildError, match="exceeds the model's sliding window 8"):
@@ -115,3 +116,22 @@ def test_llama32_rope_freqs_recover_its_scaling():
     divisors = LlamaConfig.from_hf(hf).rope_inv_freq() / scaled
     recovered = llama3_rope_scaling(divisors.astype(np.float32).astype(np.float64), hf, "llama-3.2.gguf")
     assert np.allclose(LlamaConfig.from_hf({**hf, "rope_scaling": recovered}).rope_inv_freq(), scaled, rtol=1e-5)
+
+
+def test_registry_maps_architectures_and_refuses_unknown_ones(tmp_path):
+    """config.json and GGUF architecture names -> families; an unknown GGUF architecture is a BuildError."""
+    from build_pipeline.errors import BuildError
+    from build_pipeline.families import FAMILIES, family_of_gguf_arch, family_of_hf_config
+    from build_pipeline.sources.gguf_file import open_gguf
+    from tiny_model import HF_ARCHITECTURES, hf_config, write_gguf
+
+    for family, arch in HF_ARCHITECTURES.items():
+        assert family_of_hf_config({"architectures": [arch]}) == family
+        assert FAMILIES[family].config_from_hf(hf_config(family=family)).family == family
+    assert family_of_gguf_arch("qwen3", "x.gguf").name == "qwen3"
+    gguf = write_gguf(tmp_path / "t.gguf")
+    data = gguf.read_bytes().replace(b"llama", b"gpt2!", 1)  # general.architecture is the first string value
+    (tmp_path / "bad.gguf").write_bytes(data)
+    with pytest.raises(BuildError, match="unknown architecture 'gpt2!' in GGUF file bad.gguf"):
+        open_gguf(tmp_path / "bad.gguf")
+

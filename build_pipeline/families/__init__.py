@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -27,19 +28,22 @@ __all__ = ["FAMILIES", "CausalLM", "Family", "ModelConfig", "Param", "Reference"
            "family_of_hf_config", "get_family"]
 
 
+C = TypeVar("C", bound=ModelConfig)
+
+
 @dataclass(frozen=True)
-class Family:
-    """Everything the pipeline knows about one architecture."""
+class Family(Generic[C]):
+    """Everything the pipeline knows about one architecture (C: its config dataclass)."""
 
     name: str
     hf_architectures: tuple[str, ...]  # config.json `architectures` entries; the first is written for GGUF
     gguf_architectures: tuple[str, ...]  # GGUF `general.architecture` values imported as this family
-    config_from_hf: Callable[[dict], ModelConfig]
-    weight_map: Callable[[ModelConfig], list[Param]]
+    config_from_hf: Callable[[dict], C]
+    weight_map: Callable[[C], list[Param]]
     model_module: str  # dotted name of the model.py holding `create_model` (imported on demand: TVM)
-    reference: Callable[[ModelConfig, dict[str, np.ndarray]], Reference] = ReferenceModel
+    reference: Callable[[C, dict[str, np.ndarray]], Reference] = ReferenceModel
 
-    def create_model(self, config: ModelConfig, scheme, target, context_window: int,
+    def create_model(self, config: C, scheme, target, context_window: int,
                      prefill_chunk_size: int) -> CausalLM:
         """The family's nn.Module for `config` (imports TVM through model.py)."""
         try:
@@ -56,7 +60,7 @@ class Family:
 
 _LLAMA_MODEL = "build_pipeline.families.llama.model"
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (
+FAMILIES: dict[str, Family[Any]] = {f.name: f for f in (
     Family("llama", ("LlamaForCausalLM",), ("llama",), llama_config.config_from_hf,
            llama_weights.weight_map, _LLAMA_MODEL),
     # Llama's weights and model with config.qkv_bias.
@@ -71,7 +75,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 )}
 
 
-def get_family(name: str) -> Family:
+def get_family(name: str) -> Family[Any]:
     try:
         return FAMILIES[name]
     except KeyError:
@@ -95,7 +99,7 @@ def family_of_hf_config(hf_config: dict) -> str:
     )
 
 
-def family_of_gguf_arch(arch: str | None, file_name: str) -> Family:
+def family_of_gguf_arch(arch: str | None, file_name: str) -> Family[Any]:
     """The family of a GGUF's `general.architecture`, or a clear error."""
     for family in FAMILIES.values():
         if arch in family.gguf_architectures:

@@ -22,21 +22,46 @@ class Param:
 
 
 class ModelConfig(Protocol):
-    """A family's parsed config.json (a frozen dataclass). The fields every stage reads."""
+    """A family's parsed config.json (a frozen dataclass, so read-only here). The fields every stage reads."""
 
-    family: str
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    vocab_size: int
-    rms_norm_eps: float
-    rope_theta: float
-    tie_word_embeddings: bool
-    max_position_embeddings: int
-    rope_scaling: dict | None
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def hidden_size(self) -> int: ...
+
+    @property
+    def intermediate_size(self) -> int: ...
+
+    @property
+    def num_hidden_layers(self) -> int: ...
+
+    @property
+    def num_attention_heads(self) -> int: ...
+
+    @property
+    def num_key_value_heads(self) -> int: ...
+
+    @property
+    def head_dim(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def rms_norm_eps(self) -> float: ...
+
+    @property
+    def rope_theta(self) -> float: ...
+
+    @property
+    def tie_word_embeddings(self) -> bool: ...
+
+    @property
+    def max_position_embeddings(self) -> int: ...
+
+    @property
+    def rope_scaling(self) -> dict | None: ...
 
     def to_dict(self) -> dict:
         """The `model_config` of mlc-chat-config.json; also part of every compiled library's cache key."""

@@ -36,20 +36,20 @@ class LlamaConfig:
         try:
             heads = int(cfg["num_attention_heads"])
             hidden = int(cfg["hidden_size"])
-            values = dict(
-                hidden_size=hidden,
-                intermediate_size=int(cfg["intermediate_size"]),
-                num_hidden_layers=int(cfg["num_hidden_layers"]),
-                num_attention_heads=heads,
-                num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-                head_dim=int(cfg.get("head_dim") or hidden // heads),
-                vocab_size=int(cfg["vocab_size"]),
-                rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(cfg.get("rope_theta", 10000.0)),
-                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
-                rope_scaling=cfg.get("rope_scaling") or None,
-            )
+            values: dict[str, Any] = {
+                "hidden_size": hidden,
+                "intermediate_size": int(cfg["intermediate_size"]),
+                "num_hidden_layers": int(cfg["num_hidden_layers"]),
+                "num_attention_heads": heads,
+                "num_key_value_heads": int(cfg.get("num_key_value_heads") or heads),
+                "head_dim": int(cfg.get("head_dim") or hidden // heads),
+                "vocab_size": int(cfg["vocab_size"]),
+                "rms_norm_eps": float(cfg.get("rms_norm_eps", 1e-6)),
+                "rope_theta": float(cfg.get("rope_theta", 10000.0)),
+                "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False)),
+                "max_position_embeddings": int(cfg.get("max_position_embeddings", 2048)),
+                "rope_scaling": cfg.get("rope_scaling") or None,
+            }
         except KeyError as exc:
             raise BuildError(
                 f"config.json lacks {exc.args[0]!r}, which a {cls.__name__} needs",

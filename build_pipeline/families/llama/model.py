@@ -148,6 +148,7 @@ class LlamaForCausalLM(nn.Module):
         c = self.config
         rope_scale, rope_scaling = rope_scaling_for_kv_cache(c)
         window = self.layer_sliding_window
+        kinds: str | list[str]
         layers, kinds = c.num_hidden_layers, "mha"
         if window is not None:
             # Every layer is windowed. TVM 0.27 allocates the paged cache's q/k/v staging buffers only when
