@@ -120,10 +120,11 @@ def test_llama32_rope_freqs_recover_its_scaling():
 
 def test_registry_maps_architectures_and_refuses_unknown_ones(tmp_path):
     """config.json and GGUF architecture names -> families; an unknown GGUF architecture is a BuildError."""
+    from tiny_model import HF_ARCHITECTURES, hf_config, write_gguf
+
     from build_pipeline.errors import BuildError
     from build_pipeline.families import FAMILIES, family_of_gguf_arch, family_of_hf_config
     from build_pipeline.sources.gguf_file import open_gguf
-    from tiny_model import HF_ARCHITECTURES, hf_config, write_gguf
 
     for family, arch in HF_ARCHITECTURES.items():
         assert family_of_hf_config({"architectures": [arch]}) == family
