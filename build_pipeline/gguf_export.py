@@ -231,8 +231,15 @@ def export_gguf(model, path: Path, out_type: str = "Q8_0") -> None:
     import gguf
 
     cfg, source, spec = model.config, model.source, model.spec
-    archs = get_family(cfg.family).gguf_architectures
-    arch = archs[0] if archs else None
+    arch = get_family(cfg.family).gguf_export_architecture
+    window = cfg.to_dict().get("sliding_window")
+    if window and window < spec.context_window:
+        raise BuildError(
+            f"{spec.id} attends over a sliding window of {window} tokens, which llama.cpp's GGUF architecture "
+            f"{arch!r} does not apply: the server fallback would compute a different model past token {window}",
+            f"set context_window <= {window} in {spec.path.name}, or serve this model through an upstream "
+            "server (LANTERN_FALLBACK_UPSTREAM)",
+        )
     if arch is None:
         raise BuildError(f"no GGUF export for family {cfg.family!r}", "serve this model through an upstream server")
     writer = gguf.GGUFWriter(str(path), arch)

@@ -42,6 +42,12 @@ class Family(Generic[C]):
     weight_map: Callable[[C], list[Param]]
     model_module: str  # dotted name of the model.py holding `create_model` (imported on demand: TVM)
     reference: Callable[[C, dict[str, np.ndarray]], Reference] = ReferenceModel
+    gguf_export_as: str | None = None  # GGUF arch the server copy is written as, if not gguf_architectures[0]
+
+    @property
+    def gguf_export_architecture(self) -> str | None:
+        """What llama.cpp calls this family in the server's exported GGUF (None: no export)."""
+        return self.gguf_export_as or next(iter(self.gguf_architectures), None)
 
     def create_model(self, config: C, scheme, target, context_window: int,
                      prefill_chunk_size: int) -> CausalLM:
@@ -71,7 +77,7 @@ FAMILIES: dict[str, Family[Any]] = {f.name: f for f in (
            llama_weights.weight_map, _LLAMA_MODEL),
     # Llama's weights and model with config.sliding_window (Mistral GGUFs say `llama`: they import as llama).
     Family("mistral", ("MistralForCausalLM",), (), mistral_config.config_from_hf,
-           llama_weights.weight_map, _LLAMA_MODEL),
+           llama_weights.weight_map, _LLAMA_MODEL, gguf_export_as="llama"),
 )}
 
 
