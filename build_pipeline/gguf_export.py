@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 
 from build_pipeline.contract import SERVER_GGUF_FILE, SERVER_GGUF_SIDECAR, TOKENIZER_FILE
 from build_pipeline.errors import BuildError
+from build_pipeline.families import get_family
 from build_pipeline.sources.gguf_file import _BLOCK_NAMES, _GLOBAL_NAMES
 from build_pipeline.tensor_cache import file_sha256
 
@@ -225,7 +226,15 @@ def _encode_tensor(arr: np.ndarray, out_type: str):
 def export_gguf(model, path: Path, out_type: str = "Q8_0") -> None:
     """Write a llama.cpp GGUF of `model` (a build.LoadedModel with a Hugging Face layout source) to `path`."""
     cfg, source, spec = model.config, model.source, model.spec
-    arch = {"llama": "llama", "qwen2": "qwen2"}.get(cfg.family)
+    arch = get_family(cfg.family).gguf_export_architecture
+    window = cfg.to_dict().get("sliding_window")
+    if window and window < spec.context_window:
+        raise BuildError(
+            f"{spec.id} attends over a sliding window of {window} tokens, which llama.cpp's GGUF architecture "
+            f"{arch!r} does not apply: the server fallback would compute a different model past token {window}",
+            f"set context_window <= {window} in {spec.path.name}, or serve this model through an upstream "
+            "server (LANTERN_FALLBACK_UPSTREAM)",
+        )
     if arch is None:
         raise BuildError(f"no GGUF export for family {cfg.family!r}", "serve this model through an upstream server")
     writer = gguf.GGUFWriter(str(path), arch)

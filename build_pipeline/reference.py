@@ -1,7 +1,10 @@
-"""Numpy reference forward pass for the Llama-shaped families (Llama, SmolLM, Mistral, Qwen2).
+"""Numpy reference forward pass for the Llama-shaped families (Llama, SmolLM, Mistral, Qwen2, Qwen3).
 
 It is deliberately plain: the yardstick the compiled library is verified against, and the way the
-pipeline checks that weights were imported correctly (e.g. q/k un-permuting).
+pipeline checks that weights were imported correctly (e.g. q/k un-permuting). Family differences are
+config features read here (q/k/v bias and q/k norms by their tensors' presence, `sliding_window` from
+the config); a family with a different block overrides the per-step methods (`embed`, `attention`,
+`mlp`, `block`, `logits`) in a subclass named by its `Family.reference`.
 """
 
 from __future__ import annotations
@@ -36,54 +39,75 @@ class ReferenceModel:
         self.v_cache: list[list[np.ndarray]] = [[] for _ in range(n)]
         self.pos = 0
 
+    def window(self, layer: int) -> int | None:
+        """How many most recent positions (the query's own included) a query of `layer` sees; None = all."""
+        return getattr(self.config, "sliding_window", None)
+
     def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
         angles = positions[:, None].astype(np.float64) * self.inv_freq[None, :]
         emb = np.concatenate([angles, angles], axis=-1)
         cos, sin = np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
         return x * cos[:, None, :] + _rotate_half(x) * sin[:, None, :]
 
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        return self.p["model.embed_tokens.weight"][tokens]
+
+    def attention(self, i: int, h: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Self-attention of layer i over the cache plus `h`'s tokens (appended to the cache)."""
+        c, p, pre = self.config, self.p, f"model.layers.{i}.self_attn"
+        t = h.shape[0]
+        nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        qkv = h @ p[f"{pre}.qkv_proj.weight"].T
+        if f"{pre}.qkv_proj.bias" in p:
+            qkv = qkv + p[f"{pre}.qkv_proj.bias"]
+        q = qkv[:, : nh * hd].reshape(t, nh, hd)
+        k = qkv[:, nh * hd : (nh + nkv) * hd].reshape(t, nkv, hd)
+        v = qkv[:, (nh + nkv) * hd :].reshape(t, nkv, hd)
+        if f"{pre}.q_norm.weight" in p:  # Qwen3
+            q = rms_norm(q, p[f"{pre}.q_norm.weight"], c.rms_norm_eps)
+            k = rms_norm(k, p[f"{pre}.k_norm.weight"], c.rms_norm_eps)
+        q, k = self._rope(q, positions), self._rope(k, positions)
+        self.k_cache[i].append(k)
+        self.v_cache[i].append(v)
+        keys = np.repeat(np.concatenate(self.k_cache[i]), nh // nkv, axis=1)  # [T, nh, hd]
+        vals = np.repeat(np.concatenate(self.v_cache[i]), nh // nkv, axis=1)
+        scores = np.einsum("thd,shd->hts", q, keys) / math.sqrt(hd)  # a Python float keeps float32
+        key_pos = np.arange(keys.shape[0])[None, :]
+        visible = positions[:, None] >= key_pos
+        window = self.window(i)
+        if window is not None:
+            visible &= positions[:, None] - key_pos < window
+        scores = np.where(visible[None], scores, -np.inf)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        attn = np.einsum("hts,shd->thd", probs, vals).reshape(t, nh * hd)
+        return attn @ p[f"{pre}.o_proj.weight"].T
+
+    def mlp(self, i: int, h: np.ndarray) -> np.ndarray:
+        pre = f"model.layers.{i}.mlp"
+        gate, up = np.split(h @ self.p[f"{pre}.gate_up_proj.weight"].T, 2, axis=-1)
+        return (gate / (1 + np.exp(-gate)) * up) @ self.p[f"{pre}.down_proj.weight"].T
+
+    def block(self, i: int, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        c, p, pre = self.config, self.p, f"model.layers.{i}"
+        x = x + self.attention(i, rms_norm(x, p[f"{pre}.input_layernorm.weight"], c.rms_norm_eps), positions)
+        return x + self.mlp(i, rms_norm(x, p[f"{pre}.post_attention_layernorm.weight"], c.rms_norm_eps))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        x = rms_norm(x, self.p["model.norm.weight"], self.config.rms_norm_eps)
+        head = self.p["lm_head.weight"] if "lm_head.weight" in self.p else self.p["model.embed_tokens.weight"]
+        return x @ head.T
+
     def forward(self, tokens) -> np.ndarray:
         """Run `tokens` after whatever is cached; return logits [len(tokens), vocab] (float32)."""
-        c, p = self.config, self.p
         tokens = np.asarray(tokens, dtype=np.int64)
-        t = len(tokens)
-        nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        positions = np.arange(self.pos, self.pos + t)
-        x = p["model.embed_tokens.weight"][tokens]
-        for i in range(c.num_hidden_layers):
-            pre = f"model.layers.{i}"
-            h = rms_norm(x, p[f"{pre}.input_layernorm.weight"], c.rms_norm_eps)
-            qkv = h @ p[f"{pre}.self_attn.qkv_proj.weight"].T
-            if f"{pre}.self_attn.qkv_proj.bias" in p:
-                qkv = qkv + p[f"{pre}.self_attn.qkv_proj.bias"]
-            q = qkv[:, : nh * hd].reshape(t, nh, hd)
-            k = qkv[:, nh * hd : (nh + nkv) * hd].reshape(t, nkv, hd)
-            v = qkv[:, (nh + nkv) * hd :].reshape(t, nkv, hd)
-            q, k = self._rope(q, positions), self._rope(k, positions)
-            self.k_cache[i].append(k)
-            self.v_cache[i].append(v)
-            keys = np.concatenate(self.k_cache[i])  # [T, nkv, hd]
-            vals = np.concatenate(self.v_cache[i])
-            total = keys.shape[0]
-            group = nh // nkv
-            keys = np.repeat(keys, group, axis=1)
-            vals = np.repeat(vals, group, axis=1)
-            scores = np.einsum("thd,shd->hts", q, keys) / math.sqrt(hd)  # a Python float keeps float32
-            causal = positions[:, None] >= np.arange(total)[None, :]
-            scores = np.where(causal[None], scores, -np.inf)
-            scores = scores - scores.max(axis=-1, keepdims=True)
-            probs = np.exp(scores)
-            probs /= probs.sum(axis=-1, keepdims=True)
-            attn = np.einsum("hts,shd->thd", probs, vals).reshape(t, nh * hd)
-            x = x + attn @ p[f"{pre}.self_attn.o_proj.weight"].T
-            h = rms_norm(x, p[f"{pre}.post_attention_layernorm.weight"], c.rms_norm_eps)
-            gate_up = h @ p[f"{pre}.mlp.gate_up_proj.weight"].T
-            gate, up = np.split(gate_up, 2, axis=-1)
-            x = x + (gate / (1 + np.exp(-gate)) * up) @ p[f"{pre}.mlp.down_proj.weight"].T
-        x = rms_norm(x, p["model.norm.weight"], c.rms_norm_eps)
-        head = p["lm_head.weight"] if "lm_head.weight" in p else p["model.embed_tokens.weight"]
-        self.pos += t
-        return x @ head.T
+        positions = np.arange(self.pos, self.pos + len(tokens))
+        x = self.embed(tokens)
+        for i in range(self.config.num_hidden_layers):
+            x = self.block(i, x, positions)
+        self.pos += len(tokens)
+        return self.logits(x)
 
     def generate_greedy(self, prompt_ids, max_new_tokens: int, stop_ids=()) -> list[int]:
         """Greedy decode after a fresh reset; stops on any of `stop_ids` (not included).

@@ -28,7 +28,6 @@ from build_pipeline.contract import CHAT_CONFIG_FILE, TOKENIZER_FILE, VERIFY_FIL
 from build_pipeline.convert import dense_variant_params
 from build_pipeline.errors import BuildError
 from build_pipeline.paths import cache_dir
-from build_pipeline.reference import ReferenceModel
 from build_pipeline.tensor_cache import iter_tensors, read_index
 
 PROMPT = "What is the capital of France?"
@@ -184,7 +183,7 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     timings["compiled_run"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    ref = ReferenceModel(model.config, dense_variant_params(variant_dir))
+    ref = model.family.reference(model.config, dense_variant_params(variant_dir))
     with threadpool_limits(limits=1, user_api="blas"):
         ref.reset()
         ref_logits = [ref.forward(ids)[-1]]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from build_pipeline.errors import BuildError
-from build_pipeline.families import family_of_hf_config, get_family
+from build_pipeline.families import Family, ModelConfig, family_of_hf_config, get_family
 from build_pipeline.model_config import ModelSpec
-from build_pipeline.sources import open_source
+from build_pipeline.sources import SourceModel, open_source
 
 
 @dataclass
@@ -16,9 +16,9 @@ class LoadedModel:
     """A model config with its source opened and its family config parsed: shared by all variants."""
 
     spec: ModelSpec
-    source: object
-    family: object
-    config: object
+    source: SourceModel
+    family: Family
+    config: ModelConfig
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:

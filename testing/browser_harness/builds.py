@@ -13,14 +13,15 @@ from testing.tiny_model import write_hf_folder, write_model_config
 
 
 def tiny_spec(root: Path, quantizations=("q4f32_1",), qkv_bias: bool = False, tie: bool = True,
-              model_id: str = "tiny-llama", **config_kw):
-    """A ModelSpec for the tiny random model (written under `root`)."""
+              model_id: str = "tiny-llama", family: str | None = None, hf_extra: dict | None = None, **config_kw):
+    """A ModelSpec for the tiny random model (written under `root`); `hf_extra`: more config.json keys."""
     from build_pipeline.model_config import load_model_config
 
     root = Path(root)
-    hf = write_hf_folder(root / f"hf-{model_id}", tie=tie, qkv_bias=qkv_bias)
+    family = family or ("qwen2" if qkv_bias else "llama")
+    hf = write_hf_folder(root / f"hf-{model_id}", tie=tie, qkv_bias=qkv_bias, family=family, **(hf_extra or {}))
     cfg = write_model_config(root / f"{model_id}.toml", hf, quantizations=quantizations, model_id=model_id,
-                             family="qwen2" if qkv_bias else "llama", **config_kw)
+                             family=family, **config_kw)
     return load_model_config(cfg)
 
 

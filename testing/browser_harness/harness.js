@@ -1,5 +1,5 @@
 // Test/bench harness: drives STOCK @mlc-ai/web-llm 0.2.86 against a Lantern-built variant.
-// The page is served by tests/browser_harness/server.py; Python calls window.lantern.* via playwright.
+// The page is served by testing/browser_harness/server.py; Python calls window.lantern.* via playwright.
 import * as webllm from "/vendor/web-llm/index.js";
 
 const status = (text) => { document.getElementById("status").textContent = text; };

@@ -91,11 +91,19 @@ def _check_against_verify(page, name: str, variant: Path, raw: bool = True) -> d
     return chat
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+TINY_FAMILIES = {
+    "llama": {},
+    "qwen2": {"qkv_bias": True, "tie": False},
+    # A window (24) shorter than the verification prompt + answer, chunks that fit in it: the compiled
+    # per-layer window (TVM mha_sliding layers) runs in stock web-llm with sliding_window_size = -1.
+    "mistral": {"family": "mistral", "hf_extra": {"sliding_window": 24}, "prefill_chunk_size": 16},
+}
+
+
+@pytest.mark.parametrize("family", list(TINY_FAMILIES))
 def test_tiny_model_greedy_tokens_match_cpu_build(tmp_path, family, _browsers):
-    """Tiny Llama (tied embeddings) and tiny Qwen2 (q/k/v bias, separate lm_head), q4f32_1."""
-    qwen = family == "qwen2"
-    spec = tiny_spec(tmp_path, qkv_bias=qwen, tie=not qwen, model_id=f"tiny-{family}")
+    """Tiny Llama (tied embeddings), Qwen2 (q/k/v bias, separate lm_head), Mistral (sliding window), q4f32_1."""
+    spec = tiny_spec(tmp_path, model_id=f"tiny-{family}", **TINY_FAMILIES[family])
     variant = build(spec, "q4f32_1", tmp_path / "out")
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
         gpu = page.evaluate("window.lantern.gpuInfo()")

@@ -14,7 +14,6 @@ from build_pipeline.contract import MANIFEST_FILE, SERVER_GGUF_FILE, SERVER_GGUF
 from build_pipeline.errors import BuildError
 from build_pipeline.gguf_export import pre_tokenizer_name, server_gguf_path, write_server_gguf
 from build_pipeline.model_config import load_model_config
-from build_pipeline.reference import ReferenceModel
 from testing.tiny_model import write_hf_folder, write_model_config
 
 TOKENS = [5, 80, 90, 100, 7, 260, 12, 263, 40, 41]  # ids in the tiny vocabulary (265 tokens)
@@ -34,24 +33,34 @@ def llama_logits(path, tokens=TOKENS) -> np.ndarray:
 def reference_logits(model, tokens=TOKENS) -> np.ndarray:
     params = {p.name: np.concatenate([model.source.load(s) for s in p.sources], axis=0)
               for p in model.family.weight_map(model.config)}
-    return ReferenceModel(model.config, params).forward(tokens)
+    return model.family.reference(model.config, params).forward(tokens)
 
 
-def tiny(tmp_path, tie=True, qkv_bias=False, **config):
-    hf = write_hf_folder(tmp_path / "hf", tie=tie, qkv_bias=qkv_bias)
-    family = "qwen2" if qkv_bias else "llama"
+def tiny(tmp_path, tie=True, qkv_bias=False, family=None, hf_extra=None, **config):
+    family = family or ("qwen2" if qkv_bias else "llama")
+    hf = write_hf_folder(tmp_path / "hf", tie=tie, qkv_bias=qkv_bias, family=family, **(hf_extra or {}))
     return load_model(load_model_config(write_model_config(tmp_path / "tiny.toml", hf, family=family, **config)))
 
 
-@pytest.mark.parametrize("tie,qkv_bias", [(True, False), (False, False), (True, True)],
-                         ids=["llama-tied", "llama-untied", "qwen2-bias"])
-def test_f32_export_computes_the_reference_model(tmp_path, tie, qkv_bias):
-    model = tiny(tmp_path, tie, qkv_bias)
+@pytest.mark.parametrize("tie,qkv_bias,family,hf_extra", [
+    (True, False, None, None), (False, False, None, None), (True, True, None, None), (True, False, "qwen3", None),
+    (True, False, "mistral", {"sliding_window": 256}),  # the window covers the whole context: never applies
+], ids=["llama-tied", "llama-untied", "qwen2-bias", "qwen3-qk-norm", "mistral-window-past-context"])
+def test_f32_export_computes_the_reference_model(tmp_path, tie, qkv_bias, family, hf_extra):
+    model = tiny(tmp_path, tie, qkv_bias, family, hf_extra)
     entry = write_server_gguf(model, tmp_path / "out", "F32")
     assert entry["origin"] == "export" and entry["type"] == "F32" and entry["path"] == f"../{SERVER_GGUF_FILE}"
     ours, ref = llama_logits(tmp_path / "out" / SERVER_GGUF_FILE), reference_logits(model)
     # llama.cpp keeps its KV cache in f16: ~0.2% of the logit range, where a wrong layout is ~100%.
     assert np.abs(ours - ref).max() < 5e-3 * np.abs(ref).max()
+
+
+def test_mistral_window_inside_the_context_has_no_server_gguf(tmp_path):
+    """llama.cpp runs Mistral as GGUF arch `llama`, without the window: exporting would serve another model."""
+    model = tiny(tmp_path, family="mistral", hf_extra={"sliding_window": 24}, prefill_chunk_size=16)
+    with pytest.raises(BuildError, match="sliding window of 24 tokens"):
+        write_server_gguf(model, tmp_path / "out", "F32")
+    assert not (tmp_path / "out" / SERVER_GGUF_FILE).exists()
 
 
 def test_f32_export_equals_a_hand_written_gguf(tmp_path, tiny_gguf):
