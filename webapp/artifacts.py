@@ -162,7 +162,7 @@ class ArtifactStore:
 
     def check(self) -> tuple[bool, dict]:
         """Is the artifacts dir readable? Detail says what was looked at (for /healthz)."""
-        detail = {"models_dir": str(self.root)}
+        detail: dict[str, object] = {"models_dir": str(self.root)}
         try:
             os.listdir(self.root)
         except OSError as exc:

@@ -56,6 +56,7 @@ def _fingerprint(paths: list[Path], template: Path) -> tuple:
 def shell_build() -> ShellBuild:
     """The current build of the app shell, cached per app until a file changes."""
     app = current_app
+    assert app.static_folder and app.static_url_path is not None  # create_app always serves static/
     static = Path(app.static_folder)
     template = Path(app.root_path) / "templates" / "index.html"
     paths = _shell_paths(static)

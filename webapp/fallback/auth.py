@@ -29,7 +29,7 @@ class ApiKeys:
     def __init__(self, keys=(), keys_file: str | None = None):
         self._static = [_digest(k) for k in keys]
         self._file = keys_file
-        self._file_stamp = None
+        self._file_stamp: tuple[int, int, int] | None = None
         self._file_digests: list[bytes] = []
         self._lock = threading.Lock()
         if keys_file:
@@ -40,6 +40,7 @@ class ApiKeys:
         return bool(self._static or self._file)
 
     def _reload_file(self) -> None:
+        assert self._file  # only called when a keys file is configured
         st = os.stat(self._file)
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._file_stamp:

@@ -97,8 +97,9 @@ class LocalEngine(UpstreamEngine):
             raise APIError(503, "The server model is unavailable (see /healthz).", type="server_error",
                            code="model_unavailable")
         retry_after = 2
-        if state == "restarting" and self.process.retry_at is not None:
-            retry_after = max(1, math.ceil(self.process.retry_at - time.monotonic()) + 2)
+        process = self.process
+        if state == "restarting" and process is not None and process.retry_at is not None:
+            retry_after = max(1, math.ceil(process.retry_at - time.monotonic()) + 2)
         message = ("The server engine is restarting after a crash; retry shortly." if state == "restarting"
                    else "The model is still loading; retry shortly.")
         raise APIError(503, message, type="server_error",
@@ -129,6 +130,7 @@ class LocalEngine(UpstreamEngine):
     # -- generation --------------------------------------------------------------------------
     def _headers(self, slot: int | None = None) -> dict:
         headers = super()._headers(slot)
+        assert self.process is not None  # requests reach the engine only after start()
         headers["Authorization"] = f"Bearer {self.process.token}"
         if slot is not None:
             headers["X-Lantern-Slot"] = str(slot)

@@ -59,7 +59,7 @@ class UpstreamEngine(BackgroundLoad):
             self.format = ChatFormat(*load_chat_files(self.ref))
         except Exception:  # noqa: BLE001 - optional: without it the upstream enforces its own context
             self.format = None
-        self.state = "ready"
+        self._state = "ready"
         self._done.set()
 
     def wait_ready(self, deadline: float) -> None:

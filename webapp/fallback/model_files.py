@@ -17,7 +17,7 @@ from build_pipeline.contract import CHAT_CONFIG_FILE, MANIFEST_FILE, TOKENIZER_F
 from build_pipeline.errors import BuildError
 from build_pipeline.families import get_family
 from build_pipeline.gguf_export import server_gguf_path
-from build_pipeline.model_config import load_model_config
+from build_pipeline.model_config import ModelSpec, load_model_config
 from build_pipeline.paths import model_configs_dir
 from build_pipeline.quantization import get_scheme
 from build_pipeline.sources import open_source
@@ -31,7 +31,7 @@ class ModelRef:
     id: str
     name: str
     models_dir: Path
-    spec: object | None = None  # build_pipeline ModelSpec, when a model config exists
+    spec: ModelSpec | None = None  # when a model config exists
     aliases: frozenset = field(default_factory=frozenset)
 
     def accepts(self, name: str | None) -> bool:

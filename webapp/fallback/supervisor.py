@@ -166,6 +166,7 @@ class EngineProcess:
 
     def _drain_stderr(self, proc: subprocess.Popen) -> None:
         """Pass the engine's stderr on (llama.cpp prints no prompt text: verbose is off) and keep its tail."""
+        assert proc.stderr is not None  # _spawn pipes it
         for raw in proc.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
             self._stderr_tail.append(line)
@@ -182,6 +183,7 @@ class EngineProcess:
             self._set("ready", error=None, retry_at=None,
                       ready=Ready(int(message["port"]), int(message["pid"]), float(message.get("load_seconds", 0)),
                                   str(message.get("system_info", ""))))
+            assert proc.stdout is not None  # _spawn pipes it
             proc.stdout.close()
             proc.wait()
             return "died", describe_exit(proc.returncode)
@@ -196,7 +198,9 @@ class EngineProcess:
     def _first_line(self, proc: subprocess.Popen) -> bytes:
         """The engine's protocol line, or b"" if it died or took longer than START_TIMEOUT_SECONDS."""
         result: list[bytes] = []
-        reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
+        stdout = proc.stdout
+        assert stdout is not None  # _spawn pipes it
+        reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
         reader.start()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while reader.is_alive() and time.monotonic() < deadline and not self._closed.is_set():
