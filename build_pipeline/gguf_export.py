@@ -75,6 +75,7 @@ def staged_server_gguf(model, model_dir: Path):
                 model_dir.rmdir()  # only if nothing else is in it
         raise
     if staged is not None:
+        assert entry is not None and fingerprint is not None  # prepared together with `staged`
         commit_server_gguf(model_dir, staged, entry, fingerprint)
     if problem is not None:
         why = problem if isinstance(problem, BuildError) else f"{type(problem).__name__}: {problem}"
@@ -108,7 +109,7 @@ def prepare_server_gguf(model, model_dir: Path, out_type: str = "Q8_0"):
     try:
         if model.source.gguf_path is not None:
             _link_or_copy(Path(model.source.gguf_path), staged)
-            entry = {"origin": "source", "type": _gguf_file_type(staged)}
+            entry: dict[str, object] = {"origin": "source", "type": _gguf_file_type(staged)}
         else:
             export_gguf(model, staged, out_type)
             check_tokenizer(staged, model.source.tokenizer_files[TOKENIZER_FILE])
@@ -185,7 +186,7 @@ def _gguf_file_type(path: Path) -> str:
     counts: dict[str, int] = {}
     for t in reader.tensors:
         counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + int(t.n_elements)
-    return max(counts, key=counts.get) if counts else "unknown"
+    return max(counts, key=counts.__getitem__) if counts else "unknown"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class Imported:
     def stored(self, scale_dtype: str) -> list[np.ndarray]:
         """The tensors as written to the shards (q_weight, q_scale[, q_min])."""
         out = [pack(self.q, self.fmt), self.scale.astype(scale_dtype)]
-        if self.fmt.has_min:
+        if self.minimum is not None:  # formats with a minimum (fmt.has_min)
             out.append(self.minimum.astype(scale_dtype))
         return out
 
@@ -119,7 +119,7 @@ def import_tensor(type_name: str, raw: np.ndarray, values: np.ndarray) -> Import
 
 def check_exact(item: Imported, values: np.ndarray) -> None:
     """The kernel's float32 evaluation must reproduce gguf's values (zeros compared as values)."""
-    got = dequantize(item.fmt, [pack(item.q, item.fmt), item.scale] + ([item.minimum] if item.fmt.has_min else []))
+    got = dequantize(item.fmt, [pack(item.q, item.fmt), item.scale] + ([item.minimum] if item.minimum is not None else []))
     want = values.astype(np.float32, copy=False)
     # `+ 0` turns -0.0 into +0.0: (q - 8) * d and q * d - 8 * d differ only in the sign of a zero.
     if not np.array_equal((got + np.float32(0)).view(np.uint32), (want + np.float32(0)).view(np.uint32)):
@@ -141,7 +141,7 @@ def _as_general(item: Imported, group: int) -> tuple[np.ndarray, np.ndarray, np.
     -zero * scale is exact too, so the one rounding at the add reproduces gguf's value."""
     rep = item.fmt.group // group
     scale = np.repeat(item.scale, rep, axis=1)
-    if item.fmt.has_min:
+    if item.minimum is not None:  # fmt.has_min
         return item.q, scale, np.repeat(item.minimum, rep, axis=1)
     natural = _NATURAL_ZERO[item.source_type]
     q = item.q.astype(np.int16) - (item.fmt.zero - natural)

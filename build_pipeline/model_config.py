@@ -114,11 +114,18 @@ def load_model_config(path: Path) -> ModelSpec:
     )
 
 
+def _valid_quality_limit(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if key == "eval_tokens":
+        return isinstance(value, int) and value > 0
+    return key in ("max_ratio", "warn_ratio") and isinstance(value, (int, float)) and value > 0
+
+
 def _quality_table(table: dict, where: str) -> dict:
     """[quality] limits of the build's perplexity gate (stages/quality.py)."""
-    known = {"max_ratio": (int, float), "warn_ratio": (int, float), "eval_tokens": int}
     for key, value in table.items():
-        if key not in known or not isinstance(value, known[key]) or isinstance(value, bool) or value <= 0:
+        if not _valid_quality_limit(key, value):
             raise BuildError(f"{where}: [quality] {key} = {value!r} is not valid",
                              "use max_ratio / warn_ratio (numbers >= 1) and eval_tokens (a positive integer)")
     return dict(table)

