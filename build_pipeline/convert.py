@@ -39,6 +39,8 @@ def expected_shapes(config, param) -> tuple[int, ...] | None:
         return (h, ffn)
     if name in ("model.embed_tokens.weight", "lm_head.weight"):
         return (config.vocab_size, h)
+    if name.endswith(("q_norm.weight", "k_norm.weight")):
+        return (hd,)
     if name.endswith("norm.weight"):
         return (h,)
     return None

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from build_pipeline.errors import BuildError
-from build_pipeline.families import llama, qwen2
+from build_pipeline.families import gemma, llama, phi3, qwen2
 
-FAMILIES = {"llama": llama, "qwen2": qwen2}
+FAMILIES = {"llama": llama, "qwen2": qwen2, "gemma2": gemma, "gemma3": gemma, "phi3": phi3}
 
 # Hugging Face `architectures` entries -> family.
 ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
+    "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3",
+    "Phi3ForCausalLM": "phi3",
 }
 
 
