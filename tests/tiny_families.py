@@ -1,7 +1,8 @@
 """Tiny random Gemma 2, Gemma 3 and Phi-3 models written as llama.cpp GGUFs, for llama.cpp parity tests.
 
-Sizes are chosen so a prompt of ~100 tokens crosses the prefill chunk (32) and the sliding window (24),
-and Gemma 3 has a global layer (every 6th). Weights are seeded; the tokenizer is tiny_model's.
+Sizes are chosen so a prompt of ~100 tokens crosses the prefill chunk (16) and the sliding window (24),
+and Gemma 3 has a global layer (every 6th). The chunk is below the window: TVM's per-layer sliding
+window needs that (families/gemma/model.py). Weights are seeded; the tokenizer is tiny_model's.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import numpy as np
 from tiny_model import MERGES, SPECIALS, vocab
 
 SLIDING_WINDOW = 24
-# llama.cpp's Phi-3 vocabulary loader looks these up by text.
+# Phi-3's chat specials (llama.cpp treats <|end|> as end of turn).
 PHI3_SPECIALS = ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
-PREFILL_CHUNK = 32
+PREFILL_CHUNK = 16
 
 
 def tokens(family: str) -> list[str]:
@@ -122,7 +123,8 @@ def write_gguf(path: Path, family: str, seed: int = 0) -> Path:
     cfg = hf_config(family)
     gemma = family.startswith("gemma")
     writer = gguf.GGUFWriter(str(path), family)
-    writer.add_name(f"tiny-{family}")
+    # Not "tiny-phi3": llama.cpp then sets attributes on Phi-3's own "</s>"/"<unk>" tokens by text.
+    writer.add_name(f"tiny-random-{family[:-1]}")
     writer.add_block_count(cfg["num_hidden_layers"])
     writer.add_context_length(cfg["max_position_embeddings"])
     writer.add_embedding_length(cfg["hidden_size"])

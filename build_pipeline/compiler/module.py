@@ -35,14 +35,17 @@ def _create_model(family, config, scheme, target, settings: LibrarySettings):
 # runtime treats an empty tuple / a non-function there as "absent" (attn_backend.cc, paged_kv_cache.cc
 # of apache-tvm 0.27); web-llm never enables sliding windows (sliding_window_size = -1) nor tree
 # decoding. Dropping them removes 5 large attention kernels that every page load would compile.
+# A model whose own layers slide (Gemma's "mha_sliding" layers) keeps the sliding-window kernels: it
+# names them in its `kv_kernels_used`.
 KV_CREATE = "vm.builtin.paged_attention_kv_cache_create"
 KV_CREATE_NARGS = 28
 UNUSED_KV_ARGS = {14: "mla-append", 18: "sliding-window-prefill", 19: "sliding-window-decode",
                   20: "tree-mask-prefill-paged", 21: "tree-mask-prefill-ragged"}
 
 
-def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache"):
-    """Replace the never-used kernels in the KV cache constructor call by 'absent' markers."""
+def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", keep: tuple[str, ...] = ()):
+    """Replace the never-used kernels (all of UNUSED_KV_ARGS but `keep`) in the KV cache constructor
+    call by 'absent' markers."""
     from tvm import relax
 
     found = []
@@ -56,7 +59,7 @@ def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache"):
                 if len(args) - 1 != KV_CREATE_NARGS:
                     raise BuildError(f"unexpected paged KV cache constructor ({len(args) - 1} args)",
                                      "install apache-tvm==0.27.0.post1, the version Lantern targets")
-                for pos in UNUSED_KV_ARGS:
+                for pos in (p for p, kernel in UNUSED_KV_ARGS.items() if kernel not in keep):
                     args[pos + 1] = relax.prim_value(0) if pos == 14 else relax.Tuple([])
                 found.append(True)
                 return relax.Call(call.op, args, call.attrs, call.ty_args)
@@ -101,7 +104,8 @@ def export_ir(family, config, scheme, target, settings: LibrarySettings):
     model = _create_model(family, config, scheme, target, settings)
     mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = [(name, [int(d) for d in p.shape], str(p.dtype)) for name, p in named_params]
-    mod = prune_unreferenced_kernels(trim_kv_cache_kernels(mod))
+    keep = tuple(getattr(model, "kv_kernels_used", ()))
+    mod = prune_unreferenced_kernels(trim_kv_cache_kernels(mod, keep=keep))
     mod = attach_logit_functions(mod, config.vocab_size, gpu="gpu" in target.keys)
     # Symbolic sizes the memory planner may assume (web-llm never exceeds them).
     bounds = {"seq_len": settings.prefill_chunk_size, "total_seq_len": settings.context_window,

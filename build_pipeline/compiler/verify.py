@@ -187,7 +187,8 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     timings["compiled_run"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    ref = ReferenceModel(model.config, dense_variant_params(variant_dir))
+    make_reference = getattr(model.family, "reference_model", ReferenceModel)
+    ref = make_reference(model.config, dense_variant_params(variant_dir))
     with threadpool_limits(limits=1, user_api="blas"):
         ref.reset()
         ref_logits = [ref.forward(ids)[-1]]
