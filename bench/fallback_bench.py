@@ -222,7 +222,7 @@ def browser_build_answer(models: Path, max_new_tokens: int = 48) -> tuple[str, s
         except Exception as exc:  # noqa: BLE001 - fall back to the reference
             print(f"(CPU build unavailable: {type(exc).__name__}: {exc})")
     from build_pipeline.convert import dense_variant_params
-    from build_pipeline.families.llama import LlamaConfig
+    from build_pipeline.families.llama.config import LlamaConfig
     from build_pipeline.reference import ReferenceModel
 
     ids, chat, tok = prompt_token_ids(variant, FRANCE)

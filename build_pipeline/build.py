@@ -11,14 +11,14 @@ from tqdm import tqdm
 
 from build_pipeline.atomic import ensure_writable_dir, staged_dir
 from build_pipeline.chat_config import CHAT_CONFIG_FILE, build_chat_config
-from build_pipeline.families import family_of_hf_config, get_family
+from build_pipeline.families import Family, ModelConfig, family_of_hf_config, get_family
 from build_pipeline.gguf_export import server_gguf_path, staged_server_gguf
 from build_pipeline.errors import BuildError
 from build_pipeline.manifest import build_manifest
 from build_pipeline.model_config import ModelSpec
 from build_pipeline.model_package import MANIFEST_FILE as PACKAGE_MANIFEST, index_params, package_manifest
 from build_pipeline.quantization import get_scheme
-from build_pipeline.sources import open_source
+from build_pipeline.sources import SourceModel, open_source
 from build_pipeline.tensor_cache import INDEX_FILE, ShardWriter
 
 
@@ -27,9 +27,9 @@ class LoadedModel:
     """A model config with its source opened and its family config parsed: shared by all variants."""
 
     spec: ModelSpec
-    source: object
-    family: object
-    config: object
+    source: SourceModel
+    family: Family
+    config: ModelConfig
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from build_pipeline.errors import BuildError
+from build_pipeline.families import Family, ModelConfig
 from build_pipeline.quantization import Scheme, quantize_q4
+from build_pipeline.sources import SourceModel
 from build_pipeline.weight_formats import FLOAT, MLC_Q4, Q4_MIN, dequantize, get_format
 
 
@@ -20,30 +22,6 @@ def _load_group(source, param) -> np.ndarray:
         )
     parts = [source.load(s) for s in param.sources]
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-
-
-def expected_shapes(config, param) -> tuple[int, ...] | None:
-    """Shape a fused parameter must have, so a mismatched checkpoint fails with a clear message."""
-    hd, nh, nkv = config.head_dim, config.num_attention_heads, config.num_key_value_heads
-    h, ffn = config.hidden_size, config.intermediate_size
-    name = param.name
-    if name.endswith("qkv_proj.weight"):
-        return ((nh + 2 * nkv) * hd, h)
-    if name.endswith("qkv_proj.bias"):
-        return ((nh + 2 * nkv) * hd,)
-    if name.endswith("o_proj.weight"):
-        return (h, nh * hd)
-    if name.endswith("gate_up_proj.weight"):
-        return (2 * ffn, h)
-    if name.endswith("down_proj.weight"):
-        return (h, ffn)
-    if name in ("model.embed_tokens.weight", "lm_head.weight"):
-        return (config.vocab_size, h)
-    if name.endswith(("q_norm.weight", "k_norm.weight")):
-        return (hd,)
-    if name.endswith("norm.weight"):
-        return (h,)
-    return None
 
 
 def _load_imported(source, param):
@@ -74,7 +52,7 @@ def _quantize(scheme: Scheme, param, source) -> tuple[np.ndarray, list[np.ndarra
     return w, list(quantize_q4(w, scheme.dtype)), MLC_Q4.name, None
 
 
-def convert(source, config, family, scheme: Scheme, formats: dict | None = None
+def convert(source: SourceModel, config: ModelConfig, family: Family, scheme: Scheme, formats: dict | None = None
             ) -> Iterator[tuple[str, np.ndarray, int]]:
     """Yield (param name, array, logical parameter count) in the order the model library declares them.
 
@@ -86,10 +64,9 @@ def convert(source, config, family, scheme: Scheme, formats: dict | None = None
             w, stored, fmt_name, source_type = _quantize(scheme, param, source)
         else:
             w = _load_group(source, param)
-        want = expected_shapes(config, param)
-        if want is not None and tuple(w.shape) != want:
+        if param.shape is not None and tuple(w.shape) != param.shape:
             raise BuildError(
-                f"{param.name} has shape {tuple(w.shape)} but the config implies {want}",
+                f"{param.name} has shape {tuple(w.shape)} but the config implies {param.shape}",
                 "the weights do not match config.json; re-download the model",
             )
         if quantize:

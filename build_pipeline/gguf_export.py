@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from build_pipeline.errors import BuildError
+from build_pipeline.families import get_family
 from build_pipeline.tensor_cache import file_sha256
 
 SERVER_GGUF = "model.gguf"
@@ -230,7 +231,8 @@ def export_gguf(model, path: Path, out_type: str = "Q8_0") -> None:
     import gguf
 
     cfg, source, spec = model.config, model.source, model.spec
-    arch = {"llama": "llama", "qwen2": "qwen2"}.get(cfg.family)
+    archs = get_family(cfg.family).gguf_architectures
+    arch = archs[0] if archs else None
     if arch is None:
         raise BuildError(f"no GGUF export for family {cfg.family!r}", "serve this model through an upstream server")
     writer = gguf.GGUFWriter(str(path), arch)

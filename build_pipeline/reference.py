@@ -1,7 +1,10 @@
-"""Numpy reference forward pass for the Llama-shaped families (Llama, SmolLM, Mistral, Qwen2).
+"""Numpy reference forward pass for the Llama-shaped families (Llama, SmolLM, Mistral, Qwen2, Qwen3).
 
 It is deliberately plain: the yardstick the compiled library is verified against, and the way the
-pipeline checks that weights were imported correctly (e.g. q/k un-permuting).
+pipeline checks that weights were imported correctly (e.g. q/k un-permuting). Family differences are
+config features read here (q/k/v bias and q/k norms by their tensors' presence, `sliding_window` from
+the config); a family with a different block overrides the per-step methods (`embed`, `attention`,
+`mlp`, `block`, `logits`) in a subclass named by its `Family.reference`.
 """
 
 from __future__ import annotations
@@ -19,40 +22,6 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 def _rotate_half(x: np.ndarray) -> np.ndarray:
     half = x.shape[-1] // 2
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-
-
-def apply_rope(x: np.ndarray, positions: np.ndarray, inv_freq: np.ndarray, rotary_dim: int,
-               scale: float = 1.0) -> np.ndarray:
-    """Rotate-half RoPE on the first `rotary_dim` features of [T, heads, head_dim]; cos/sin times `scale`
-    (longrope's attention factor)."""
-    angles = positions[:, None].astype(np.float64) * inv_freq[None, :]
-    emb = np.concatenate([angles, angles], axis=-1)
-    cos, sin = (np.cos(emb) * scale).astype(np.float32), (np.sin(emb) * scale).astype(np.float32)
-    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-    rot = rot * cos[:, None, :] + _rotate_half(rot) * sin[:, None, :]
-    return rot if rest.shape[-1] == 0 else np.concatenate([rot, rest], axis=-1)
-
-
-def attention(q: np.ndarray, keys: np.ndarray, vals: np.ndarray, positions: np.ndarray, sm_scale: float,
-              window: int | None = None, soft_cap: float | None = None) -> np.ndarray:
-    """Causal GQA attention of q [t, nh, hd] over the cached keys/values [T, nkv, hd] -> [t, nh * hd].
-
-    `window`: a query at p sees keys at p - window < j <= p (sliding-window layers); `soft_cap`:
-    scores become cap * tanh(scores / cap) (Gemma 2)."""
-    t, nh, hd = q.shape
-    total, nkv = keys.shape[0], keys.shape[1]
-    keys = np.repeat(keys, nh // nkv, axis=1)
-    vals = np.repeat(vals, nh // nkv, axis=1)
-    scores = np.einsum("thd,shd->hts", q, keys) * np.float32(sm_scale)
-    if soft_cap is not None:
-        scores = np.tanh(scores / np.float32(soft_cap)) * np.float32(soft_cap)
-    distance = positions[:, None] - np.arange(total)[None, :]
-    visible = distance >= 0 if window is None else (distance >= 0) & (distance < window)
-    scores = np.where(visible[None], scores, -np.inf)
-    scores = scores - scores.max(axis=-1, keepdims=True)
-    probs = np.exp(scores)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    return np.einsum("hts,shd->thd", probs, vals).reshape(t, nh * hd)
 
 
 class ReferenceModel:
@@ -73,39 +42,85 @@ class ReferenceModel:
         self.v_cache: list[list[np.ndarray]] = [[] for _ in range(n)]
         self.pos = 0
 
+    def window(self, layer: int) -> int | None:
+        """How many most recent positions (the query's own included) a query of `layer` sees; None = all."""
+        return getattr(self.config, "sliding_window", None)
+
+    def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        angles = positions[:, None].astype(np.float64) * self.inv_freq[None, :]
+        emb = np.concatenate([angles, angles], axis=-1)
+        cos, sin = np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+        return x * cos[:, None, :] + _rotate_half(x) * sin[:, None, :]
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        return self.p["model.embed_tokens.weight"][tokens]
+
+    def attention(self, i: int, h: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Self-attention of layer i over the cache plus `h`'s tokens (appended to the cache)."""
+        c, p, pre = self.config, self.p, f"model.layers.{i}.self_attn"
+        t = h.shape[0]
+        nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        qkv = h @ p[f"{pre}.qkv_proj.weight"].T
+        if f"{pre}.qkv_proj.bias" in p:
+            qkv = qkv + p[f"{pre}.qkv_proj.bias"]
+        q = qkv[:, : nh * hd].reshape(t, nh, hd)
+        k = qkv[:, nh * hd : (nh + nkv) * hd].reshape(t, nkv, hd)
+        v = qkv[:, (nh + nkv) * hd :].reshape(t, nkv, hd)
+        if f"{pre}.q_norm.weight" in p:  # Qwen3
+            q = rms_norm(q, p[f"{pre}.q_norm.weight"], c.rms_norm_eps)
+            k = rms_norm(k, p[f"{pre}.k_norm.weight"], c.rms_norm_eps)
+        q, k = self._rope(q, positions), self._rope(k, positions)
+        return self.attend(i, q, k, v, positions, 1 / math.sqrt(hd)) @ p[f"{pre}.o_proj.weight"].T
+
+    def attend(self, i: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray,
+               sm_scale: float, soft_cap: float | None = None) -> np.ndarray:
+        """Append k/v to layer i's cache; causal GQA attention of q over it (within `window(i)`) -> [t, nh*hd].
+
+        `soft_cap`: scores become cap * tanh(scores / cap) before the mask (Gemma 2)."""
+        t, nh, hd = q.shape
+        self.k_cache[i].append(k)
+        self.v_cache[i].append(v)
+        group = nh // k.shape[1]
+        keys = np.repeat(np.concatenate(self.k_cache[i]), group, axis=1)  # [T, nh, hd]
+        vals = np.repeat(np.concatenate(self.v_cache[i]), group, axis=1)
+        scores = np.einsum("thd,shd->hts", q, keys) * np.float32(sm_scale)
+        if soft_cap is not None:
+            scores = np.tanh(scores / np.float32(soft_cap)) * np.float32(soft_cap)
+        key_pos = np.arange(keys.shape[0])[None, :]
+        visible = positions[:, None] >= key_pos
+        window = self.window(i)
+        if window is not None:
+            visible &= positions[:, None] - key_pos < window
+        scores = np.where(visible[None], scores, -np.inf)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        return np.einsum("hts,shd->thd", probs, vals).reshape(t, nh * hd)
+
+    def mlp(self, i: int, h: np.ndarray) -> np.ndarray:
+        pre = f"model.layers.{i}.mlp"
+        gate, up = np.split(h @ self.p[f"{pre}.gate_up_proj.weight"].T, 2, axis=-1)
+        return (gate / (1 + np.exp(-gate)) * up) @ self.p[f"{pre}.down_proj.weight"].T
+
+    def block(self, i: int, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        c, p, pre = self.config, self.p, f"model.layers.{i}"
+        x = x + self.attention(i, rms_norm(x, p[f"{pre}.input_layernorm.weight"], c.rms_norm_eps), positions)
+        return x + self.mlp(i, rms_norm(x, p[f"{pre}.post_attention_layernorm.weight"], c.rms_norm_eps))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        x = rms_norm(x, self.p["model.norm.weight"], self.config.rms_norm_eps)
+        head = self.p["lm_head.weight"] if "lm_head.weight" in self.p else self.p["model.embed_tokens.weight"]
+        return x @ head.T
+
     def forward(self, tokens) -> np.ndarray:
         """Run `tokens` after whatever is cached; return logits [len(tokens), vocab] (float32)."""
-        c, p = self.config, self.p
         tokens = np.asarray(tokens, dtype=np.int64)
-        t = len(tokens)
-        nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        positions = np.arange(self.pos, self.pos + t)
-        x = p["model.embed_tokens.weight"][tokens]
-        for i in range(c.num_hidden_layers):
-            pre = f"model.layers.{i}"
-            h = rms_norm(x, p[f"{pre}.input_layernorm.weight"], c.rms_norm_eps)
-            qkv = h @ p[f"{pre}.self_attn.qkv_proj.weight"].T
-            if f"{pre}.self_attn.qkv_proj.bias" in p:
-                qkv = qkv + p[f"{pre}.self_attn.qkv_proj.bias"]
-            q = qkv[:, : nh * hd].reshape(t, nh, hd)
-            k = qkv[:, nh * hd : (nh + nkv) * hd].reshape(t, nkv, hd)
-            v = qkv[:, (nh + nkv) * hd :].reshape(t, nkv, hd)
-            rot, scale = getattr(c, "rotary_dim", hd), getattr(c, "rope_attention_scale", 1.0)
-            q = apply_rope(q, positions, self.inv_freq, rot, scale)
-            k = apply_rope(k, positions, self.inv_freq, rot, scale)
-            self.k_cache[i].append(k)
-            self.v_cache[i].append(v)
-            attn = attention(q, np.concatenate(self.k_cache[i]), np.concatenate(self.v_cache[i]), positions,
-                             1 / math.sqrt(hd))
-            x = x + attn @ p[f"{pre}.self_attn.o_proj.weight"].T
-            h = rms_norm(x, p[f"{pre}.post_attention_layernorm.weight"], c.rms_norm_eps)
-            gate_up = h @ p[f"{pre}.mlp.gate_up_proj.weight"].T
-            gate, up = np.split(gate_up, 2, axis=-1)
-            x = x + (gate / (1 + np.exp(-gate)) * up) @ p[f"{pre}.mlp.down_proj.weight"].T
-        x = rms_norm(x, p["model.norm.weight"], c.rms_norm_eps)
-        head = p["lm_head.weight"] if "lm_head.weight" in p else p["model.embed_tokens.weight"]
-        self.pos += t
-        return x @ head.T
+        positions = np.arange(self.pos, self.pos + len(tokens))
+        x = self.embed(tokens)
+        for i in range(self.config.num_hidden_layers):
+            x = self.block(i, x, positions)
+        self.pos += len(tokens)
+        return self.logits(x)
 
     def generate_greedy(self, prompt_ids, max_new_tokens: int, stop_ids=()) -> list[int]:
         """Greedy decode after a fresh reset; stops on any of `stop_ids` (not included).

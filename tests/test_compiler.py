@@ -20,7 +20,8 @@ from build_pipeline.compiler import (PROFILES, build_library, compile_executable
                                      resolve_profiles, webgpu_source, webgpu_target)
 from build_pipeline.compiler.module import LibrarySettings
 from build_pipeline.errors import BuildError
-from build_pipeline.families import llama
+from build_pipeline.families import get_family
+from build_pipeline.families.llama.config import LlamaConfig
 from build_pipeline.manifest import read_manifest
 from build_pipeline.quantization import get_scheme
 from build_pipeline.tensor_cache import read_index
@@ -119,14 +120,14 @@ def _tiny_config(**kw):
                 num_key_value_heads=2, head_dim=16, vocab_size=265, rms_norm_eps=1e-5, rope_theta=10000.0,
                 tie_word_embeddings=True, max_position_embeddings=512)
     base.update(kw)
-    return llama.LlamaConfig(**base)
+    return LlamaConfig(**base)
 
 
 def test_decode_linears_are_single_fused_kernels_without_transposes():
     """q4 linears compile to one kernel each (dequantize fused in), no transposes, f32 logits."""
     scheme = get_scheme("q4f32_1")
     prof = PROFILES["swiftshader"]
-    ex, _ = compile_executable(llama, _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof,
+    ex, _ = compile_executable(get_family("llama"), _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof,
                                webgpu_target())
     kernels = limits.split_kernels(webgpu_source(ex))
     assert not [n for n in kernels if "transpose" in n and "kv_cache" not in n]
@@ -143,7 +144,7 @@ def test_f16_variant_uses_shader_f16_and_fits_gpu_limits():
     prof = resolve_profiles(None, scheme)[0]
     assert prof.name == "gpu"  # f16 needs shader-f16, i.e. a real GPU: no software library
     assert [p.name for p in resolve_profiles(None, scheme)] == ["gpu"]
-    ex, meta = compile_executable(llama, _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof,
+    ex, meta = compile_executable(get_family("llama"), _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof,
                                   webgpu_target())
     src = webgpu_source(ex)
     assert "enable f16;" in src
@@ -201,11 +202,11 @@ def test_unknown_profile_is_a_clear_build_error():
 
 
 def test_family_without_model_definition_is_a_clear_build_error():
-    import types
+    import dataclasses
 
     from build_pipeline.compiler.module import export_ir
 
-    fake = types.SimpleNamespace(__name__="gpt2")
+    fake = dataclasses.replace(get_family("llama"), name="gpt2", model_module="build_pipeline.families.gpt2.model")
     with pytest.raises(BuildError, match="no compiler model definition"):
         export_ir(fake, _tiny_config(), get_scheme("q4f32_1"), webgpu_target(), LibrarySettings(256, 64, "gpu"))
 

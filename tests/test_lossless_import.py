@@ -103,9 +103,10 @@ def test_smollm2_gguf_imports_losslessly(smollm2_gguf):
     from build_pipeline.manifest import format_summary
     from build_pipeline.quantization import SCHEMES
     from build_pipeline.sources.gguf_file import open_gguf
-    from build_pipeline.families import llama
+    from build_pipeline.families import get_family
 
     source = open_gguf(smollm2_gguf)
+    llama = get_family("llama")
     config = llama.config_from_hf(source.hf_config)
     formats, stored, params = {}, 0, 0
     for _, arr, count in convert(source, config, llama, SCHEMES["q4f16_asym"], formats):

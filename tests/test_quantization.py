@@ -55,12 +55,13 @@ def test_unknown_scheme_names_the_choices():
 
 @pytest.mark.parametrize("name,tol", [("q0f32", 0.0), ("q0f16", 2**-11)])
 def test_float_schemes_round_trip(name, tol):
-    from build_pipeline.families import llama
+    from build_pipeline.families import get_family
+    from build_pipeline.families.llama.config import LlamaConfig
     from build_pipeline.convert import convert
     from tiny_model import hf_config, weights
 
     scheme = SCHEMES[name]
-    cfg = llama.LlamaConfig.from_hf(hf_config())
+    cfg = LlamaConfig.from_hf(hf_config())
     w = weights(hf_config())
 
     class Source:
@@ -68,7 +69,7 @@ def test_float_schemes_round_trip(name, tol):
         tensor_names = list(w)
         load = staticmethod(lambda n: w[n])
 
-    out = list(convert(Source, cfg, llama, scheme))
+    out = list(convert(Source, cfg, get_family("llama"), scheme))
     assert all(str(a.dtype) == scheme.dtype for n, a, _ in out)
     dense = dense_params((n, a) for n, a, _ in out)
     qkv = np.concatenate([w[f"model.layers.0.self_attn.{p}_proj.weight"] for p in "qkv"])

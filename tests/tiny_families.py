@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tiny_model import MERGES, SPECIALS, vocab
+from tiny_model import CHAT_TEMPLATE, MERGES, vocab
 
+FAMILIES = ("gemma2", "gemma3", "phi3")
 SLIDING_WINDOW = 24
 # Phi-3's chat specials (llama.cpp treats <|end|> as end of turn).
 PHI3_SPECIALS = ["<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
@@ -23,14 +24,18 @@ def tokens(family: str) -> list[str]:
     return vocab() + (PHI3_SPECIALS if family == "phi3" else [])
 
 
-def hf_config(family: str) -> dict:
+def hf_config(family: str, **extra) -> dict:
+    return {**_hf_config(family), **extra}
+
+
+def _hf_config(family: str) -> dict:
     base = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
             "head_dim": 16, "vocab_size": len(tokens(family)), "rms_norm_eps": 1e-6, "max_position_embeddings": 4096,
             "bos_token_id": 1, "eos_token_id": 2}
     if family == "gemma2":
         return {**base, "architectures": ["Gemma2ForCausalLM"], "num_hidden_layers": 4, "rope_theta": 10000.0,
-                "sliding_window": SLIDING_WINDOW, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 50.0,
-                "final_logit_softcapping": 30.0, "tie_word_embeddings": True}
+                "sliding_window": SLIDING_WINDOW, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 2.0,
+                "final_logit_softcapping": 5.0, "tie_word_embeddings": True}
     if family == "gemma3":
         return {**base, "architectures": ["Gemma3ForCausalLM"], "num_hidden_layers": 6, "rope_theta": 1000000.0,
                 "rope_local_base_freq": 10000.0, "sliding_window": SLIDING_WINDOW, "sliding_window_pattern": 6,
@@ -116,11 +121,12 @@ def _gguf_name(hf: str, gemma: bool) -> str:
     return f"blk.{i}.{name}"
 
 
-def write_gguf(path: Path, family: str, seed: int = 0) -> Path:
-    """The model as llama.cpp's converter writes it (Gemma norms stored as 1 + w, no q/k permutation)."""
+def write_gguf(path: Path, family: str, seed: int = 0, **extra) -> Path:
+    """The model as llama.cpp's converter writes it (Gemma norms stored as 1 + w, no q/k permutation);
+    `extra` config.json keys override the defaults."""
     import gguf
 
-    cfg = hf_config(family)
+    cfg = hf_config(family, **extra)
     gemma = family.startswith("gemma")
     writer = gguf.GGUFWriter(str(path), family)
     # Not "tiny-phi3": llama.cpp then sets attributes on Phi-3's own "</s>"/"<unk>" tokens by text.
@@ -159,6 +165,7 @@ def write_gguf(path: Path, family: str, seed: int = 0) -> Path:
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(False)
     writer.add_add_eos_token(False)
+    writer.add_chat_template(CHAT_TEMPLATE)
     if family == "phi3":
         writer.add_eot_token_id(toks.index("<|end|>"))
         writer.add_pad_token_id(0)

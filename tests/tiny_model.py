@@ -1,7 +1,10 @@
-"""A tiny random Llama, written in the layouts Lantern imports (HF folder, GGUF), for fast real tests.
+"""A tiny random model of any Llama-shaped family, written in the layouts Lantern imports (HF folder,
+GGUF), for fast real tests.
 
 Two layers, hidden 64, GQA 4/2 heads, a byte-level BPE tokenizer with ChatML specials. Weights are
-seeded, so every writer below produces the same model.
+seeded, so every writer below produces the same model. `family` picks the architecture (llama, qwen2 =
++ q/k/v bias, qwen3 = + per-head q/k norms, mistral = + sliding window); `extra` config.json keys add
+features (e.g. rope_scaling, sliding_window).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from build_pipeline.families import get_family
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("r", "e")]
@@ -38,9 +43,16 @@ def vocab() -> list[str]:
     return SPECIALS + byte_symbols() + ["".join(m) for m in MERGES]
 
 
-def hf_config(tie: bool = True, qkv_bias: bool = False) -> dict:
+HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                    "mistral": "MistralForCausalLM"}
+# What llama.cpp calls each family in GGUF `general.architecture` (Mistral GGUFs are `llama`).
+GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama"}
+
+
+def hf_config(tie: bool = True, qkv_bias: bool = False, family: str | None = None, **extra) -> dict:
+    family = family or ("qwen2" if qkv_bias else "llama")
     return {
-        "architectures": ["Qwen2ForCausalLM" if qkv_bias else "LlamaForCausalLM"],
+        "architectures": [HF_ARCHITECTURES[family]],
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -55,6 +67,7 @@ def hf_config(tie: bool = True, qkv_bias: bool = False) -> dict:
         "bos_token_id": 1,
         "eos_token_id": 2,
         "torch_dtype": "float32",
+        **extra,
     }
 
 
@@ -77,6 +90,9 @@ def weights(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
         if cfg["architectures"] == ["Qwen2ForCausalLM"]:
             for name, rows in (("q", nh * hd), ("k", nkv * hd), ("v", nkv * hd)):
                 w[f"{p}.self_attn.{name}_proj.bias"] = (0.1 * rng.standard_normal(rows)).astype(np.float32)
+        if cfg["architectures"] == ["Qwen3ForCausalLM"]:
+            for name in "qk":
+                w[f"{p}.self_attn.{name}_norm.weight"] = (1 + 0.3 * rng.standard_normal(hd)).astype(np.float32)
         w[f"{p}.self_attn.o_proj.weight"] = mat(h, nh * hd, 0.2)
         w[f"{p}.post_attention_layernorm.weight"] = (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
         w[f"{p}.mlp.gate_proj.weight"] = mat(f, h, 0.2)
@@ -130,11 +146,12 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
             f.write(b)
 
 
-def write_hf_folder(folder: Path, seed: int = 0, tie: bool = True, qkv_bias: bool = False) -> Path:
+def write_hf_folder(folder: Path, seed: int = 0, tie: bool = True, qkv_bias: bool = False,
+                    family: str | None = None, **extra) -> Path:
     """A Hugging Face model folder (what snapshot_download leaves on disk)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = hf_config(tie, qkv_bias)
+    cfg = hf_config(tie, qkv_bias, family, **extra)
     (folder / "config.json").write_text(json.dumps(cfg, indent=1))
     write_safetensors(folder / "model.safetensors", weights(cfg, seed))
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json(), ensure_ascii=False))
@@ -151,17 +168,24 @@ def _permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None) -> Path:
-    """The same model as a llama.cpp GGUF (F32 tensors, permuted q/k, tokenizer + template in metadata).
+def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None, family: str = "llama",
+               tie: bool = True, **extra) -> Path:
+    """The same model as a llama.cpp GGUF (F32 tensors, q/k permuted for arch llama, tokenizer + template
+    in metadata), written the way llama.cpp's convert_hf_to_gguf.py lays each feature out.
 
     `types` quantizes tensors with gguf's own quantizer: {GGUF tensor-name suffix: type name}, e.g.
-    {"attn_q.weight": "Q4_1", "token_embd.weight": "Q8_0"}."""
+    {"attn_q.weight": "Q4_1", "token_embd.weight": "Q8_0"}. `extra` are config.json keys (see hf_config)."""
+    import tiny_families  # the non-Llama families' writer (it imports this module: imported here)
+
+    if family in tiny_families.FAMILIES:
+        return tiny_families.write_gguf(path, family, seed, **extra)
     import gguf
 
-    cfg = hf_config(tie=True)
+    cfg = hf_config(tie, family=family, **extra)
     w = weights(cfg, seed)
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("tiny-llama")
+    arch = GGUF_ARCHITECTURES[family]
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(f"tiny-{family}")
     writer.add_block_count(cfg["num_hidden_layers"])
     writer.add_context_length(cfg["max_position_embeddings"])
     writer.add_embedding_length(cfg["hidden_size"])
@@ -181,12 +205,17 @@ def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None) -
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(False)
     writer.add_chat_template(CHAT_TEMPLATE)
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    if cfg.get("sliding_window"):
+        writer.add_sliding_window(cfg["sliding_window"])
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
     block = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
              "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
              "self_attn.o_proj.weight": "attn_output.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
              "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-             "mlp.down_proj.weight": "ffn_down.weight"}
+             "mlp.down_proj.weight": "ffn_down.weight", "self_attn.q_norm.weight": "attn_q_norm.weight",
+             "self_attn.k_norm.weight": "attn_k_norm.weight", **{f"self_attn.{p}_proj.bias": f"attn_{p}.bias"
+                                                                 for p in "qkv"}}
     types = types or {}
 
     def add(gguf_name: str, arr: np.ndarray) -> None:
@@ -203,11 +232,15 @@ def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None) -
             add(names[name], arr)
             continue
         _, _, i, rest = name.split(".", 3)
-        if rest == "self_attn.q_proj.weight":
+        if arch == "llama" and rest == "self_attn.q_proj.weight":
             arr = _permute_rows(arr, cfg["num_attention_heads"])
-        elif rest == "self_attn.k_proj.weight":
+        elif arch == "llama" and rest == "self_attn.k_proj.weight":
             arr = _permute_rows(arr, cfg["num_key_value_heads"])
         add(f"blk.{i}.{block[rest]}", arr)
+    if (cfg.get("rope_scaling") or {}).get("rope_type") == "llama3":  # Llama-3 RoPE: llama.cpp divides each frequency by a `rope_freqs` entry
+        config = get_family(family).config_from_hf(cfg)
+        plain = get_family(family).config_from_hf({**cfg, "rope_scaling": None})
+        writer.add_tensor("rope_freqs.weight", (plain.rope_inv_freq() / config.rope_inv_freq()).astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -28,7 +28,7 @@ from build_pipeline.paths import cache_dir
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # Source files whose content is part of every key (the compiler, the model definitions, the
 # quantization layout constants the kernels hard-code, and what `_metadata` declares).
-FINGERPRINT_GLOBS = ("compiler/**/*.py", "compiler/runtime_support/**/*", "families/*.py", "quantization.py",
+FINGERPRINT_GLOBS = ("compiler/**/*.py", "compiler/runtime_support/**/*", "families/**/*.py", "quantization.py",
                      "gpu_needs.py", "model_package.py", "weight_formats.py")
 # The verification harness does not change what is compiled.
 FINGERPRINT_EXCLUDE = ("compiler/verify.py",)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from build_pipeline.errors import BuildError
+from build_pipeline.families import Family, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -20,32 +21,24 @@ class LibrarySettings:
                 "profile": self.profile}
 
 
-def _create_model(family, config, scheme, target, settings: LibrarySettings):
-    create = getattr(family, "create_model", None)
-    if create is None:
-        raise BuildError(
-            f"model family {getattr(family, '__name__', family)} has no compiler model definition",
-            "add create_model() (an nn.Module) to the family module",
-        )
-    return create(config, scheme, target, settings.context_window, settings.prefill_chunk_size)
-
-
 # Arguments of `vm.builtin.paged_attention_kv_cache_create` (0-based, after the builtin's name) the
 # models never use: the MLA append, sliding-window prefill/decode and tree-attention kernels. The
 # runtime treats an empty tuple / a non-function there as "absent" (attn_backend.cc, paged_kv_cache.cc
 # of apache-tvm 0.27); web-llm never enables sliding windows (sliding_window_size = -1) nor tree
-# decoding. Dropping them removes 5 large attention kernels that every page load would compile.
-# A model whose own layers slide (Gemma's "mha_sliding" layers) keeps the sliding-window kernels: it
-# names them in its `kv_kernels_used`.
+# decoding. Dropping them removes 5 large attention kernels that every page load would compile. A model
+# with TVM `mha_sliding` layers (CausalLM.layer_sliding_window set) keeps the sliding-window pair.
 KV_CREATE = "vm.builtin.paged_attention_kv_cache_create"
 KV_CREATE_NARGS = 28
 UNUSED_KV_ARGS = {14: "mla-append", 18: "sliding-window-prefill", 19: "sliding-window-decode",
                   20: "tree-mask-prefill-paged", 21: "tree-mask-prefill-ragged"}
 
 
-def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", keep: tuple[str, ...] = ()):
-    """Replace the never-used kernels (all of UNUSED_KV_ARGS but `keep`) in the KV cache constructor
-    call by 'absent' markers."""
+def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", keep_sliding_window: bool = False):
+    """Replace the never-used kernels in the KV cache constructor call by 'absent' markers.
+
+    `keep_sliding_window`: the model has TVM `mha_sliding` layers, which run the sliding-window kernels."""
+    unused = {pos: kind for pos, kind in UNUSED_KV_ARGS.items()
+              if not (keep_sliding_window and kind.startswith("sliding-window"))}
     from tvm import relax
 
     found = []
@@ -59,7 +52,7 @@ def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", kee
                 if len(args) - 1 != KV_CREATE_NARGS:
                     raise BuildError(f"unexpected paged KV cache constructor ({len(args) - 1} args)",
                                      "install apache-tvm==0.27.0.post1, the version Lantern targets")
-                for pos in (p for p, kernel in UNUSED_KV_ARGS.items() if kernel not in keep):
+                for pos in unused:
                     args[pos + 1] = relax.prim_value(0) if pos == 14 else relax.Tuple([])
                 found.append(True)
                 return relax.Call(call.op, args, call.attrs, call.ty_args)
@@ -92,7 +85,7 @@ def prune_unreferenced_kernels(mod):
     return out
 
 
-def export_ir(family, config, scheme, target, settings: LibrarySettings):
+def export_ir(family: Family, config: ModelConfig, scheme, target, settings: LibrarySettings):
     """(IRModule with embed/prefill/decode/create_tir_paged_kv_cache + logit functions, param list).
 
     The param list is [(name, shape, dtype)] in the order the packed `params` argument expects.
@@ -101,11 +94,11 @@ def export_ir(family, config, scheme, target, settings: LibrarySettings):
 
     from build_pipeline.compiler.logits import attach_logit_functions
 
-    model = _create_model(family, config, scheme, target, settings)
+    model = family.create_model(config, scheme, target, settings.context_window, settings.prefill_chunk_size)
     mod, named_params = model.export_tvm(spec=model.get_default_spec())
     params = [(name, [int(d) for d in p.shape], str(p.dtype)) for name, p in named_params]
-    keep = tuple(getattr(model, "kv_kernels_used", ()))
-    mod = prune_unreferenced_kernels(trim_kv_cache_kernels(mod, keep=keep))
+    sliding = model.layer_sliding_window is not None
+    mod = prune_unreferenced_kernels(trim_kv_cache_kernels(mod, keep_sliding_window=sliding))
     mod = attach_logit_functions(mod, config.vocab_size, gpu="gpu" in target.keys)
     # Symbolic sizes the memory planner may assume (web-llm never exceeds them).
     bounds = {"seq_len": settings.prefill_chunk_size, "total_seq_len": settings.context_window,

@@ -170,7 +170,6 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     from threadpoolctl import threadpool_limits
 
     from build_pipeline.convert import dense_variant_params
-    from build_pipeline.reference import ReferenceModel
 
     timings = {}
     t0 = time.monotonic()
@@ -187,8 +186,7 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     timings["compiled_run"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    make_reference = getattr(model.family, "reference_model", ReferenceModel)
-    ref = make_reference(model.config, dense_variant_params(variant_dir))
+    ref = model.family.reference(model.config, dense_variant_params(variant_dir))
     with threadpool_limits(limits=1, user_api="blas"):
         ref.reset()
         ref_logits = [ref.forward(ids)[-1]]

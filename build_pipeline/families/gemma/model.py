@@ -15,20 +15,16 @@ fails with a BuildError (mlc-llm silently ignores the cap; Lantern does not buil
 
 from __future__ import annotations
 
-import numpy as np
-from tvm import relax as rx
-from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
-from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode
 
 from build_pipeline.compiler.layers import QuantEmbedding, QuantLinear
 from build_pipeline.errors import BuildError
 from build_pipeline.families.gemma.config import GemmaConfig
-
-# The paged KV cache kernels the sliding-window layers run (compiler/module.py keeps them).
-KV_KERNELS_USED = ("sliding-window-prefill", "sliding-window-decode")
-
+from build_pipeline.families.llama.model import LlamaForCausalLM
+from build_pipeline.families.rotary import apply_rope
+from build_pipeline.quantization import Scheme
 
 def check_expressible(c: GemmaConfig, prefill_chunk_size: int) -> None:
     """BuildError for what web-llm's library (TVM 0.27 paged KV cache kernels) cannot compute."""
@@ -58,25 +54,6 @@ class GemmaRMSNorm(nn.Module):
 
     def forward(self, x: nn.Tensor) -> nn.Tensor:
         return op.rms_norm(x, self.weight + 1.0, axes=[-1], epsilon=self.eps)
-
-
-def apply_rope(x: nn.Tensor, positions: nn.Tensor, inv_freq: np.ndarray, rotary_dim: int,
-               scale: float = 1.0) -> nn.Tensor:
-    """Rotate-half RoPE of x [b, s, heads, head_dim] at `positions` [s] on the first `rotary_dim`
-    features, in float32, cos/sin times `scale`."""
-    half = rotary_dim // 2
-    inv = nn.Tensor.from_const(np.asarray(inv_freq, dtype=np.float32))
-
-    def compute(x, pos, inv):
-        def body(b, s, h, d):
-            angle = pos[s].astype("float32") * inv[tirx.if_then_else(d < half, d, d - half)]
-            other = tirx.if_then_else(d < half, -x[b, s, h, d + half], x[b, s, h, d - half]).astype("float32")
-            rotated = (x[b, s, h, d].astype("float32") * te.cos(angle) + other * te.sin(angle)) * scale
-            return tirx.if_then_else(d < rotary_dim, rotated.astype(x.dtype), x[b, s, h, d])
-
-        return te.compute(x.shape, body, name="rope")
-
-    return op.tensor_expr_op(compute, "rope", args=[x, positions, inv])
 
 
 class GemmaAttention(nn.Module):
@@ -150,16 +127,19 @@ class GemmaModel(nn.Module):
         return x
 
 
-class GemmaForCausalLM(nn.Module):
-    """web-llm's single-sequence ABI: embed, prefill, decode, create_tir_paged_kv_cache."""
+class GemmaForCausalLM(LlamaForCausalLM):
+    """web-llm's single-sequence ABI (Llama's prefill/decode/spec), with Gemma's model, embedding scale
+    and per-layer KV cache kinds."""
 
-    kv_kernels_used = KV_KERNELS_USED
+    kv_rope_mode = RopeMode.NONE  # each layer rotates q/k itself (per-layer rope bases)
 
-    def __init__(self, c: GemmaConfig, scheme, target, context_window: int, prefill_chunk_size: int):
-        super().__init__()
+    def __init__(self, c: GemmaConfig, scheme: Scheme, target, context_window: int, prefill_chunk_size: int):
+        nn.Module.__init__(self)
         check_expressible(c, prefill_chunk_size)
         self.config, self.scheme, self.target = c, scheme, target
         self.context_window, self.prefill_chunk_size = context_window, prefill_chunk_size
+        sliding = any(c.is_sliding(i) for i in range(c.num_hidden_layers))
+        self.layer_sliding_window = c.sliding_window if sliding else None
         self.model = GemmaModel(c, scheme)
 
     def _logits(self, x: nn.Tensor) -> nn.Tensor:
@@ -169,77 +149,11 @@ class GemmaForCausalLM(nn.Module):
         """Token embeddings times sqrt(hidden) (Gemma scales here, before the first layer)."""
         return self.model.embed_tokens(input_ids) * self.config.embed_scale
 
-    def prefill(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
-        hidden = self.model(input_embed, paged_kv_cache)
-
-        def last_token(x):
-            b, s, d = x.shape
-            return te.compute((b, 1, d), lambda i, _, k: x[i, s - 1, k], name="last_token")
-
-        hidden = op.tensor_expr_op(last_token, "last_token", args=[hidden])
-        return self._logits(hidden), paged_kv_cache
-
-    def prefill_all_logits(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
-        """Prefill returning every position's logits (CPU verification build only)."""
-        return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
-
-    def decode(self, input_embed: nn.Tensor, paged_kv_cache: PagedKVCache):
-        return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
-
-    def create_tir_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size,
-                                  support_sliding_window) -> PagedKVCache:
+    def attn_kinds(self) -> list[str]:
         c = self.config
-        return TIRPagedKVCache(
-            attn_kind=["mha_sliding" if c.is_sliding(i) else "mha" for i in range(c.num_hidden_layers)],
-            max_batch_size=max_batch_size,
-            max_total_seq_len=max_total_seq_len,
-            prefill_chunk_size=prefill_chunk_size,
-            page_size=page_size,
-            support_sliding_window=support_sliding_window,
-            layer_partition=rx.ShapeExpr([0, c.num_hidden_layers]),
-            num_hidden_layers=c.num_hidden_layers,
-            num_attention_heads=c.num_attention_heads,
-            num_key_value_heads=c.num_key_value_heads,
-            qk_head_dim=c.head_dim,
-            v_head_dim=c.head_dim,
-            mla_original_qk_head_dim=0,
-            mla_original_v_head_dim=0,
-            rope_mode=RopeMode.NONE,  # each layer rotates q/k itself (per-layer rope bases)
-            rope_scale=1,
-            rope_theta=c.rope_theta,
-            rope_scaling={},
-            rope_ext_factors=rx.prim_value(0),
-            rotary_dim=c.head_dim,
-            enable_disaggregation=False,
-            dtype=self.scheme.dtype,
-            target=self.target,
-            layer_sliding_window_size=c.sliding_window,
-        )
+        return ["mha_sliding" if c.is_sliding(i) else "mha" for i in range(c.num_hidden_layers)]
 
-    def get_default_spec(self):
-        h, dtype = self.config.hidden_size, self.scheme.dtype
-        packed = {"param_mode": "packed", "effect_mode": "none"}
-        spec = {
-            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
-            "prefill": {
-                "input_embed": nn.spec.Tensor([1, "seq_len", h], dtype),
-                "paged_kv_cache": nn.spec.Object(object_type=PagedKVCache),
-                "$": packed,
-            },
-            "decode": {
-                "input_embed": nn.spec.Tensor([1, 1, h], dtype),
-                "paged_kv_cache": nn.spec.Object(object_type=PagedKVCache),
-                "$": packed,
-            },
-            "create_tir_paged_kv_cache": {
-                "max_batch_size": int,
-                "max_total_seq_len": int,
-                "prefill_chunk_size": int,
-                "page_size": int,
-                "support_sliding_window": int,
-                "$": {"param_mode": "none", "effect_mode": "none"},
-            },
-        }
-        if "cpu" in self.target.keys:  # the verification build: all-position logits for the quality gate
-            spec["prefill_all_logits"] = dict(spec["prefill"])
-        return spec
+
+def create_model(config: GemmaConfig, scheme: Scheme, target, context_window: int,
+                 prefill_chunk_size: int) -> GemmaForCausalLM:
+    return GemmaForCausalLM(config, scheme, target, context_window, prefill_chunk_size)

@@ -1,4 +1,5 @@
-"""Numpy reference forward pass of Gemma 2/3: the yardstick for the compiled model and the GGUF import."""
+"""Numpy reference of Gemma 2/3: the Llama reference with Gemma's steps (the yardstick for the compiled
+model and the GGUF import)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 
 from build_pipeline.families.gemma.config import FULL, SLIDING, GemmaConfig
-from build_pipeline.reference import ReferenceModel, apply_rope, attention, rms_norm
+from build_pipeline.reference import ReferenceModel, rms_norm
 
 
 def gemma_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -23,45 +24,53 @@ def soft_cap(x: np.ndarray, cap: float | None) -> np.ndarray:
 
 
 class GemmaReference(ReferenceModel):
-    """Greedy-decodable Gemma over dense float32 params keyed by the fused (compiled-model) names."""
+    """Embedding times sqrt(hidden), (1 + w) norms around attention and MLP, GELU-tanh, per-layer window
+    and rope base, q/k norms (Gemma 3), attention and final soft-caps (Gemma 2)."""
+
+    config: GemmaConfig
 
     def __init__(self, config: GemmaConfig, params: dict[str, np.ndarray]):
-        super().__init__(config, params)
         self.inv_freqs = {kind: config.rope_inv_freq(kind) for kind in (SLIDING, FULL)}
+        super().__init__(config, params)
 
-    def _inv_freq(self) -> np.ndarray:  # the llama base class's single frequency table is not used
-        return np.zeros(0)
+    def _inv_freq(self) -> np.ndarray:
+        return self.inv_freqs[FULL]
 
-    def forward(self, tokens) -> np.ndarray:
-        c, p = self.config, self.p
-        tokens = np.asarray(tokens, dtype=np.int64)
-        t = len(tokens)
-        nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        positions = np.arange(self.pos, self.pos + t)
-        x = p["model.embed_tokens.weight"][tokens] * np.float32(c.embed_scale)
-        for i in range(c.num_hidden_layers):
-            pre = f"model.layers.{i}"
-            h = gemma_norm(x, p[f"{pre}.input_layernorm.weight"], c.rms_norm_eps)
-            qkv = h @ p[f"{pre}.self_attn.qkv_proj.weight"].T
-            q = qkv[:, : nh * hd].reshape(t, nh, hd)
-            k = qkv[:, nh * hd : (nh + nkv) * hd].reshape(t, nkv, hd)
-            v = qkv[:, (nh + nkv) * hd :].reshape(t, nkv, hd)
-            if c.qk_norm:
-                q = gemma_norm(q, p[f"{pre}.self_attn.q_norm.weight"], c.rms_norm_eps)
-                k = gemma_norm(k, p[f"{pre}.self_attn.k_norm.weight"], c.rms_norm_eps)
-            inv = self.inv_freqs[c.layer_types[i]]
-            q, k = apply_rope(q, positions, inv, hd), apply_rope(k, positions, inv, hd)
-            self.k_cache[i].append(k)
-            self.v_cache[i].append(v)
-            window = c.sliding_window if c.is_sliding(i) else None
-            attn = attention(q, np.concatenate(self.k_cache[i]), np.concatenate(self.v_cache[i]), positions,
-                             c.query_pre_attn_scalar ** -0.5, window, c.attn_logit_softcapping)
-            attn = attn @ p[f"{pre}.self_attn.o_proj.weight"].T
-            x = x + gemma_norm(attn, p[f"{pre}.post_attention_layernorm.weight"], c.rms_norm_eps)
-            h = gemma_norm(x, p[f"{pre}.pre_feedforward_layernorm.weight"], c.rms_norm_eps)
-            gate, up = np.split(h @ p[f"{pre}.mlp.gate_up_proj.weight"].T, 2, axis=-1)
-            mlp = (gelu_tanh(gate) * up) @ p[f"{pre}.mlp.down_proj.weight"].T
-            x = x + gemma_norm(mlp, p[f"{pre}.post_feedforward_layernorm.weight"], c.rms_norm_eps)
-        x = gemma_norm(x, p["model.norm.weight"], c.rms_norm_eps)
-        self.pos += t
-        return soft_cap(x @ p["model.embed_tokens.weight"].T, c.final_logit_softcapping)
+    def window(self, layer: int) -> int | None:
+        return self.config.sliding_window if self.config.is_sliding(layer) else None
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        return self.p["model.embed_tokens.weight"][tokens] * np.float32(self.config.embed_scale)
+
+    def attention(self, i: int, h: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        c, p, pre = self.config, self.p, f"model.layers.{i}.self_attn"
+        t, nh, nkv, hd = h.shape[0], c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        qkv = h @ p[f"{pre}.qkv_proj.weight"].T
+        q = qkv[:, : nh * hd].reshape(t, nh, hd)
+        k = qkv[:, nh * hd : (nh + nkv) * hd].reshape(t, nkv, hd)
+        v = qkv[:, (nh + nkv) * hd :].reshape(t, nkv, hd)
+        if c.qk_norm:
+            q = gemma_norm(q, p[f"{pre}.q_norm.weight"], c.rms_norm_eps)
+            k = gemma_norm(k, p[f"{pre}.k_norm.weight"], c.rms_norm_eps)
+        self.inv_freq = self.inv_freqs[c.layer_types[i]]
+        q, k = self._rope(q, positions), self._rope(k, positions)
+        attn = self.attend(i, q, k, v, positions, c.query_pre_attn_scalar ** -0.5, c.attn_logit_softcapping)
+        return attn @ p[f"{pre}.o_proj.weight"].T
+
+    def mlp(self, i: int, h: np.ndarray) -> np.ndarray:
+        pre = f"model.layers.{i}.mlp"
+        gate, up = np.split(h @ self.p[f"{pre}.gate_up_proj.weight"].T, 2, axis=-1)
+        return (gelu_tanh(gate) * up) @ self.p[f"{pre}.down_proj.weight"].T
+
+    def block(self, i: int, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        c, p, pre = self.config, self.p, f"model.layers.{i}"
+
+        def norm(name: str, y: np.ndarray) -> np.ndarray:
+            return gemma_norm(y, p[f"{pre}.{name}.weight"], c.rms_norm_eps)
+
+        x = x + norm("post_attention_layernorm", self.attention(i, norm("input_layernorm", x), positions))
+        return x + norm("post_feedforward_layernorm", self.mlp(i, norm("pre_feedforward_layernorm", x)))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        x = gemma_norm(x, self.p["model.norm.weight"], self.config.rms_norm_eps)
+        return soft_cap(x @ self.p["model.embed_tokens.weight"].T, self.config.final_logit_softcapping)

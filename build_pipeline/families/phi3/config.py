@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from build_pipeline.errors import BuildError
-from build_pipeline.families.llama import LlamaConfig
+from build_pipeline.families.llama.config import LlamaConfig
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""What every model family provides: the typed interfaces the pipeline relies on (no TVM here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tensor of the compiled model and the source tensors it is made of (concatenated on axis 0).
+
+    `shape` is what the fused tensor must measure, so a checkpoint that does not match its config fails
+    with a clear message instead of a compiler error."""
+
+    name: str
+    sources: tuple[str, ...]
+    kind: str  # "embedding" | "linear" | "norm" | "bias"
+    shape: tuple[int, ...] | None = None
+
+
+class ModelConfig(Protocol):
+    """A family's parsed config.json (a frozen dataclass). The fields every stage reads."""
+
+    family: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+    rope_scaling: dict | None
+
+    def to_dict(self) -> dict:
+        """The `model_config` of mlc-chat-config.json; also part of every compiled library's cache key."""
+        ...
+
+    def rope_inv_freq(self) -> np.ndarray:
+        """Inverse RoPE frequencies (float64) including scaling: one source for reference and export."""
+        ...
+
+
+class CausalLM(Protocol):
+    """The family's `nn.Module` (model.py): web-llm's single-sequence ABI, exported with its own spec."""
+
+    # Window of the KV cache's `mha_sliding` layers (TVM's per-layer sliding window), None if it has none:
+    # the compiler then keeps the sliding-window attention kernels it otherwise drops.
+    layer_sliding_window: int | None
+
+    def export_tvm(self, spec: Any, **kwargs: Any) -> Any: ...
+
+    def get_default_spec(self) -> dict: ...
+
+
+class Reference(Protocol):
+    """The numpy yardstick (reference.py) a compiled build is verified against."""
+
+    def reset(self) -> None: ...
+
+    def forward(self, tokens: Any) -> np.ndarray: ...
+
+    def generate_greedy(self, prompt_ids: Any, max_new_tokens: int, stop_ids: Any = ()) -> list[int]: ...

@@ -1,0 +1,78 @@
+"""Every family against llama.cpp: a tiny random model of each, written as a GGUF, per-position logits.
+
+The prompt (40 tokens) is longer than the prefill chunk (16), so chunked prefill through the paged KV
+cache is exercised; Mistral's window (24) is shorter than the prompt. See llamacpp_parity.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llamacpp_parity import PREFILL_CHUNK, PROMPT_TOKENS, run_parity
+
+pytest.importorskip("llama_cpp")
+
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+WINDOW = 24
+
+
+def _report(name, parity):
+    print(f"\n{name}: {parity.summary()}")
+    assert PROMPT_TOKENS > PREFILL_CHUNK and len(parity.lantern) == PROMPT_TOKENS
+
+
+@pytest.mark.parametrize("family,features", [
+    ("llama", {}),
+    ("llama", {"rope_scaling": LLAMA3_ROPE}),
+    ("qwen2", {}),
+    ("qwen3", {}),
+], ids=["llama", "llama3-rope", "qwen2", "qwen3"])
+def test_family_matches_llama_cpp(tmp_path, family, features):
+    parity = run_parity(family, tmp_path, **features)
+    _report(family, parity)
+    assert parity.max_abs_diff <= parity.tolerance, parity.summary()
+    assert parity.reference_diff <= parity.tolerance, parity.summary()
+    assert (np.argmax(parity.lantern, -1) == np.argmax(parity.llama_cpp, -1)).all()
+
+
+def test_llama3_rope_scaling_round_trips_through_rope_freqs(tmp_path):
+    """The GGUF carries Llama-3 scaling only as `rope_freqs.weight` divisors: the importer recovers an
+    equivalent rope_scaling (same frequencies), and without it llama.cpp's logits would differ."""
+    from build_pipeline.families import get_family
+    from build_pipeline.sources.gguf_file import open_gguf
+    from tiny_model import hf_config, write_gguf
+
+    source = open_gguf(write_gguf(tmp_path / "l3.gguf", rope_scaling=LLAMA3_ROPE))
+    imported = get_family("llama").config_from_hf(source.hf_config)
+    original = get_family("llama").config_from_hf(hf_config(rope_scaling=LLAMA3_ROPE))
+    assert imported.rope_scaling["rope_type"] == "llama3"
+    assert np.allclose(imported.rope_inv_freq(), original.rope_inv_freq(), rtol=1e-6)
+    plain = get_family("llama").config_from_hf(hf_config())
+    assert not np.allclose(plain.rope_inv_freq(), original.rope_inv_freq(), rtol=1e-3)
+
+
+def test_mistral_sliding_window(tmp_path):
+    """Mistral = Llama + a sliding window. Its GGUF architecture is `llama`, where llama.cpp has no
+    window, so llama.cpp is the yardstick only inside the window; past it the compiled model is
+    compared with the numpy reference with the window applied (and shown to differ from no window)."""
+    parity = run_parity("mistral", tmp_path, lantern_source="hf", sliding_window=WINDOW)
+    _report("mistral", parity)
+    inside = parity.per_position()[:WINDOW]
+    assert inside.max() <= parity.tolerance, parity.summary()
+    assert parity.reference_diff <= parity.tolerance, parity.summary()
+    # Past the window llama.cpp (no window) disagrees: the window changes the model there.
+    assert parity.per_position()[WINDOW:].max() > 10 * parity.tolerance, parity.summary()
+
+
+def test_mistral_chunk_larger_than_window_is_refused(tmp_path):
+    """TVM's per-layer window masks paged attention only; inside a prefill chunk attention is plain causal.
+    A chunk longer than the window would let tokens see past it, so the build refuses instead."""
+    from build_pipeline.errors import BuildError
+    from llamacpp_parity import lantern_logits
+    from tiny_model import write_hf_folder
+
+    hf = write_hf_folder(tmp_path / "hf", family="mistral", sliding_window=8)
+    with pytest.raises(BuildError, match="exceeds the model's sliding window 8"):
+        lantern_logits(hf, "mistral", [5] * 4, tmp_path / "lantern", prefill_chunk=16)
