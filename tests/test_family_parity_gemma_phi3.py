@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from llamacpp_parity import PREFILL_CHUNK, lantern_logits, llama_cpp_logits, prompt_ids, run_parity
 from tiny_families import SLIDING_WINDOW, hf_config, write_gguf
 

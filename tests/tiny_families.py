@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from tiny_model import CHAT_TEMPLATE, MERGES, vocab
 
 FAMILIES = ("gemma2", "gemma3", "phi3")

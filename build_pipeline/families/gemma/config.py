@@ -46,7 +46,7 @@ class GemmaConfig:
     extra: dict = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_hf(cls, cfg: dict, family: str) -> "GemmaConfig":
+    def from_hf(cls, cfg: dict, family: str) -> GemmaConfig:
         try:
             heads = int(cfg["num_attention_heads"])
             hidden = int(cfg["hidden_size"])

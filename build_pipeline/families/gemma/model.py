@@ -26,6 +26,7 @@ from build_pipeline.families.llama.model import LlamaForCausalLM
 from build_pipeline.families.rotary import apply_rope
 from build_pipeline.quantization import Scheme
 
+
 def check_expressible(c: GemmaConfig, prefill_chunk_size: int) -> None:
     """BuildError for what web-llm's library (TVM 0.27 paged KV cache kernels) cannot compute."""
     if any(c.is_sliding(i) for i in range(c.num_hidden_layers)) and prefill_chunk_size >= c.sliding_window:
@@ -132,6 +133,8 @@ class GemmaForCausalLM(LlamaForCausalLM):
     and per-layer KV cache kinds."""
 
     kv_rope_mode = RopeMode.NONE  # each layer rotates q/k itself (per-layer rope bases)
+    # A Gemma config, not a LlamaConfig: only Llama's ABI methods (prefill, decode, spec, cache) are shared.
+    config: GemmaConfig  # type: ignore[assignment]
 
     def __init__(self, c: GemmaConfig, scheme: Scheme, target, context_window: int, prefill_chunk_size: int):
         nn.Module.__init__(self)

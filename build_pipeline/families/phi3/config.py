@@ -24,7 +24,7 @@ class Phi3Config(LlamaConfig):
     original_max_position_embeddings: int = 0
 
     @classmethod
-    def from_phi3(cls, cfg: dict) -> "Phi3Config":
+    def from_phi3(cls, cfg: dict) -> Phi3Config:
         heads, hidden = int(cfg["num_attention_heads"]), int(cfg["hidden_size"])
         head_dim = int(cfg.get("head_dim") or hidden // heads)
         rotary_dim = int(head_dim * float(cfg.get("partial_rotary_factor", 1.0)))
@@ -45,9 +45,11 @@ class Phi3Config(LlamaConfig):
         if cfg.get("sliding_window") and int(cfg["sliding_window"]) < max_pos - 1:
             raise BuildError(f"Phi-3 sliding window {cfg['sliding_window']} is shorter than the context",
                              "build Phi-3.5-mini / Phi-4-mini (their window spans the whole context)")
-        return cls.from_hf(cfg, family="phi3", head_dim=head_dim, rotary_dim=rotary_dim,
-                           rope_attention_scale=float(attention_scale), original_max_position_embeddings=original,
-                           max_position_embeddings=max_pos, rope_scaling=scaling)
+        config = cls.from_hf(cfg, family="phi3", head_dim=head_dim, rotary_dim=rotary_dim,
+                             rope_attention_scale=float(attention_scale), original_max_position_embeddings=original,
+                             max_position_embeddings=max_pos, rope_scaling=scaling)
+        assert isinstance(config, Phi3Config)  # from_hf builds `cls`
+        return config
 
     def rope_inv_freq(self) -> np.ndarray:
         rot = self.rotary_dim or self.head_dim
