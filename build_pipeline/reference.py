@@ -30,8 +30,11 @@ class ReferenceModel:
     def __init__(self, config, params: dict[str, np.ndarray]):
         self.config = config
         self.p = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
-        self.inv_freq = config.rope_inv_freq().astype(np.float64)
+        self.inv_freq = self._inv_freq()
         self.reset()
+
+    def _inv_freq(self) -> np.ndarray:
+        return self.config.rope_inv_freq().astype(np.float64)
 
     def reset(self) -> None:
         n = self.config.num_hidden_layers
@@ -67,11 +70,22 @@ class ReferenceModel:
             q = rms_norm(q, p[f"{pre}.q_norm.weight"], c.rms_norm_eps)
             k = rms_norm(k, p[f"{pre}.k_norm.weight"], c.rms_norm_eps)
         q, k = self._rope(q, positions), self._rope(k, positions)
+        return self.attend(i, q, k, v, positions, 1 / math.sqrt(hd)) @ p[f"{pre}.o_proj.weight"].T
+
+    def attend(self, i: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray,
+               sm_scale: float, soft_cap: float | None = None) -> np.ndarray:
+        """Append k/v to layer i's cache; causal GQA attention of q over it (within `window(i)`) -> [t, nh*hd].
+
+        `soft_cap`: scores become cap * tanh(scores / cap) before the mask (Gemma 2)."""
+        t, nh, hd = q.shape
         self.k_cache[i].append(k)
         self.v_cache[i].append(v)
-        keys = np.repeat(np.concatenate(self.k_cache[i]), nh // nkv, axis=1)  # [T, nh, hd]
-        vals = np.repeat(np.concatenate(self.v_cache[i]), nh // nkv, axis=1)
-        scores = np.einsum("thd,shd->hts", q, keys) / math.sqrt(hd)  # a Python float keeps float32
+        group = nh // k.shape[1]
+        keys = np.repeat(np.concatenate(self.k_cache[i]), group, axis=1)  # [T, nh, hd]
+        vals = np.repeat(np.concatenate(self.v_cache[i]), group, axis=1)
+        scores = np.einsum("thd,shd->hts", q, keys) * np.float32(sm_scale)
+        if soft_cap is not None:
+            scores = np.tanh(scores / np.float32(soft_cap)) * np.float32(soft_cap)
         key_pos = np.arange(keys.shape[0])[None, :]
         visible = positions[:, None] >= key_pos
         window = self.window(i)
@@ -81,8 +95,7 @@ class ReferenceModel:
         scores = scores - scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores)
         probs /= probs.sum(axis=-1, keepdims=True)
-        attn = np.einsum("hts,shd->thd", probs, vals).reshape(t, nh * hd)
-        return attn @ p[f"{pre}.o_proj.weight"].T
+        return np.einsum("hts,shd->thd", probs, vals).reshape(t, nh * hd)
 
     def mlp(self, i: int, h: np.ndarray) -> np.ndarray:
         pre = f"model.layers.{i}.mlp"

@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from testing.tiny_model import vocab, write_gguf, write_hf_folder, write_model_config
 
 from build_pipeline.build import build, load_model
 from build_pipeline.compiler.library import build_library
-from build_pipeline.compiler.profiles import resolve_profiles
 from build_pipeline.compiler.module import LibrarySettings
+from build_pipeline.compiler.profiles import resolve_profiles
 from build_pipeline.compiler.verify import CompiledModel
 from build_pipeline.convert import dense_variant_params
 from build_pipeline.families import Reference
 from build_pipeline.model_config import load_model_config
 from build_pipeline.quantization import get_scheme
+from testing.tiny_model import vocab, write_gguf, write_hf_folder, write_model_config
 
 PREFILL_CHUNK = 16
 CONTEXT_WINDOW = 128
@@ -120,6 +120,31 @@ def lantern_logits(source: Path, family: str, ids: list[int], root: Path, prefil
     """Every position's logits of the compiled build (`prefill_chunk` tokens at a time) and the reference's."""
     compiled, reference = lantern_build(source, family, root, prefill_chunk, context_window)
     return compiled.all_logits(ids, context_window), reference.forward(ids)
+
+
+def lantern_weights_logits(source, family_name: str, ids: list[int], root: Path,
+                           prefill_chunk: int = PREFILL_CHUNK, context_window: int = CONTEXT_WINDOW,
+                           scheme_name: str = SCHEME) -> tuple[np.ndarray, np.ndarray]:
+    """lantern_logits for an opened source without a tokenizer Lantern can rebuild (a real GGUF used for
+    architecture parity only): the variant's shards are written by the build's own write_params, the
+    library is the same CPU verification build; no chat config or manifest."""
+    from types import SimpleNamespace
+
+    from build_pipeline.build import LoadedModel, write_params
+    from build_pipeline.families import get_family
+
+    family = get_family(family_name)
+    config = family.config_from_hf(source.hf_config)
+    scheme = get_scheme(scheme_name)
+    variant = root / "variant"
+    variant.mkdir(parents=True, exist_ok=True)
+    # write_params reads only the spec's id (for its progress bar).
+    write_params(LoadedModel(SimpleNamespace(id=family_name), source, family, config), scheme, variant)
+    profile = resolve_profiles(None, scheme)[0]
+    settings = LibrarySettings(context_window, prefill_chunk, profile.name)
+    lib, _, _ = build_library(family, config, scheme, settings, profile, "llvm")
+    reference = family.reference(config, dense_variant_params(variant))
+    return CompiledModel(lib, variant).all_logits(ids, context_window), reference.forward(ids)
 
 
 def run_parity(family: str, root: Path, ids: list[int] | None = None, prefill_chunk: int = PREFILL_CHUNK,

@@ -175,6 +175,10 @@ def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None, f
 
     `types` quantizes tensors with gguf's own quantizer: {GGUF tensor-name suffix: type name}, e.g.
     {"attn_q.weight": "Q4_1", "token_embd.weight": "Q8_0"}. `extra` are config.json keys (see hf_config)."""
+    from testing import tiny_families  # the non-Llama families' writer (it imports this module: imported here)
+
+    if family in tiny_families.FAMILIES:
+        return tiny_families.write_gguf(path, family, seed, **extra)
     import gguf
 
     cfg = hf_config(tie, family=family, **extra)

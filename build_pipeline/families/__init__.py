@@ -16,10 +16,16 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from build_pipeline.errors import BuildError
+from build_pipeline.families.gemma import config as gemma_config
+from build_pipeline.families.gemma import weights as gemma_weights
+from build_pipeline.families.gemma.reference import GemmaReference
 from build_pipeline.families.interface import CausalLM, ModelConfig, Param, Reference
 from build_pipeline.families.llama import config as llama_config
 from build_pipeline.families.llama import weights as llama_weights
 from build_pipeline.families.mistral import config as mistral_config
+from build_pipeline.families.phi3 import config as phi3_config
+from build_pipeline.families.phi3 import weights as phi3_weights
+from build_pipeline.families.phi3.reference import Phi3Reference
 from build_pipeline.families.qwen2 import config as qwen2_config
 from build_pipeline.families.qwen3 import config as qwen3_config
 from build_pipeline.reference import ReferenceModel
@@ -78,6 +84,13 @@ FAMILIES: dict[str, Family[Any]] = {f.name: f for f in (
     # Llama's weights and model with config.sliding_window (Mistral GGUFs say `llama`: they import as llama).
     Family("mistral", ("MistralForCausalLM",), (), mistral_config.config_from_hf,
            llama_weights.weight_map, _LLAMA_MODEL, gguf_export_as="llama"),
+    # Gemma 2 and 3 share one package (config features: q/k norms, soft-caps, layer types).
+    Family("gemma2", ("Gemma2ForCausalLM",), ("gemma2",), gemma_config.config_from_hf, gemma_weights.weight_map,
+           "build_pipeline.families.gemma.model", reference=GemmaReference),
+    Family("gemma3", ("Gemma3ForCausalLM",), ("gemma3",), gemma_config.config_from_hf, gemma_weights.weight_map,
+           "build_pipeline.families.gemma.model", reference=GemmaReference),
+    Family("phi3", ("Phi3ForCausalLM",), ("phi3",), phi3_config.config_from_hf, phi3_weights.weight_map,
+           "build_pipeline.families.phi3.model", reference=Phi3Reference),
 )}
 
 

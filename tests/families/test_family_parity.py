@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from testing.llamacpp_parity import PREFILL_CHUNK, PROMPT_TOKENS, run_parity
 
 pytest.importorskip("llama_cpp")
@@ -45,10 +46,9 @@ def test_family_matches_llama_cpp(tmp_path, family, features):
 def test_llama3_rope_scaling_round_trips_through_rope_freqs(tmp_path):
     """The GGUF carries Llama-3 scaling only as `rope_freqs.weight` divisors: the importer recovers an
     equivalent rope_scaling (same frequencies), and without it llama.cpp's logits would differ."""
-    from testing.tiny_model import hf_config, write_gguf
-
     from build_pipeline.families import get_family
     from build_pipeline.sources.gguf_file import open_gguf
+    from testing.tiny_model import hf_config, write_gguf
 
     source = open_gguf(write_gguf(tmp_path / "l3.gguf", rope_scaling=LLAMA3_ROPE))
     imported = get_family("llama").config_from_hf(source.hf_config)
@@ -91,13 +91,12 @@ def test_mistral_decode_slides_the_window(tmp_path):
 def test_mistral_chunk_larger_than_window_is_refused(tmp_path):
     """TVM's per-layer window masks paged attention only; inside a prefill chunk attention is plain causal.
     A chunk longer than the window would let tokens see past it, so the build refuses instead."""
+    from build_pipeline.errors import BuildError
     from testing.llamacpp_parity import lantern_logits
     from testing.tiny_model import write_hf_folder
 
-    from build_pipeline.errors import BuildError
-
     hf = write_hf_folder(tmp_path / "hf", family="mistral", sliding_window=8)
-    with pytest.raises(BuildError, match="exceeds the model's sliding window 8"):
+    with pytest.raises(BuildError, match="sliding window 8"):
         lantern_logits(hf, "mistral", [5] * 4, tmp_path / "lantern", prefill_chunk=16)
 
 
@@ -120,11 +119,10 @@ def test_llama32_rope_freqs_recover_its_scaling():
 
 def test_registry_maps_architectures_and_refuses_unknown_ones(tmp_path):
     """config.json and GGUF architecture names -> families; an unknown GGUF architecture is a BuildError."""
-    from testing.tiny_model import HF_ARCHITECTURES, hf_config, write_gguf
-
     from build_pipeline.errors import BuildError
     from build_pipeline.families import FAMILIES, family_of_gguf_arch, family_of_hf_config
     from build_pipeline.sources.gguf_file import open_gguf
+    from testing.tiny_model import HF_ARCHITECTURES, hf_config, write_gguf
 
     for family, arch in HF_ARCHITECTURES.items():
         assert family_of_hf_config({"architectures": [arch]}) == family

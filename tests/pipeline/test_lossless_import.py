@@ -100,10 +100,10 @@ def test_fused_tensors_of_mixed_types_stay_exact(imported):
 def test_smollm2_gguf_imports_losslessly(smollm2_gguf):
     """The default model's Q4_1 linears and Q8_0 embedding keep their exact values (checked inside)."""
     from build_pipeline.convert import convert
+    from build_pipeline.families import get_family
     from build_pipeline.manifest import format_summary
     from build_pipeline.quantization import SCHEMES
     from build_pipeline.sources.gguf_file import open_gguf
-    from build_pipeline.families import get_family
 
     source = open_gguf(smollm2_gguf)
     llama = get_family("llama")

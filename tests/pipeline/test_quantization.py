@@ -55,9 +55,9 @@ def test_unknown_scheme_names_the_choices():
 
 @pytest.mark.parametrize("name,tol", [("q0f32", 0.0), ("q0f16", 2**-11)])
 def test_float_schemes_round_trip(name, tol):
+    from build_pipeline.convert import convert
     from build_pipeline.families import get_family
     from build_pipeline.families.llama.config import LlamaConfig
-    from build_pipeline.convert import convert
     from testing.tiny_model import hf_config, weights
 
     scheme = SCHEMES[name]

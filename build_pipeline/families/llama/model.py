@@ -93,11 +93,12 @@ def sliding_window_of(c: LlamaConfig, context_window: int, prefill_chunk_size: i
     window = c.sliding_window
     if window is None or window >= context_window:
         return None
-    if prefill_chunk_size > window:
+    if prefill_chunk_size >= window:
+        # At chunk == window the last query of a chunk has an empty cached part: NaN (measured).
         raise BuildError(
-            f"prefill_chunk_size {prefill_chunk_size} exceeds the model's sliding window {window}: the compiled "
-            "attention would let the first tokens of a prefill chunk see past their window",
-            f"set prefill_chunk_size <= {window} in the model config",
+            f"prefill_chunk_size {prefill_chunk_size} is not below the model's sliding window {window}: the "
+            "compiled attention would let tokens of a prefill chunk see past their window",
+            f"set prefill_chunk_size <= {window - 1} in the model config",
         )
     return window
 
@@ -109,6 +110,10 @@ def _last_token(x: te.Tensor) -> te.Tensor:
 
 class LlamaForCausalLM(nn.Module):
     """web-llm's single-sequence ABI: embed, prefill, decode, create_tir_paged_kv_cache."""
+
+    # RopeMode.NONE in a subclass whose layers rotate q/k themselves (Gemma's per-layer bases, Phi-3's
+    # partial longrope): the cache then only stores and attends.
+    kv_rope_mode = RopeMode.NORMAL
 
     def __init__(self, c: LlamaConfig, scheme: Scheme, target, context_window: int, prefill_chunk_size: int):
         super().__init__()
@@ -146,15 +151,15 @@ class LlamaForCausalLM(nn.Module):
     def create_tir_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size,
                                   support_sliding_window) -> PagedKVCache:
         c = self.config
-        rope_scale, rope_scaling = rope_scaling_for_kv_cache(c)
+        in_cache = self.kv_rope_mode == RopeMode.NORMAL
+        rope_scale, rope_scaling = rope_scaling_for_kv_cache(c) if in_cache else (1.0, {})
         window = self.layer_sliding_window
-        kinds: str | list[str]
-        layers, kinds = c.num_hidden_layers, "mha"
-        if window is not None:
+        layers, kinds = c.num_hidden_layers, self.attn_kinds()
+        if isinstance(kinds, list) and "mha" not in kinds:
             # Every layer is windowed. TVM 0.27 allocates the paged cache's q/k/v staging buffers only when
             # some layer is plain "mha" (paged_kv_cache.cc), so one never-called plain layer is declared
             # after the model's (it costs one layer of KV pages).
-            layers, kinds = c.num_hidden_layers + 1, ["mha_sliding"] * c.num_hidden_layers + ["mha"]
+            layers, kinds = layers + 1, [*kinds, "mha"]
         return TIRPagedKVCache(
             attn_kind=kinds,
             max_batch_size=max_batch_size,
@@ -170,7 +175,7 @@ class LlamaForCausalLM(nn.Module):
             v_head_dim=c.head_dim,
             mla_original_qk_head_dim=0,
             mla_original_v_head_dim=0,
-            rope_mode=RopeMode.NORMAL,
+            rope_mode=self.kv_rope_mode,
             rope_scale=rope_scale,
             rope_theta=c.rope_theta,
             rope_scaling=rope_scaling,
@@ -181,6 +186,11 @@ class LlamaForCausalLM(nn.Module):
             target=self.target,
             layer_sliding_window_size=window or 1024,  # 1024: TVM's default, unused without sliding layers
         )
+
+    def attn_kinds(self) -> str | list[str]:
+        """The KV cache's attention kind: one for all layers, or per layer ("mha" / "mha_sliding")."""
+        window = self.layer_sliding_window
+        return "mha" if window is None else ["mha_sliding"] * self.config.num_hidden_layers
 
     def get_default_spec(self) -> dict:
         h, dtype = self.config.hidden_size, self.scheme.dtype
