@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         try:
             module.main()
-        except Exception as exc:  # one broken bench should not hide the others' numbers
+        except Exception as exc:  # noqa: BLE001 - one broken bench should not hide the others' numbers
             failed.append(name)
             print(f"bench {name} failed: {type(exc).__name__}: {exc}", flush=True)
         print(f"=== {name}: {time.perf_counter() - start:.0f} s ===", flush=True)

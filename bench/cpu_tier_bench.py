@@ -78,7 +78,7 @@ MEASURE = """async ([threads, prompt, nTokens, leanFirst]) => {
 
 def _ready_page(browser, url: str, tier: str):
     context = browser.new_context()
-    context.add_init_script("try { localStorage.setItem('lantern.tier', %r); } catch (e) {}" % tier)
+    context.add_init_script(f"try {{ localStorage.setItem('lantern.tier', {tier!r}); }} catch (e) {{}}")
     page = context.new_page()
     page.goto(url + "/")
     page.wait_for_function("() => window.lantern && ['needs-download', 'ready', 'unsupported'].includes("
@@ -115,9 +115,9 @@ def swiftshader(playwright, url: str) -> dict | None:
         context, page = _ready_page(browser, url, "gpu")
         if page.evaluate("window.lantern.state") != "ready":
             return None  # no compiled library in this build: nothing to compare
-        page.evaluate("""() => { const t = document.getElementById('temperature'); t.value = '0';
+        page.evaluate("""(tokens) => { const t = document.getElementById('temperature'); t.value = '0';
                           t.dispatchEvent(new Event('input'));
-                          document.getElementById('max-tokens').value = '%d'; }""" % SWIFTSHADER_TOKENS)
+                          document.getElementById('max-tokens').value = String(tokens); }""", SWIFTSHADER_TOKENS)
         page.evaluate("(p) => window.lantern.api.send(p)", STORY)
         page.wait_for_function("() => window.lantern.replyCount >= 1", timeout=1_800_000)
         stats = page.evaluate("window.lantern.lastReply.stats") or {}

@@ -157,8 +157,8 @@ def single_stream(models: Path, threads: int) -> dict:
             raw_generate(llm, fmt, "Hello", 4)
             for i in range(ROUNDS):
                 prompt = STORY.format(i=i + 1)
-                pair = [lambda: raw.append(raw_generate(llm, fmt, prompt, MAX_TOKENS)),
-                        lambda: served.append(stream_chat(port, prompt, MAX_TOKENS))]
+                pair = [lambda p=prompt: raw.append(raw_generate(llm, fmt, p, MAX_TOKENS)),
+                        lambda p=prompt: served.append(stream_chat(port, p, MAX_TOKENS))]
                 for run in (pair if i % 2 == 0 else pair[::-1]):  # alternate who goes first
                     run()
                 same_text.append(raw[-1]["text"] == served[-1]["text"])
@@ -167,7 +167,7 @@ def single_stream(models: Path, threads: int) -> dict:
         llm.close()
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     best = lambda rows, key: max(r[key] for r in rows)  # noqa: E731
-    ratios = [s["tps"] / r["tps"] for r, s in zip(raw, served)]
+    ratios = [s["tps"] / r["tps"] for r, s in zip(raw, served, strict=True)]
     return {
         "threads": threads, "rounds": ROUNDS, "tokens": [r["tokens"] for r in served],
         "raw_tps": med(raw, "tps"), "served_tps": med(served, "tps"),
@@ -190,7 +190,7 @@ def concurrent_clients(models: Path, slots: int, threads: int) -> dict:
             barrier.wait()
             try:
                 results[i] = stream_chat(port, f"Tell me a fact about the number {i * 7 + 3}.", CLIENT_TOKENS)
-            except Exception as exc:  # noqa: BLE001 - counted as an error
+            except Exception as exc:  # noqa: BLE001 - a failed client is a result of the load test
                 results[i] = {"status": 0, "error": f"{type(exc).__name__}: {exc}"}
 
         workers = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
@@ -220,7 +220,7 @@ def browser_build_answer(models: Path, max_new_tokens: int = 48) -> tuple[str, s
             from build_pipeline.compiler.verify import cpu_chat
 
             return cpu_chat(variant, FRANCE, max_new_tokens)["text"], "compiled model (CPU build, = web-llm greedy)"
-        except Exception as exc:  # noqa: BLE001 - fall back to the reference
+        except Exception as exc:  # noqa: BLE001 - the bench falls back to the numpy reference
             print(f"(CPU build unavailable: {type(exc).__name__}: {exc})")
     from build_pipeline.convert import dense_variant_params
     from build_pipeline.families.llama.config import LlamaConfig

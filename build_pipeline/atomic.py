@@ -15,8 +15,8 @@ def ensure_writable_dir(path: Path) -> None:
     """Create `path` (and parents) or explain why it cannot be written."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True):
+            pass
     except OSError as exc:
         raise BuildError(
             f"output directory {path} is not writable ({exc.strerror or exc})",

@@ -54,7 +54,7 @@ class Scheme:
         """Storage format of the linear/embedding weight `base` (e.g. "model.layers.0.mlp.down_proj")."""
         return get_format(dict(self.formats).get(base, self.default_format.name))
 
-    def with_formats(self, formats: dict[str, str]) -> "Scheme":
+    def with_formats(self, formats: dict[str, str]) -> Scheme:
         """This scheme with the per-weight formats the converter chose (defaults left implicit)."""
         extra = tuple(sorted((b, f) for b, f in formats.items() if f != self.default_format.name))
         return replace(self, formats=extra)

@@ -112,13 +112,13 @@ class Client:
     def metrics(self, headers=None) -> dict:
         return parse_metrics(self.get("/metrics", headers).body.decode())
 
-    def open_stream(self, **body) -> "OpenStream":
+    def open_stream(self, **body) -> OpenStream:
         """Start a streaming chat; read it piece by piece with read_events(stream.response, n)."""
         body.setdefault("model", MODEL_ID)
         body["stream"] = True
         return self.open("POST", "/v1/chat/completions", body)
 
-    def open(self, method: str, path: str, body) -> "OpenStream":
+    def open(self, method: str, path: str, body) -> OpenStream:
         conn = self.connection()
         conn.request(method, path, body=json.dumps(body), headers={"Content-Type": "application/json"})
         sock = conn.sock  # http.client drops it from `conn` once the response says "Connection: close"

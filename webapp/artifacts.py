@@ -22,8 +22,15 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, send_file
 
-from build_pipeline.contract import (CHAT_CONFIG_FILE, MANIFEST_FILE, CpuTierNeeds, FileEntry, LibraryEntry,
-                                     Manifest, parse_manifest)
+from build_pipeline.contract import (
+    CHAT_CONFIG_FILE,
+    MANIFEST_FILE,
+    CpuTierNeeds,
+    FileEntry,
+    LibraryEntry,
+    Manifest,
+    parse_manifest,
+)
 
 CURRENT_REVISION = "main"
 REVISION_CHARS = 16

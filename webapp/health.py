@@ -32,7 +32,7 @@ def run_checks() -> list[dict]:
     for check in current_app.extensions.get(CHECKS_KEY, []):
         try:
             name, ok, detail = check()
-        except Exception as exc:  # noqa: BLE001 - report, never crash the probe
+        except Exception as exc:  # noqa: BLE001 - a failing check is reported, not raised
             name = getattr(check, "__name__", repr(check))
             ok, detail = False, {"error": f"{type(exc).__name__}: {exc}"}
         results.append({"name": name, "ok": bool(ok), "detail": detail})

@@ -46,7 +46,7 @@ def _weight_elem(fmt: WeightFormat, tensors, row, col):
 def _declare_weight(module: nn.Module, fmt: WeightFormat, out_dim: int, in_dim: int, dtype: str) -> list:
     """Create the stored tensors of one weight as parameters of `module` (tensor-cache order)."""
     tensors = []
-    for suffix, (shape, dt) in zip(fmt.tensor_suffixes(), fmt.shapes(out_dim, in_dim, dtype)):
+    for suffix, (shape, dt) in zip(fmt.tensor_suffixes(), fmt.shapes(out_dim, in_dim, dtype), strict=True):
         setattr(module, suffix, nn.Parameter(shape, dt))
         tensors.append(suffix)
     return tensors

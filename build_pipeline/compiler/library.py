@@ -49,7 +49,7 @@ def cpu_baseline() -> str | None:
         flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return None
-    return X86_64_BASELINE if X86_64_BASELINE_FLAGS <= flags else None
+    return X86_64_BASELINE if flags >= X86_64_BASELINE_FLAGS else None
 
 
 def cpu_target():

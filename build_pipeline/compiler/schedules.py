@@ -40,8 +40,8 @@ class RowPerThreadGEMV(dl.gpu.GEMV):  # subclassed for the GPU-target plumbing o
         loops = sch.get_loops(block)
         if len(loops) != len(info.iters):
             return None
-        s_loops = [lp for lp, it in zip(loops, info.iters) if it.kind == "S"]
-        r_loops = [lp for lp, it in zip(loops, info.iters) if it.kind == "R"]
+        s_loops = [lp for lp, it in zip(loops, info.iters, strict=True) if it.kind == "S"]
+        r_loops = [lp for lp, it in zip(loops, info.iters, strict=True) if it.kind == "R"]
         if len(r_loops) != 1 or not s_loops:
             return None
         extent = info.iters[[it.kind for it in info.iters].index("R")].dom
@@ -106,7 +106,7 @@ class RowPerThreadMatmul(dl.gpu.GEMV):  # (idem)
         try:
             # Pad while the block is still a plain einsum (the dequantize block is inlined after).
             sch.pad_einsum(block, [1] * n_lead + [self.tokens, 1, 1])
-        except Exception:  # pylint: disable=broad-except
+        except Exception:  # noqa: BLE001 - TVM raises many kinds; the rule then does not apply
             return None
         loops = sch.get_loops(block)
         lead, (tok_loop, feat_loop, red_loop) = loops[:n_lead], loops[n_lead:]
@@ -143,7 +143,7 @@ def _inline_all(neighbours, inline, rounds: int = 4) -> None:
             try:
                 inline(b)
                 progressed = True
-            except Exception:  # pylint: disable=broad-except
+            except Exception:  # noqa: BLE001 - TVM raises many kinds; try the next rule
                 pass
         if not progressed:
             break

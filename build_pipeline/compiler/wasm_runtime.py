@@ -88,7 +88,7 @@ def _emcc() -> str:
 
 
 def _run(cmd: list[str], problem: str, fix: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # the caller explains a failure
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
         raise WasmBuildError(f"{problem} (emcc exit {proc.returncode}):\n{tail}\ncommand: {' '.join(cmd)}", fix)
@@ -104,7 +104,7 @@ def _package_dir(name: str) -> Path:
 def _cache_key(emcc: str) -> str:
     """Hash of everything that changes the runtime objects."""
     h = hashlib.sha256()
-    version = subprocess.run([emcc, "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run([emcc, "--version"], capture_output=True, text=True, check=True).stdout
     parts = [
         metadata.version("apache-tvm"),
         metadata.version("apache-tvm-ffi"),

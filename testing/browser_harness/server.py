@@ -60,7 +60,7 @@ class _Handler(SimpleHTTPRequestHandler):
             return HERE / "harness.js"
         return None
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         target = self._resolve()
         if target is None:
             self.send_error(404)

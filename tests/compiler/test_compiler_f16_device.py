@@ -49,6 +49,6 @@ def test_f16_kernels_compile_on_an_f16_device(f16_device, quant):
         try:
             module = f16_device.create_shader_module(code=src)
             f16_device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": name})
-        except Exception as err:  # noqa: BLE001 -- report every failing kernel
+        except Exception as err:  # noqa: BLE001 - wgpu reports shader errors as various types
             failed[name] = str(err)[:300]
     assert not failed, failed

@@ -49,7 +49,7 @@ def test_more_requests_than_slots_and_queue(models):
         statuses = [r.status for r in replies]
         assert set(statuses) <= {200, 429}, statuses
         assert statuses.count(429) >= 1 and statuses.count(200) >= 4, statuses
-        for prompt, r in zip(PROMPTS, replies):
+        for prompt, r in zip(PROMPTS, replies, strict=True):
             if r.status == 429:
                 assert int(r.headers["retry-after"]) >= 1
                 assert r.json["error"]["code"] == "server_busy"
@@ -62,7 +62,7 @@ def test_more_requests_than_slots_and_queue(models):
         assert metric(m, "lantern_fallback_rejected_total", reason="queue_full") == statuses.count(429)
         assert metric(m, "lantern_fallback_queue_wait_seconds_count") == len(PROMPTS) + statuses.count(200)
         # Drained: the refused ones succeed when retried.
-        for prompt, r in zip(PROMPTS, replies):
+        for prompt, r in zip(PROMPTS, replies, strict=True):
             if r.status == 429:
                 assert ask(c, prompt, stream=False).text == reference[prompt][0]
 

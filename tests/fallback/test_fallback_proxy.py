@@ -37,31 +37,30 @@ def models(smollm2_models):
 def upstream(models, tmp_path_factory):
     """llama_cpp.server on the GGUF the build wrote, one thread, on a free loopback port."""
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("upstream") / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(models / MODEL_ID / SERVER_GGUF_FILE),
-         "--model_alias", UPSTREAM_ALIAS, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-         "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False"],
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
+    with open(tmp_path_factory.mktemp("upstream") / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(models / MODEL_ID / SERVER_GGUF_FILE),
+             "--model_alias", UPSTREAM_ALIAS, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+             "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False"],
+            stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/v1"
 
-    def up():
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return proc.poll() is not None  # stop waiting if it died
+        def up():
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return proc.poll() is not None  # stop waiting if it died
 
-    try:
-        assert wait_until(up, 120, 0.25) and proc.poll() is None, "llama_cpp.server did not start"
-        yield url
-    finally:
-        proc.terminate()
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            assert wait_until(up, 120, 0.25) and proc.poll() is None, "llama_cpp.server did not start"
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -134,7 +134,7 @@ def test_real_gemma3_270m_matches_llama_cpp(tmp_path):
     quantized = llama_cpp(gguf)
     exact = llama_cpp(dequantized_copy(gguf, tmp_path / "gemma3-f32.gguf"))
     source = open_gguf(gguf, tokenizer=False)
-    for (ids, theirs_q, _), (ids_f32, theirs, next_text) in zip(quantized, exact):
+    for (ids, theirs_q, _), (ids_f32, theirs, next_text) in zip(quantized, exact, strict=True):
         assert ids_f32 == ids
         ours, reference = lantern_weights_logits(source, "gemma3", ids, tmp_path / "lantern",
                                                  prefill_chunk=REAL_CHUNK, context_window=REAL_CONTEXT)
@@ -147,5 +147,5 @@ def test_real_gemma3_270m_matches_llama_cpp(tmp_path):
               f"{np.mean(np.argmax(ours, -1) == np.argmax(theirs, -1)):.3f}")
         assert np.abs(ours - reference).max() <= TOLERANCE["float32"] * scale
         assert d_exact <= TOLERANCE["float32"] * scale
-        assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(ours, theirs_q)) > 0.99
+        assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(ours, theirs_q, strict=True)) > 0.99
         del ours, reference

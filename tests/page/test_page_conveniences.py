@@ -5,6 +5,7 @@ accessibility smoke test (every control reachable by keyboard, every input label
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,12 +86,12 @@ def test_copy_regenerate_edit_export_import_rename_search(serve, chromium, tiny_
     # Export as Markdown and JSON.
     with s.page.expect_download() as d:
         s.page.click("#export-md")
-    markdown = open(d.value.path(), encoding="utf-8").read()
+    markdown = Path(d.value.path()).read_text(encoding="utf-8")
     assert d.value.suggested_filename == "lantern-notes.md"
     assert markdown.startswith("# Lantern notes") and "## You\n\nAn edited question" in markdown
     with s.page.expect_download() as d:
         s.page.click("#export-json")
-    exported = open(d.value.path(), encoding="utf-8").read()
+    exported = Path(d.value.path()).read_text(encoding="utf-8")
     data = json.loads(exported)
     assert data["format"] == "lantern.conversation" and data["conversation"] == s.page.evaluate(CURRENT)
 
@@ -104,7 +105,7 @@ def test_copy_regenerate_edit_export_import_rename_search(serve, chromium, tiny_
     assert s.page.evaluate(CURRENT) == data["conversation"]
     with s.page.expect_download() as d:
         s.page.click("#export-json")
-    assert json.loads(open(d.value.path(), encoding="utf-8").read()) == data
+    assert json.loads(Path(d.value.path()).read_text(encoding="utf-8")) == data
     assert s.page.locator(".message").count() == 2
 
     # A code block in an answer (imported, so its content is known) has its own copy button.

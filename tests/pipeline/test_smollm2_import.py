@@ -105,7 +105,7 @@ def test_reference_matches_llama_cpp_logits(smollm2_gguf, float_reference, token
     theirs = np.array(llm.scores[: len(ids)], dtype=np.float32)
     float_reference.reset()
     ours = float_reference.forward(ids)
-    corr = min(np.corrcoef(a, b)[0, 1] for a, b in zip(ours, theirs))
+    corr = min(np.corrcoef(a, b)[0, 1] for a, b in zip(ours, theirs, strict=True))
     assert corr > 0.98, corr  # measured 0.999; skipping the un-permute drops it far below
     assert np.mean(np.argmax(ours, -1) == np.argmax(theirs, -1)) > 0.9  # near-ties may flip (measured 0.95-1.0)
 
@@ -146,5 +146,5 @@ def test_q4f32_reference_stays_coherent(smollm2, float_reference, tokenizer, con
     q4.reset()
     a, b = float_reference.forward(ids), q4.forward(ids)
     top5 = np.argsort(b, -1)[:, -5:]
-    in_top5 = np.mean([t in row for t, row in zip(np.argmax(a, -1), top5)])
+    in_top5 = np.mean([t in row for t, row in zip(np.argmax(a, -1), top5, strict=True)])
     assert in_top5 > 0.7, in_top5

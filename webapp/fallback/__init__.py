@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from build_pipeline.errors import BuildError
-from webapp.fallback import api, metrics as metrics_module
+from webapp.fallback import api
+from webapp.fallback import metrics as metrics_module
 from webapp.fallback.auth import ApiKeys
 from webapp.fallback.engine_local import LocalEngine
 from webapp.fallback.engine_upstream import UpstreamEngine

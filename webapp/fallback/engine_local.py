@@ -67,7 +67,7 @@ class LocalEngine(UpstreamEngine):
             if self.gguf is None or not self.gguf.is_file():
                 raise FileNotFoundError(f"no GGUF for model {self.ref.id} (looked for {self.gguf or SERVER_GGUF_FILE})")
             self.format = ChatFormat(*load_chat_files(self.ref))
-        except Exception as exc:  # noqa: BLE001 - reported through /healthz and 503s
+        except Exception as exc:  # noqa: BLE001 - reported in /healthz instead of crashing the site
             self._format_error = f"{type(exc).__name__}: {exc}"
             return
         self.process = EngineProcess(

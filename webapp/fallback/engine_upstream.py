@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from urllib.parse import urlsplit
 
@@ -141,7 +140,7 @@ class UpstreamEngine(BackgroundLoad):
             conn.request("POST", f"{self.prefix}/chat/completions", body=json.dumps(self._payload(job)),
                          headers=self._headers(slot))
             resp = conn.getresponse()
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             conn.close()
             raise APIError(504, "The upstream server did not answer in time.", type="server_error",
                            code="upstream_timeout") from None
@@ -165,7 +164,7 @@ class UpstreamEngine(BackgroundLoad):
                     conn.sock.settimeout(remaining)
                 try:
                     line = resp.readline()
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     raise GenerationTimeout() from None
                 except (OSError, http.client.HTTPException):
                     raise self._broken("broke_off") from None

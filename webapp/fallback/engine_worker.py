@@ -133,7 +133,7 @@ def make_handler(engine: Engine, token: str):
         protocol_version = "HTTP/1.0"  # one request per connection; the stream ends when it closes
         server_version = "lantern-engine"
 
-        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        def log_message(self, format, *args):
             pass  # nothing about requests is logged here; the site keeps the access log
 
         def _authorized(self) -> bool:
@@ -151,7 +151,7 @@ def make_handler(engine: Engine, token: str):
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             if not self._authorized():
                 return
             if self.path != "/v1/models":
@@ -159,7 +159,7 @@ def make_handler(engine: Engine, token: str):
             self._json(200, {"object": "list", "data": [{"id": engine.model, "object": "model"}],
                              "slots": len(engine.slots), "pid": os.getpid()})
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             if not self._authorized():
                 return
             if self.path != "/v1/chat/completions":
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine = Engine(config)
         info = system_info()
-    except Exception as exc:  # noqa: BLE001 - reported to the supervisor, which marks the engine failed
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported to the site
         out.write(json.dumps({"event": "error", "error": f"{type(exc).__name__}: {exc}"}) + "\n")
         out.flush()
         return LOAD_ERROR_EXIT

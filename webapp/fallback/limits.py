@@ -28,7 +28,7 @@ class QueueTimeout(Exception):
 class Lease:
     """One held slot. `release()` is idempotent: a stream's close and its generator may both call it."""
 
-    def __init__(self, admission: "Admission", slot: int, waited: float):
+    def __init__(self, admission: Admission, slot: int, waited: float):
         self._admission = admission
         self.slot = slot
         self.waited = waited

@@ -38,7 +38,7 @@ class Pump:
             for piece in self._pieces:
                 if self._stop.is_set() or not self._put(piece):
                     break
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
             self._put(exc)
             return
         finally:
