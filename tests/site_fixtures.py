@@ -274,12 +274,17 @@ def chromium(_playwright, _browsers):
         return session
 
     yield open_session
+    illegal = []
     for session in opened:
+        with contextlib.suppress(Exception):  # a crashed or closed page has nothing to report
+            illegal += session.page.evaluate("() => (window.lantern && window.lantern.stateErrors) || []")
         with contextlib.suppress(Exception):
             session.context.close()
     for browser in own_browsers:
         with contextlib.suppress(Exception):
             browser.close()
+    # Every page test also checks the page kept to its state table (static/js/state.js).
+    assert not illegal, f"the page made state moves static/js/state.js does not allow: {illegal}"
 
 
 # ------------------------------------------------------------------------------------------ network faults
