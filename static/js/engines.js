@@ -226,6 +226,8 @@ export class ServerEngine {
     if (!ids.length) throw new EngineError("server-unavailable", "The server has no model to answer with.");
     const wanted = this.preferredModel;
     this.model = ids.find((id) => id === wanted) || ids.find((id) => wanted && id.startsWith(wanted)) || ids[0];
+    // The server loads a model other than its default on demand: asking for it starts that now.
+    if (this.model !== ids[0]) await fetch(`/v1/models/${encodeURIComponent(this.model)}`, { cache: "no-store" }).catch(() => {});
   }
 
   async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {

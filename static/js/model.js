@@ -8,7 +8,8 @@ import { downloadVariant, inspectCache, removeModel, verifyStored } from "./down
 import { formatBytes } from "./format.js";
 import { expandDownload } from "./loading.js";
 import { startLocalEngine, unloadLocal } from "./local-run.js";
-import { TIER_KEY, clearFailure, fail, lantern, log, shared, state, variant } from "./record.js";
+import { reconnectServer } from "./server-mode.js";
+import { TIER_KEY, clearFailure, currentModel, fail, lantern, log, shared, state, variant } from "./record.js";
 import { applyModelDefaults } from "./settings.js";
 import * as view from "./view.js";
 
@@ -159,32 +160,66 @@ export async function switchTier(tier) {
   await reselect(lantern.model);
 }
 
-/** The model picker: the new model starts from its own verified cache (or offers its download). */
+/** The model picker: the new model starts from its own verified cache (or offers its download); the
+ * others' stored files stay as they are. In server mode the server answers with the new model. */
 export async function switchModel(modelId) {
+  if (shared.busy) {
+    $("model-picker").value = lantern.model;
+    return;
+  }
   await unloadLocal();
+  log("model", { model: modelId });
   await reselect(modelId);
+  $("model-picker").value = lantern.model;
+  if (lantern.mode === "server") await reconnectServer();
 }
 
+/** Bytes this browser holds for every build of `model` (GPU variants and the processor tier). */
+async function storedBytes(model) {
+  let bytes = 0;
+  for (const v of [...(model ? model.variants : []), ...(model && model.cpu ? [model.cpu] : [])]) {
+    bytes += (await inspectCache(v)).cachedBytes;
+  }
+  return bytes;
+}
+
+/** Remove this model's stored files (every build of it; other models keep theirs) and say what it freed. */
 export async function removeDownloaded() {
   if (shared.busy) return;
   await unloadLocal();
+  const model = currentModel();
+  const bytes = await storedBytes(model);
   const removed = await removeModel(lantern.model, variant()?.base_url);
-  log("removed", { entries: removed });
-  view.setEngineStatus(`Removed the downloaded model (${removed} files).`);
+  lantern.lastRemoval = { model: lantern.model, files: removed, bytes };
+  log("removed", { model: lantern.model, entries: removed, bytes });
+  view.setEngineStatus(`Removed ${(model && model.name) || lantern.model}: ${removed} files, ${formatBytes(bytes)} freed.`);
   await refreshStorage();
   await reselect(lantern.model);
 }
 
+/** What a model needs here, in words, from the chosen build's facts in /api/models. */
+function needsText(v) {
+  if (v.tier === "cpu") return `needs ${formatBytes(v.ram_bytes)} of memory (runs on the processor)`;
+  const f16 = (v.required_features || []).includes("shader-f16") ? " with 16-bit shaders" : "";
+  const memory = v.estimated_gpu_memory_bytes ? ` and ~${formatBytes(v.estimated_gpu_memory_bytes)} of GPU memory` : "";
+  return `needs a WebGPU GPU${f16}${memory}`;
+}
+
+/** The model picker: every built model with its size, quality and needs (the build this device would run);
+ * the config's default model first and selected until the user picks another. */
 export function showModelPicker(catalog) {
   const picker = $("model-picker");
+  const selected = lantern.model || (catalog.models.find((m) => m.default) || catalog.models[0] || {}).id;
   picker.replaceChildren(...catalog.models.map((m) => {
     const option = document.createElement("option");
     option.value = m.id;
-    // The quality of the build this device would run, as the server words it.
     const choice = lantern.capabilities ? chooseVariant(lantern.capabilities, m, { tier: lantern.tierPreference }) : null;
-    const quality = choice && choice.variant ? qualityLabel(choice.variant) : "";
-    option.textContent = quality ? `${m.name || m.id} (${quality})` : (m.name || m.id);
+    const v = choice && choice.variant;
+    const parts = v ? [formatBytes(v.download_bytes), qualityLabel(v), needsText(v)].filter(Boolean) : ["can't run on this device"];
+    option.textContent = `${m.name || m.id} — ${parts.join(", ")}`;
+    Object.assign(option.dataset, { bytes: v ? String(v.download_bytes) : "", default: m.default ? "yes" : "no" });
     return option;
   }));
+  picker.value = selected;
   picker.disabled = catalog.models.length < 2;
 }

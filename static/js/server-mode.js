@@ -101,6 +101,13 @@ export async function useLocal() {
   }
 }
 
+/** Server mode after a model change: connect again so the server answers with the page's model. */
+export async function reconnectServer() {
+  if (shared.serverEngine) await shared.serverEngine.unload();
+  shared.serverEngine = null;
+  await useServer();
+}
+
 /** The engine that answers in the current mode (null when none is ready). */
 export function activeEngine() {
   return lantern.mode === "server" ? shared.serverEngine : shared.localEngine;
