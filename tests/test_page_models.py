@@ -123,3 +123,31 @@ def test_the_state_table_refuses_moves_it_does_not_list(serve, chromium, tiny_si
     assert [(e["from"], e["to"]) for e in result["errors"]] == [("detecting", "generating")]
     assert "unknown state" in result["unknown"]
     assert result["unreachable"] == ["starting", "error"]  # error: allowed from anywhere (state.js)
+
+
+def test_server_mode_answers_with_the_picked_model(serve, chromium, two_site_models):
+    """Without WebGPU, with consent: the real fallback answers with SmolLM2, then (picker) with the tiny model,
+    each from its own engine process."""
+    server = serve(two_site_models)
+    s = chromium(webgpu=False)
+    s.page.goto(server.url + "/")
+    s.wait_state("unsupported")
+    s.set_greedy()
+    s.page.fill("#prompt", "What is the capital of France?")
+    s.page.click("#send")
+    s.page.wait_for_function("() => document.getElementById('consent').open")
+    s.page.click("#consent-accept")
+    s.page.wait_for_function("() => window.lantern.replyCount === 1", timeout=300_000)
+    first = s.lantern(".lastReply")
+    assert first["kind"] == "server" and first["text"].strip(), s.lantern(".error")
+    assert SMOL in s.page.text_content("#engine-status")
+    fallback = server.app.extensions["lantern_fallback"]
+    assert set(fallback.engines) == {SMOL}  # the tiny model's engine is not started before it is asked for
+
+    pick(s, TINY)  # still server mode: the page reconnects for the tiny model
+    s.page.wait_for_function("(id) => window.lantern.state === 'ready' && "
+                             "document.getElementById('engine-status').textContent.includes(id)", arg=TINY)
+    reply = s.ask("hi", timeout=300_000)
+    assert reply["finishReason"] in ("stop", "length") and reply["kind"] == "server", s.lantern(".error")
+    assert set(fallback.engines) == {SMOL, TINY}
+    assert fallback.engines[SMOL].process.ready.pid != fallback.engines[TINY].process.ready.pid

@@ -192,7 +192,8 @@ export async function removeDownloaded() {
   const removed = await removeModel(lantern.model, variant()?.base_url);
   lantern.lastRemoval = { model: lantern.model, files: removed, bytes };
   log("removed", { model: lantern.model, entries: removed, bytes });
-  view.setEngineStatus(`Removed ${(model && model.name) || lantern.model}: ${removed} files, ${formatBytes(bytes)} freed.`);
+  const name = (model && model.name) || lantern.model;
+  view.setEngineStatus(`Removed the downloaded model ${name} (${removed} files, ${formatBytes(bytes)} freed).`);
   await refreshStorage();
   await reselect(lantern.model);
 }
