@@ -12,6 +12,7 @@
 import { fileUrl, fileWithRole, scopeFor } from "./downloader.js";
 import { EngineError } from "./engines.js";
 import { promptPieces, promptTokenIds } from "./prompt.js";
+import { AnswerStream } from "./stream.js";
 
 const WLLAMA = new URL("../vendor/wllama/", import.meta.url);
 
@@ -118,7 +119,8 @@ export class CpuEngine {
     const c = this.chatConfig;
     const conv = c.conv_template;
     this.aborted = false;
-    const started = performance.now();
+    const answer = new AnswerStream(onDelta);
+    const started = answer.started;
     const ids = await promptTokenIds(conv, messages, (text) => w.tokenize(text, true));
     const room = this.variant.context_window - ids.length;
     if (room < 1) {
@@ -151,17 +153,9 @@ export class CpuEngine {
     const stops = this.stopTokenIds;
     const scanner = new StopScanner(conv.stop_str || []);
     const utf8 = new TextDecoder("utf-8");
-    let text = "";
     let stoppedByText = false;
     let finishReason = "length";
     let completion = 0;
-    let firstAt = null;
-    const emit = (piece) => {
-      if (!piece) return;
-      if (firstAt === null) firstAt = performance.now();
-      text += piece;
-      onDelta(piece, text);
-    };
     while (completion < limit) {
       if (this.aborted) {
         finishReason = "abort";
@@ -174,7 +168,7 @@ export class CpuEngine {
       }
       completion += 1;
       const [out, hit] = scanner.push(utf8.decode(piece, { stream: true }));
-      emit(out);
+      answer.emit(out);
       if (hit) {
         stoppedByText = true;
         finishReason = "stop";
@@ -184,20 +178,16 @@ export class CpuEngine {
       await w.decode([token], {});
       this.kvTokens.push(token);
     }
-    if (!stoppedByText) emit(scanner.flush() + utf8.decode());
-    const ended = performance.now();
-    const decodeSeconds = firstAt ? (ended - firstAt) / 1000 : null;
+    if (!stoppedByText) answer.emit(scanner.flush() + utf8.decode());
+    const stats = answer.measured(completion, { source: "engine", promptTokens: ids.length });
     return {
-      text, finishReason,
+      text: answer.text, finishReason,
       stats: {
-        source: "engine",
+        ...stats,
         tier: "cpu",
         threads: this.threads,
-        ttftSeconds: firstAt ? (firstAt - started) / 1000 : (promptDone - started) / 1000,
+        ttftSeconds: stats.ttftSeconds ?? (promptDone - started) / 1000,
         prefillTokensPerSecond: ids.length - keep > 0 ? (ids.length - keep) / ((promptDone - started) / 1000) : null,
-        decodeTokensPerSecond: decodeSeconds && completion > 1 ? (completion - 1) / decodeSeconds : null,
-        promptTokens: ids.length,
-        completionTokens: completion,
       },
     };
   }

@@ -8,6 +8,7 @@
 
 import { fileUrl, fileWithRole, hexToBase64, modelUrl } from "./downloader.js";
 import { readEventData } from "./sse.js";
+import { AnswerStream } from "./stream.js";
 
 export class EngineError extends Error {
   constructor(code, message, extra = {}) {
@@ -130,11 +131,7 @@ export class LocalEngine {
   }
 
   async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {
-    const started = performance.now();
-    let firstAt = null;
-    let text = "";
-    let finishReason = null;
-    let usage = null;
+    const answer = new AnswerStream(onDelta);
     try {
       const request = {
         messages, stream: true, stream_options: { include_usage: true },
@@ -145,34 +142,11 @@ export class LocalEngine {
       if (maxTokens != null) request.max_tokens = maxTokens;
       if (this.lost) throw this.lost;
       const chunks = await this.untilLost(this.engine.chat.completions.create(request));
-      const stream = chunks[Symbol.asyncIterator]();
-      for (;;) {
-        const { value: chunk, done } = await this.untilLost(stream.next());
-        if (done) break;
-        const choice = chunk.choices && chunk.choices[0];
-        const delta = choice && choice.delta && choice.delta.content;
-        if (delta) {
-          if (firstAt === null) firstAt = performance.now();
-          text += delta;
-          onDelta(delta, text);
-        }
-        if (choice && choice.finish_reason) finishReason = choice.finish_reason;
-        if (chunk.usage) usage = chunk.usage;
-      }
+      await answer.read(chunks, (p) => this.untilLost(p));
     } catch (err) {
       throw await this.explain(err);
     }
-    const extra = (usage && usage.extra) || {};
-    return {
-      text, finishReason,
-      stats: {
-        source: "engine",
-        ttftSeconds: extra.time_to_first_token_s ?? (firstAt ? (firstAt - started) / 1000 : null),
-        decodeTokensPerSecond: extra.decode_tokens_per_s ?? null,
-        promptTokens: usage ? usage.prompt_tokens : null,
-        completionTokens: usage ? usage.completion_tokens : null,
-      },
-    };
+    return { text: answer.text, finishReason: answer.finishReason, stats: answer.stats("engine") };
   }
 
   stop() {
@@ -218,6 +192,21 @@ async function errorFromResponse(response) {
   return new EngineError("server-error", `The server could not answer: ${message}`, { status: response.status });
 }
 
+/** The chunks of a /v1 event stream, up to [DONE]; an error event ends the answer with that error. */
+async function* serverChunks(body) {
+  for await (const data of readEventData(body)) {
+    if (data === "[DONE]") return;
+    let chunk;
+    try {
+      chunk = JSON.parse(data);
+    } catch {
+      continue;
+    }
+    if (chunk.error) throw new EngineError("server-error", `The server stopped: ${chunk.error.message || "error"}`);
+    yield chunk;
+  }
+}
+
 /** Streams from this site's OpenAI-compatible /v1 API. Only ever constructed after the user consented. */
 export class ServerEngine {
   constructor(preferredModel) {
@@ -240,16 +229,13 @@ export class ServerEngine {
     if (!ids.length) throw new EngineError("server-unavailable", "The server has no model to answer with.");
     const wanted = this.preferredModel;
     this.model = ids.find((id) => id === wanted) || ids.find((id) => wanted && id.startsWith(wanted)) || ids[0];
+    // The server loads a model other than its default on demand: asking for it starts that now.
+    if (this.model !== ids[0]) await fetch(`/v1/models/${encodeURIComponent(this.model)}`, { cache: "no-store" }).catch(() => {});
   }
 
   async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {
     this.controller = new AbortController();
-    const started = performance.now();
-    let firstAt = null;
-    let text = "";
-    let finishReason = null;
-    let usage = null;
-    let deltas = 0;
+    const answer = new AnswerStream(onDelta);
     const body = { model: this.model, messages, stream: true, stream_options: { include_usage: true } };
     if (temperature != null) body.temperature = temperature;
     if (maxTokens != null) body.max_tokens = maxTokens;
@@ -263,29 +249,10 @@ export class ServerEngine {
         signal: this.controller.signal,
       });
       if (!response.ok) throw await errorFromResponse(response);
-      for await (const data of readEventData(response.body)) {
-        if (data === "[DONE]") break;
-        let chunk;
-        try {
-          chunk = JSON.parse(data);
-        } catch {
-          continue;
-        }
-        if (chunk.error) throw new EngineError("server-error", `The server stopped: ${chunk.error.message || "error"}`);
-        const choice = chunk.choices && chunk.choices[0];
-        const delta = choice && choice.delta && choice.delta.content;
-        if (delta) {
-          if (firstAt === null) firstAt = performance.now();
-          deltas += 1;
-          text += delta;
-          onDelta(delta, text);
-        }
-        if (choice && choice.finish_reason) finishReason = choice.finish_reason;
-        if (chunk.usage) usage = chunk.usage;
-      }
+      await answer.read(serverChunks(response.body));
     } catch (err) {
       if (err.name === "AbortError") {
-        finishReason = "abort";
+        answer.finishReason = "abort";
       } else if (err instanceof EngineError) {
         throw err;
       } else {
@@ -294,19 +261,7 @@ export class ServerEngine {
     } finally {
       this.controller = null;
     }
-    const ended = performance.now();
-    const tokens = usage ? usage.completion_tokens : deltas;
-    const decodeSeconds = firstAt ? (ended - firstAt) / 1000 : null;
-    return {
-      text, finishReason,
-      stats: {
-        source: "client",
-        ttftSeconds: firstAt ? (firstAt - started) / 1000 : null,
-        decodeTokensPerSecond: decodeSeconds && tokens > 1 ? (tokens - 1) / decodeSeconds : null,
-        promptTokens: usage ? usage.prompt_tokens : null,
-        completionTokens: usage ? usage.completion_tokens : deltas,
-      },
-    };
+    return { text: answer.text, finishReason: answer.finishReason, stats: answer.stats("client") };
   }
 
   stop() {

@@ -81,14 +81,21 @@ def _model_object(ref) -> dict:
 def list_models():
     svc = service()
     svc.engine.start()  # the page asks for models before offering server mode: warm up meanwhile
-    return jsonify({"object": "list", "data": [_model_object(svc.ref)]})
+    return jsonify({"object": "list", "data": [_model_object(ref) for ref in svc.refs]})
 
 
 def get_model(model_id):
-    svc = service()
-    if not svc.ref.accepts(model_id):
-        raise _unknown_model(model_id)
-    return jsonify(_model_object(svc.ref))
+    """One model; asking for it warms its engine (the page does, for a model other than the default)."""
+    ref = _served(model_id)
+    service().engine_for(ref).start()
+    return jsonify(_model_object(ref))
+
+
+def _served(name: str | None):
+    ref = service().find(name)
+    if ref is None:
+        raise _unknown_model(name or "")
+    return ref
 
 
 def _unknown_model(name: str) -> APIError:
@@ -100,18 +107,18 @@ def chat_completions():
     svc = service()
     started = g.get("lantern_started", time.monotonic())
     req = parse_chat_request(request.get_data(cache=False))
-    if not svc.ref.accepts(req.model):
-        raise _unknown_model(req.model)
+    ref = _served(req.model)
+    engine = svc.engine_for(ref)
     deadline = started + svc.settings.request_timeout
-    svc.engine.wait_ready(deadline)
-    job = make_job(req, svc.engine.format, svc.settings.max_tokens_cap, deadline)
+    engine.wait_ready(deadline)
+    job = make_job(req, engine.format, svc.settings.max_tokens_cap, deadline)
     lease = _admit(svc, deadline)
     try:
-        pieces = svc.engine.generate(job, lease.slot, None if req.stream else disconnect_probe(request.environ))
+        pieces = engine.generate(job, lease.slot, None if req.stream else disconnect_probe(request.environ))
     except BaseException:
         lease.release()
         raise
-    completion = Completion(svc.ref.id, f"lantern-{svc.engine.kind}")
+    completion = Completion(ref.id, f"lantern-{engine.kind}")
     if req.stream:
         prepare_stream(request.environ, deadline - time.monotonic())
         run = _Generation(pieces, lease)

@@ -80,6 +80,14 @@ def resolve_model(wanted: str | None, models_dir: Path, configs_dir: Path | None
     return ModelRef(wanted, name, models_dir, spec, frozenset(aliases - {wanted}))
 
 
+def served_models(wanted: str | None, models_dir: Path, configs_dir: Path | None = None) -> list[ModelRef]:
+    """Every model the fallback answers for: the default one (see resolve_model) first, then each other
+    model built in `models_dir`, by its id. Each gets its own engine, started on first use."""
+    first = resolve_model(wanted, models_dir, configs_dir)
+    built = sorted({m.model for m in _built_manifests(Path(models_dir))} - {first.id})
+    return [first, *(resolve_model(model_id, models_dir, configs_dir) for model_id in built)]
+
+
 def find_gguf(ref: ModelRef, explicit: str | None = None) -> Path | None:
     """The llama.cpp weights: an explicit path, the pipeline's model.gguf, or a GGUF source file."""
     if explicit:

@@ -1,0 +1,86 @@
+// The local engine's life: start the verified build on the GPU (web-llm) or the processor (wllama), say
+// what runs and how fast, and unload it.
+
+import { deviceLost, discardLostEngine, offerServer, retryDownload } from "./actions.js";
+import { CpuEngine } from "./cpu-engine.js";
+import { inspectCache } from "./downloader.js";
+import { LocalEngine, classifyEngineError } from "./engines.js";
+import { formatSeconds } from "./format.js";
+import { collapseDownload } from "./loading.js";
+import { currentModel, fail, lantern, shared, state, variant } from "./record.js";
+import * as view from "./view.js";
+
+export async function unloadLocal() {
+  if (!shared.localEngine) return;
+  await shared.localEngine.unload();
+  shared.localEngine = null;
+  lantern.engine = { ...lantern.engine, status: "none" };
+}
+
+export async function startLocalEngine() {
+  const v = variant();
+  const { timeline } = shared;
+  // selectModel() re-hashed the stored files just before; this only guards against them vanishing since.
+  const stored = await inspectCache(v);
+  if (!stored.complete) {
+    fail("download-failed", "Some model files are missing or damaged in browser storage; download them again.", [retryDownload]);
+    state.go("needs-download");
+    return;
+  }
+  if (shared.localEngine) await shared.localEngine.unload();
+  shared.localEngine = null;
+  state.go("loading-engine");
+  const tier = lantern.selection.tier;
+  const where = tier === "cpu" ? "your processor" : "your GPU";
+  lantern.engine = { ...lantern.engine, kind: "local", tier, status: "loading", startedCount: lantern.engine.startedCount + 1 };
+  view.setEngineStatus(`Starting the model on ${where}…`);
+  timeline.stage("starting", tier === "cpu" ? "Starting on your processor" : "Starting the engine");
+  // The device lost while idle; during an answer or a load, those report it themselves.
+  const engine = tier === "cpu"
+    ? new CpuEngine(v, { threads: lantern.capabilities.wasm.threads })
+    : new LocalEngine(v, {
+      onLost: (e) => {
+        if (shared.busy || shared.localEngine !== engine) return;
+        discardLostEngine(engine);
+        if (lantern.mode === "local") deviceLost(e);
+      },
+    });
+  const started = performance.now();
+  try {
+    await engine.load((p) => {
+      lantern.engine.progress = p;
+      view.setEngineStatus(p.text || `Starting the model on ${where}…`);
+      if (tier === "gpu" && /shader/i.test(p.text || "")) timeline.stage("starting", "Compiling shaders");
+    });
+  } catch (err) {
+    const e = classifyEngineError(err);
+    timeline.stop();
+    lantern.engine.status = "failed";
+    state.go("engine-failed");
+    view.setEngineStatus("");
+    if (e.code === "device-lost") deviceLost(e);
+    else fail(e.code, e.message, [offerServer(e.message)]);
+    return;
+  }
+  shared.localEngine = engine;
+  lantern.engine = {
+    ...lantern.engine, kind: "local", status: "ready", loadSeconds: (performance.now() - started) / 1000,
+    threads: tier === "cpu" ? engine.threads : null,
+  };
+  view.setEngineStatus(readyText(v));
+  timeline.stage("ready");
+  const model = currentModel();
+  collapseDownload(lantern.load, (model && model.name) || v.id, v.download_bytes);
+  if (lantern.mode === "local") state.go("ready");
+}
+
+/** What the local engine is, in plain words; the CPU tier says how fast it really ran here. */
+export function readyText(v, stats = null) {
+  const started = `started in ${formatSeconds(lantern.engine.loadSeconds)}`;
+  if (lantern.engine.tier !== "cpu") return `Ready: ${v.id} runs on your GPU (${started}).`;
+  const threads = lantern.engine.threads;
+  const isolated = lantern.capabilities.wasm.isolated;
+  const how = `${threads} thread${threads > 1 ? "s" : ""}${isolated ? "" : ", one because this page isn't cross-origin isolated"}`;
+  const speed = stats && stats.decodeTokensPerSecond ? `, ~${Math.round(stats.decodeTokensPerSecond)} tokens/s` : "";
+  return `Ready: ${v.id} runs on your processor (${how}${speed}; ${started}). Private, slower than a GPU.`;
+}
