@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testing.tiny_model import CHAT_TEMPLATE, MERGES, vocab
+from testing.tiny_model import CHAT_TEMPLATE, MERGES, add_shape_metadata, vocab
 
 FAMILIES = ("gemma2", "gemma3", "phi3")
 SLIDING_WINDOW = 24
@@ -130,15 +130,7 @@ def write_gguf(path: Path, family: str, seed: int = 0, **extra) -> Path:
     gemma = family.startswith("gemma")
     writer = gguf.GGUFWriter(str(path), family)
     # Not "tiny-phi3": llama.cpp then sets attributes on Phi-3's own "</s>"/"<unk>" tokens by text.
-    writer.add_name(f"tiny-random-{family[:-1]}")
-    writer.add_block_count(cfg["num_hidden_layers"])
-    writer.add_context_length(cfg["max_position_embeddings"])
-    writer.add_embedding_length(cfg["hidden_size"])
-    writer.add_feed_forward_length(cfg["intermediate_size"])
-    writer.add_head_count(cfg["num_attention_heads"])
-    writer.add_head_count_kv(cfg["num_key_value_heads"])
-    writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    writer.add_rope_freq_base(cfg["rope_theta"])
+    add_shape_metadata(writer, cfg, f"tiny-random-{family[:-1]}")
     if gemma:
         writer.add_key_length(cfg["head_dim"])
         writer.add_value_length(cfg["head_dim"])

@@ -168,6 +168,19 @@ def _permute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def add_shape_metadata(writer, cfg: dict, name: str) -> None:
+    """The GGUF metadata every family's writer sets the same way from config.json keys."""
+    writer.add_name(name)
+    writer.add_block_count(cfg["num_hidden_layers"])
+    writer.add_context_length(cfg["max_position_embeddings"])
+    writer.add_embedding_length(cfg["hidden_size"])
+    writer.add_feed_forward_length(cfg["intermediate_size"])
+    writer.add_head_count(cfg["num_attention_heads"])
+    writer.add_head_count_kv(cfg["num_key_value_heads"])
+    writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    writer.add_rope_freq_base(cfg["rope_theta"])
+
+
 def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None, family: str = "llama",
                tie: bool = True, **extra) -> Path:
     """The same model as a llama.cpp GGUF (F32 tensors, q/k permuted for arch llama, tokenizer + template
@@ -185,16 +198,8 @@ def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None, f
     w = weights(cfg, seed)
     arch = GGUF_ARCHITECTURES[family]
     writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name(f"tiny-{family}")
-    writer.add_block_count(cfg["num_hidden_layers"])
-    writer.add_context_length(cfg["max_position_embeddings"])
-    writer.add_embedding_length(cfg["hidden_size"])
-    writer.add_feed_forward_length(cfg["intermediate_size"])
-    writer.add_head_count(cfg["num_attention_heads"])
-    writer.add_head_count_kv(cfg["num_key_value_heads"])
+    add_shape_metadata(writer, cfg, f"tiny-{family}")
     writer.add_rope_dimension_count(cfg["head_dim"])
-    writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
-    writer.add_rope_freq_base(cfg["rope_theta"])
     writer.add_vocab_size(cfg["vocab_size"])
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")

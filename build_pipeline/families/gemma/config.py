@@ -97,8 +97,9 @@ class GemmaConfig:
     def is_sliding(self, layer: int) -> bool:
         return self.layer_types[layer] == SLIDING
 
-    def rope_inv_freq(self, layer_type: str) -> np.ndarray:
-        """Inverse RoPE frequencies (float64) of a local or global layer: one source for all users."""
+    def rope_inv_freq(self, layer_type: str = FULL) -> np.ndarray:
+        """Inverse RoPE frequencies (float64) of a local or global layer (default: global): one source for all
+        users."""
         theta = self.rope_local_base_freq if layer_type == SLIDING else self.rope_theta
         inv = 1.0 / (theta ** (np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim))
         if layer_type == SLIDING or not self.rope_scaling:

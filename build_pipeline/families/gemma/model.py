@@ -22,7 +22,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode
 from build_pipeline.compiler.layers import QuantEmbedding, QuantLinear
 from build_pipeline.errors import BuildError
 from build_pipeline.families.gemma.config import GemmaConfig
-from build_pipeline.families.llama.model import LlamaForCausalLM
+from build_pipeline.families.llama.model import LlamaForCausalLM, LlamaMLP
 from build_pipeline.families.rotary import apply_rope
 from build_pipeline.quantization import Scheme
 
@@ -84,16 +84,11 @@ class GemmaAttention(nn.Module):
         return self.o_proj(op.reshape(out, (b, s, nh * hd)))
 
 
-class GemmaMLP(nn.Module):
-    def __init__(self, c: GemmaConfig, scheme, layer_id: int):
-        super().__init__()
-        base = f"model.layers.{layer_id}.mlp"
-        self.gate_up_proj = QuantLinear(c.hidden_size, 2 * c.intermediate_size, scheme, f"{base}.gate_up_proj")
-        self.down_proj = QuantLinear(c.intermediate_size, c.hidden_size, scheme, f"{base}.down_proj")
+class GemmaMLP(LlamaMLP):
+    """Llama's gated MLP with GELU-tanh instead of SiLU."""
 
-    def forward(self, x: nn.Tensor) -> nn.Tensor:
-        gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
-        return self.down_proj(op.gelu(gate, approximate="tanh") * up)
+    def activation(self, gate: nn.Tensor) -> nn.Tensor:
+        return op.gelu(gate, approximate="tanh")
 
 
 class GemmaDecoderLayer(nn.Module):

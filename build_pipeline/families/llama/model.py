@@ -14,6 +14,7 @@ from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedK
 
 from build_pipeline.compiler.layers import QuantEmbedding, QuantLinear
 from build_pipeline.errors import BuildError
+from build_pipeline.families.interface import ModelConfig
 from build_pipeline.families.llama.config import LlamaConfig, rope_scaling_for_kv_cache
 from build_pipeline.quantization import Scheme
 
@@ -44,15 +45,18 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, c: LlamaConfig, scheme: Scheme, layer_id: int):
+    def __init__(self, c: ModelConfig, scheme: Scheme, layer_id: int):
         super().__init__()
         base = f"model.layers.{layer_id}.mlp"
         self.gate_up_proj = QuantLinear(c.hidden_size, 2 * c.intermediate_size, scheme, f"{base}.gate_up_proj")
         self.down_proj = QuantLinear(c.intermediate_size, c.hidden_size, scheme, f"{base}.down_proj")
 
+    def activation(self, gate: nn.Tensor) -> nn.Tensor:
+        return op.silu(gate)
+
     def forward(self, x: nn.Tensor) -> nn.Tensor:
         gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
-        return self.down_proj(op.silu(gate) * up)
+        return self.down_proj(self.activation(gate) * up)
 
 
 class LlamaDecoderLayer(nn.Module):
