@@ -20,9 +20,11 @@ def _size(n: int) -> str:
 
 def cmd_build(args) -> int:
     from build_pipeline.build import build
-    from build_pipeline.model_config import load_model_config
+    from build_pipeline.model_config import load_model_config, with_source_file
 
     spec = load_model_config(Path(args.config))
+    if args.source_file:
+        spec = with_source_file(spec, Path(args.source_file))
     out = Path(args.out) if args.out else models_dir()
     built = build(spec, out, args.quantization or None, compile_library=not args.no_compile,
                   if_missing=args.if_missing, profile=args.profile)
@@ -36,14 +38,18 @@ def cmd_build(args) -> int:
 def cmd_list(args) -> int:
     from build_pipeline.inspect_model import variant_dirs
     from build_pipeline.manifest import read_manifest
-    from build_pipeline.model_config import find_model_configs
+    from build_pipeline.model_config import find_model_configs, needs_hub
 
     out = Path(args.out) if args.out else models_dir()
     for spec in find_model_configs(Path(args.configs) if args.configs else model_configs_dir()):
         src = spec.source
         where = f"{src.repo}@{src.revision[:10]}" if src.kind == "hub" else (src.package or src.path)
+        if src.file:
+            where += f" {src.file}"
         star = " (default)" if spec.default else ""
-        print(f"{spec.id}{star}  family={spec.family}  source={src.kind}:{where}")
+        needs = ("needs the Hugging Face Hub (or --source-file)" if needs_hub(spec) and src.file
+                 else "needs the Hugging Face Hub" if needs_hub(spec) else "builds offline")
+        print(f"{spec.id}{star}  family={spec.family}  source={src.kind}:{where}  {needs}")
         built = {}
         if (out / spec.id).is_dir():
             try:
@@ -109,6 +115,9 @@ def main(argv=None) -> int:
     b.add_argument("--out", help="output root (default: dist/models or $LANTERN_MODELS_DIR)")
     b.add_argument("--no-compile", action="store_true", help="shards and configs only, no WebGPU library")
     b.add_argument("--if-missing", action="store_true", help="skip variants that are already built")
+    b.add_argument("--source-file", metavar="FILE.gguf",
+                   help="build from this local GGUF instead of the config's [source] (e.g. a Hub GGUF "
+                        "downloaded elsewhere); it must be the model the config describes")
     b.add_argument("--profile", choices=("auto", "gpu", "swiftshader"),
                    help="kernel build profile (default auto: a gpu library for every variant plus a "
                         "swiftshader one for f32 variants, used on software adapters)")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -126,3 +127,35 @@ def dense_variant_params(variant_dir) -> dict[str, np.ndarray]:
     from build_pipeline.tensor_cache import iter_tensors, read_formats
 
     return dense_params(iter_tensors(variant_dir), read_formats(variant_dir))
+
+
+class LazyDenseParams(Mapping):
+    """dense_variant_params without holding them: each weight is dequantized from the memory-mapped shards
+    when it is read and dropped after use, so a reference forward pass holds one float32 weight at a time
+    (Qwen2.5-0.5B's dense weights are 2.5 GB; its largest, the embedding, 545 MB)."""
+
+    def __init__(self, variant_dir: Path):
+        from build_pipeline.tensor_cache import iter_tensors, read_formats
+
+        self._tensors = dict(iter_tensors(variant_dir))  # memmap views: nothing is read yet
+        self._formats = read_formats(variant_dir)
+        self._names = [n.removesuffix(".q_weight") + ".weight" if n.endswith(".q_weight") else n
+                       for n in self._tensors if not n.endswith((".q_scale", ".q_min"))]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        base = name.removesuffix(".weight")
+        if f"{base}.q_weight" in self._tensors:
+            fmt = get_format(self._formats.get(base, MLC_Q4.name))
+            return dequantize(fmt, [self._tensors[f"{base}.{s}"] for s in fmt.tensor_suffixes()])
+        if name not in self._tensors:
+            raise KeyError(name)
+        return np.asarray(self._tensors[name], dtype=np.float32)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names  # without reading the weight (Mapping's default would)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

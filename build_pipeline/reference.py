@@ -7,6 +7,7 @@ pipeline checks that weights were imported correctly (e.g. q/k un-permuting).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -24,9 +25,12 @@ def _rotate_half(x: np.ndarray) -> np.ndarray:
 class ReferenceModel:
     """Greedy-decodable model over dense float32 params keyed by the fused (compiled-model) names."""
 
-    def __init__(self, config, params: dict[str, np.ndarray]):
+    def __init__(self, config, params: Mapping[str, np.ndarray]):
         self.config = config
-        self.p = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+        # A dict is converted once; another Mapping (convert.LazyDenseParams) yields float32 weights on
+        # each read and is kept as it is, so the model is never held in float32 all at once.
+        self.p = ({k: np.asarray(v, dtype=np.float32) for k, v in params.items()} if isinstance(params, dict)
+                  else params)
         self.inv_freq = config.rope_inv_freq().astype(np.float64)
         self.reset()
 

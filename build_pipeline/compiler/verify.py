@@ -169,7 +169,7 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     """Compiled greedy decode + teacher-forced reference; returns the verify report (not yet judged)."""
     from threadpoolctl import threadpool_limits
 
-    from build_pipeline.convert import dense_variant_params
+    from build_pipeline.convert import LazyDenseParams
     from build_pipeline.reference import ReferenceModel
 
     timings = {}
@@ -187,12 +187,12 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     timings["compiled_run"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    ref = ReferenceModel(model.config, dense_variant_params(variant_dir))
+    # Teacher-forced in one pass over prompt + generated tokens, with weights dequantized as they are
+    # used: the reference never holds the whole model in float32 (peak build memory, issue 12).
+    ref = ReferenceModel(model.config, LazyDenseParams(variant_dir))
     with threadpool_limits(limits=1, user_api="blas"):
         ref.reset()
-        ref_logits = [ref.forward(ids)[-1]]
-        for tok_id in raw[: len(steps_logits) - 1]:
-            ref_logits.append(ref.forward([tok_id])[-1])
+        ref_logits = list(ref.forward(ids + list(raw[: len(steps_logits) - 1]))[len(ids) - 1:])
     timings["reference_run"] = time.monotonic() - t0
 
     steps = [_compare(r, g) for r, g in zip(ref_logits, steps_logits)]

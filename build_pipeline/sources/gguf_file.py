@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import mmap
 import re
 from pathlib import Path
 
@@ -147,7 +148,19 @@ def open_gguf(path: Path) -> SourceModel:
     # llama.cpp permutes q/k rows for the llama architecture only.
     permuted = {"self_attn.q_proj": n_head, "self_attn.k_proj": n_kv} if arch == "llama" else {}
 
+    def release_pages() -> None:
+        """Drop the file pages read so far from this process (they count in its RSS until unmapped); the
+        mapping is read-only, so a later access just reads the file again."""
+        mapped = getattr(reader.data, "_mmap", None)
+        if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+            mapped.madvise(mmap.MADV_DONTNEED)
+
     def load(name: str) -> np.ndarray:
+        w = _load(name)
+        release_pages()
+        return w
+
+    def _load(name: str) -> np.ndarray:
         t = tensors[name]
         try:
             w = _dequantize_in_chunks(gguf, t)
@@ -166,17 +179,21 @@ def open_gguf(path: Path) -> SourceModel:
         from build_pipeline import gguf_import
 
         t = tensors[name]
-        values = load(name)
+        values = _load(name)
         kind = t.tensor_type.name
         if not gguf_import.supported(kind) or values.ndim != 2:
+            release_pages()
             return values, None
         raw = np.asarray(t.data).reshape(values.shape[0], -1)
         for key, heads in permuted.items():
             if f".{key}." in name:
                 raw = unpermute_rows(raw, heads)
-        return values, gguf_import.import_tensor(kind, raw, values)
+        imported = gguf_import.import_tensor(kind, raw, values)
+        release_pages()
+        return values, imported
 
     tok_files, chat_template = tokenizer_files_from_gguf(reader, path)
+    release_pages()
     return SourceModel(
         origin=str(path),
         hf_config=hf_config,

@@ -18,6 +18,17 @@ _PRE_TOKENIZERS = {
         "type": "Sequence",
         "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL],
     },
+    # Qwen2/2.5: Qwen's own split regex (single digits, letters with one leading non-letter), as in the
+    # Hub tokenizer.json, then byte-level mapping without a second regex pass.
+    "qwen2": {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": (
+                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")}},
+            {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
+        ],
+    },
 }
 
 
