@@ -135,21 +135,30 @@ class LazyDenseParams(Mapping):
     (Qwen2.5-0.5B's dense weights are 2.5 GB; its largest, the embedding, 545 MB)."""
 
     def __init__(self, variant_dir: Path):
-        from build_pipeline.tensor_cache import iter_tensors, read_formats
+        from build_pipeline.tensor_cache import read_formats, read_index
 
-        self._tensors = dict(iter_tensors(variant_dir))  # memmap views: nothing is read yet
+        variant_dir = Path(variant_dir)
+        # name -> (shard path, record): each read is a plain file read, not a memory map, so the bytes
+        # leave the process with the array instead of staying resident as mapped pages.
+        self._records = {rec["name"]: (variant_dir / shard["dataPath"], rec)
+                         for shard in read_index(variant_dir)["records"] for rec in shard["records"]}
         self._formats = read_formats(variant_dir)
         self._names = [n.removesuffix(".q_weight") + ".weight" if n.endswith(".q_weight") else n
-                       for n in self._tensors if not n.endswith((".q_scale", ".q_min"))]
+                       for n in self._records if not n.endswith((".q_scale", ".q_min"))]
+
+    def _read(self, name: str) -> np.ndarray:
+        path, rec = self._records[name]
+        count = int(np.prod(rec["shape"]))
+        return np.fromfile(path, dtype=rec["dtype"], count=count, offset=rec["byteOffset"]).reshape(rec["shape"])
 
     def __getitem__(self, name: str) -> np.ndarray:
         base = name.removesuffix(".weight")
-        if f"{base}.q_weight" in self._tensors:
+        if f"{base}.q_weight" in self._records:
             fmt = get_format(self._formats.get(base, MLC_Q4.name))
-            return dequantize(fmt, [self._tensors[f"{base}.{s}"] for s in fmt.tensor_suffixes()])
-        if name not in self._tensors:
+            return dequantize(fmt, [self._read(f"{base}.{s}") for s in fmt.tensor_suffixes()])
+        if name not in self._records:
             raise KeyError(name)
-        return np.asarray(self._tensors[name], dtype=np.float32)
+        return self._read(name).astype(np.float32, copy=False)
 
     def __contains__(self, name: object) -> bool:
         return name in self._names  # without reading the weight (Mapping's default would)
@@ -159,3 +168,24 @@ class LazyDenseParams(Mapping):
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+class SourceDenseParams(Mapping):
+    """The unquantized model's dense params under the compiled model's (fused) names, read from the source
+    when asked for and not kept: what the q0f32 reference perplexity runs on without holding the model."""
+
+    def __init__(self, source, config, family):
+        self._source = source
+        self._params = {p.name: p for p in family.weight_map(config)}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return _load_group(self._source, self._params[name]).astype(np.float32, copy=False)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._params
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
