@@ -30,8 +30,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # quantization layout constants the kernels hard-code, and what `_metadata` declares).
 FINGERPRINT_GLOBS = ("compiler/**/*.py", "compiler/runtime_support/**/*", "families/*.py", "quantization.py",
                      "gpu_needs.py", "model_package.py", "weight_formats.py")
-# The verification harness does not change what is compiled.
-FINGERPRINT_EXCLUDE = ("compiler/verify.py",)
+# The verification harness and the quality gate do not change what is compiled.
+FINGERPRINT_EXCLUDE = ("compiler/verify.py", "compiler/quality.py")
 INFO_FILE = "info.json"
 DEFAULT_MAX_MB = 2048
 # An entry used this recently is never pruned: another build may be copying its library right now.

@@ -43,6 +43,19 @@ def windows(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i:i + size] for i in range(0, len(ids), size) if len(ids[i:i + size]) > 1]
 
 
+def window_nll(logits: np.ndarray, win: list[int], rows: int = 64) -> float:
+    """Summed NLL of win[1:] given logits for win[:-1] (or all of win), in float64 a few rows at a time: a
+    window of a 151,936-token vocabulary is 311 MB of float32 logits, and whole-window float64 copies
+    were 3 GB of a build's peak memory."""
+    total = 0.0
+    for i in range(0, len(win) - 1, rows):
+        block = logits[i:min(i + rows, len(win) - 1)].astype(np.float64)
+        top = block.max(axis=1)
+        lse = top + np.log(np.exp(block - top[:, None]).sum(axis=1))
+        total += float((lse - block[np.arange(len(block)), win[i + 1:i + 1 + len(block)]]).sum())
+    return total
+
+
 def perplexity(lib_path: Path, variant_dir: Path, ids: list[int], window: int) -> dict:
     """Teacher-forced perplexity of a compiled CPU library over `ids` (float64 log-sum-exp)."""
     from threadpoolctl import threadpool_limits
@@ -54,16 +67,13 @@ def perplexity(lib_path: Path, variant_dir: Path, ids: list[int], window: int) -
     with threadpool_limits(limits=1, user_api="blas"):
         for win in windows(ids, window):
             logits = model.all_logits(win, max(window, model.metadata["context_window_size"]))
-            logits = logits[:-1].astype(np.float64)
-            top = logits.max(axis=1)
-            lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-            nll += float((lse - logits[np.arange(len(win) - 1), win[1:]]).sum())
+            nll += window_nll(logits, win)
             count += len(win) - 1
     return {"perplexity": float(np.exp(nll / count)), "eval_tokens": count,
             "seconds": round(time.monotonic() - start, 2)}
 
 
-def reference_model_perplexity(model, ids: list[int], window: int, rows: int = 64) -> dict:
+def reference_model_perplexity(model, ids: list[int], window: int) -> dict:
     """Teacher-forced perplexity of the numpy reference on the source's float weights (float64 NLL)."""
     from threadpoolctl import threadpool_limits
 
@@ -75,14 +85,8 @@ def reference_model_perplexity(model, ids: list[int], window: int, rows: int = 6
     with threadpool_limits(limits=1, user_api="blas"):
         for win in windows(ids, window):
             ref.reset()
-            logits = ref.forward(win[:-1])
-            for i in range(0, len(win) - 1, rows):  # float64 a few rows at a time (151k-token vocabularies)
-                block = logits[i:i + rows].astype(np.float64)
-                top = block.max(axis=1)
-                lse = top + np.log(np.exp(block - top[:, None]).sum(axis=1))
-                nll += float((lse - block[np.arange(len(block)), win[i + 1:i + 1 + len(block)]]).sum())
+            nll += window_nll(ref.forward(win[:-1]), win)
             count += len(win) - 1
-            del logits
     return {"perplexity": float(np.exp(nll / count)), "eval_tokens": count,
             "seconds": round(time.monotonic() - start, 2)}
 
