@@ -51,7 +51,7 @@ def test_qwen_coder_build_is_verified_and_quality_gated(qwen_q4f32):
     vocab = json.loads((qwen_q4f32 / "tokenizer.json").read_text())["added_tokens"]
     ids = {t["content"]: t["id"] for t in vocab}
     assert {ids["<|im_end|>"], ids["<|endoftext|>"]} <= set(chat["conv_template"]["stop_token_ids"])
-    assert chat["conv_template"]["roles"]["user"] == "<|im_start|>user"
+    assert chat["conv_template"]["roles"]["user"] == "<|im_start|>user\n"  # ChatML
     print(f"\nQwen2.5-Coder-0.5B q4f32_asym: {manifest['bits_per_param']:.2f} bits/param, perplexity ratio "
           f"{quality['ratio']:.4f} vs q0f32 over {quality['eval_tokens']} tokens")
 
