@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,8 +28,9 @@ from build_pipeline.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 QUESTION = "Write a Python function that reverses a string."
-# SwiftShader decodes this model at well under 1 token/s: enough tokens for the `def` and its `return`.
-MAX_TOKENS = 40
+# SwiftShader decodes this model slowly: enough tokens for its greedy answer's whole function (a loop that
+# prepends each character, ~75 tokens with the sentence before it), no more.
+MAX_TOKENS = 96
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +74,15 @@ def test_qwen_coder_writes_a_reverse_function_in_chromium(qwen_q4f32, _browsers)
     took = time.monotonic() - start
     assert chat["outputIds"] == cpu["token_ids"], (chat["text"], cpu["text"])
     assert chat["text"] == cpu["text"]
-    code = chat["text"]
-    assert re.search(r"def \w+\((\w+)[^)]*\):", code), code
-    assert re.search(r"return\s+(\w+\[::-1\]|''\.join\(reversed\(\w+\)\))", code), code
+    answer = chat["text"]
+    match = re.search(r"```(?:python)?\n(.*?)(?:```|$)", answer, re.S)
+    assert match and re.search(r"def (\w+)\(", match.group(1)), answer
+    name = re.search(r"def (\w+)\(", match.group(1)).group(1)
+    # The function it wrote, run in a child Python: it must return the reversed string.
+    check = f"{match.group(1)}\nassert {name}('Lantern 12') == '21 nretnaL'\nassert {name}('') == ''\n"
+    ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0, (answer, ran.stderr)
     extra = chat["usage"]["extra"]
     print(f"\nQwen2.5-Coder-0.5B q4f32_asym in SwiftShader: load {loaded['loadMs'] / 1000:.1f} s, "
           f"{len(chat['outputIds'])} tokens, prefill {extra['prefill_tokens_per_s']:.2f} tok/s, decode "
-          f"{extra['decode_tokens_per_s']:.2f} tok/s, test {took:.0f} s\n{chat['text']}")
+          f"{extra['decode_tokens_per_s']:.2f} tok/s, test {took:.0f} s\n{answer}")
