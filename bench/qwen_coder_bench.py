@@ -61,7 +61,11 @@ def cpu_decode(variant: Path, gguf: Path) -> dict:
     """Greedy decode tok/s of the verified CPU build and of llama.cpp on the same GGUF, one thread each."""
     from threadpoolctl import threadpool_limits
 
-    from build_pipeline.compiler.verify import CompiledModel, cpu_library_for, prompt_token_ids
+    from build_pipeline.compiler.verify import (
+        CompiledModel,
+        cpu_library_for,
+        prompt_token_ids,
+    )
     from webapp.fallback.engine_worker import load_llama
 
     ids, chat, _ = prompt_token_ids(variant, PROMPT)
@@ -82,10 +86,9 @@ def cpu_decode(variant: Path, gguf: Path) -> dict:
 
 
 def swiftshader_decode(variant: Path, steps: int = 8) -> dict:
-    from playwright.sync_api import sync_playwright
-
     import chromium
     from browser_harness.server import HarnessServer, harness_page
+    from playwright.sync_api import sync_playwright
 
     greedy = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
     manifest = json.loads((variant / "lantern-manifest.json").read_text())

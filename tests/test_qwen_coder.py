@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser_harness.builds import cached_build, qwen_coder_spec
 from browser_harness.server import HarnessServer, find_webllm, harness_page
 from chromium import CHROMIUM
 from test_browser_webllm import _load
+
 from build_pipeline.chat_config import CHAT_CONFIG_FILE
 from build_pipeline.compiler.verify import VERIFY_FILE
 from build_pipeline.manifest import read_manifest
@@ -75,12 +75,12 @@ def test_qwen_coder_writes_a_reverse_function_in_chromium(qwen_q4f32, _browsers)
     assert chat["outputIds"] == cpu["token_ids"], (chat["text"], cpu["text"])
     assert chat["text"] == cpu["text"]
     answer = chat["text"]
-    match = re.search(r"```(?:python)?\n(.*?)(?:```|$)", answer, re.S)
+    match = re.search(r"```(?:python)?\n(.*?)(?:```|$)", answer, re.DOTALL)
     assert match and re.search(r"def (\w+)\(", match.group(1)), answer
     name = re.search(r"def (\w+)\(", match.group(1)).group(1)
     # The function it wrote, run in a child Python: it must return the reversed string.
     check = f"{match.group(1)}\nassert {name}('Lantern 12') == '21 nretnaL'\nassert {name}('') == ''\n"
-    ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30)
+    ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30, check=False)
     assert ran.returncode == 0, (answer, ran.stderr)
     extra = chat["usage"]["extra"]
     print(f"\nQwen2.5-Coder-0.5B q4f32_asym in SwiftShader: load {loaded['loadMs'] / 1000:.1f} s, "
