@@ -49,7 +49,12 @@ def build_chat_config(spec, source, model_config, scheme) -> dict:
         return value[0] if isinstance(value, list) and value else value
 
     bos, eos, pad = tid("bos_token", "bos_token_id"), tid("eos_token", "eos_token_id"), tid("pad_token", "pad_token_id")
-    eos_ids = sorted({i for i in [eos, *conv["stop_token_ids"]] if i is not None})
+    extra = [ids.get(t) for t in spec.stop_tokens]
+    if None in extra:
+        missing = [t for t, i in zip(spec.stop_tokens, extra, strict=True) if i is None]
+        raise BuildError(f"{spec.path.name}: [chat] stop_tokens {missing} are not in the tokenizer",
+                         "list tokens of this model's vocabulary (e.g. its end-of-turn token)")
+    eos_ids = sorted({i for i in [eos, *conv["stop_token_ids"], *extra] if i is not None})
     conv["stop_token_ids"] = eos_ids
     gen = {**source.generation_config, **spec.generation}
     return {

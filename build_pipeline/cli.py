@@ -10,11 +10,11 @@ from build_pipeline.build import build
 from build_pipeline.errors import BuildError
 from build_pipeline.inspect_model import inspect_variant, variant_dirs
 from build_pipeline.manifest import read_manifest
-from build_pipeline.model_config import find_model_configs, load_model_config
+from build_pipeline.model_config import find_model_configs, load_model_config, needs_hub, with_source_file
 from build_pipeline.paths import model_configs_dir, models_dir
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -24,6 +24,8 @@ def _size(n: int) -> str:
 
 def cmd_build(args) -> int:
     spec = load_model_config(Path(args.config))
+    if args.source_file:
+        spec = with_source_file(spec, Path(args.source_file))
     out = Path(args.out) if args.out else models_dir()
     built = build(spec, out, args.quantization or None, compile_library=not args.no_compile,
                   if_missing=args.if_missing, profile=args.profile)
@@ -38,9 +40,13 @@ def cmd_list(args) -> int:
     out = Path(args.out) if args.out else models_dir()
     for spec in find_model_configs(Path(args.configs) if args.configs else model_configs_dir()):
         src = spec.source
-        where = f"{src.repo}@{src.revision[:10]}" if src.kind == "hub" else (src.package or src.path)
+        where = f"{src.repo}@{(src.revision or '')[:10]}" if src.kind == "hub" else (src.package or src.path or "")
+        if src.file:
+            where += f" {src.file}"
         star = " (default)" if spec.default else ""
-        print(f"{spec.id}{star}  family={spec.family}  source={src.kind}:{where}")
+        needs = ("needs the Hugging Face Hub (or --source-file)" if needs_hub(spec) and src.file
+                 else "needs the Hugging Face Hub" if needs_hub(spec) else "builds offline")
+        print(f"{spec.id}{star}  family={spec.family}  source={src.kind}:{where}  {needs}")
         built = {}
         if (out / spec.id).is_dir():
             try:
@@ -104,6 +110,9 @@ def main(argv=None) -> int:
     b.add_argument("--out", help="output root (default: dist/models or $LANTERN_MODELS_DIR)")
     b.add_argument("--no-compile", action="store_true", help="shards and configs only, no WebGPU library")
     b.add_argument("--if-missing", action="store_true", help="skip variants that are already built")
+    b.add_argument("--source-file", metavar="FILE.gguf",
+                   help="build from this local GGUF instead of the config's [source] (e.g. a Hub GGUF "
+                        "downloaded elsewhere); it must be the model the config describes")
     b.add_argument("--profile", choices=("auto", "gpu", "swiftshader"),
                    help="kernel build profile (default auto: a gpu library for every variant plus a "
                         "swiftshader one for f32 variants, used on software adapters)")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def convert(source: SourceModel, config: ModelConfig, family: Family, scheme: Sc
             base = param.name.removesuffix(".weight")
             if formats is not None:
                 formats[base] = {"format": fmt_name, "source_type": source_type}
-            for i, (suffix, arr) in enumerate(zip(get_format(fmt_name).tensor_suffixes(), stored)):
+            for i, (suffix, arr) in enumerate(zip(get_format(fmt_name).tensor_suffixes(), stored, strict=True)):
                 yield f"{base}.{suffix}", arr, w.size if i == 0 else 0
         else:
             if formats is not None and param.kind in ("linear", "embedding"):
@@ -102,3 +103,82 @@ def dense_params(named_tensors, formats: dict[str, str] | None = None) -> dict[s
 def dense_variant_params(variant_dir) -> dict[str, np.ndarray]:
     """dense_params of a built variant, with its recorded per-weight formats."""
     return dense_params(iter_tensors(variant_dir), read_formats(variant_dir))
+
+
+DEQUANT_ROWS = 16384
+
+
+def _dequantize_rows(fmt, stored: list[np.ndarray]) -> np.ndarray:
+    """dequantize() a block of output rows at a time into one float32 array: its float temporaries are
+    several times the weight's size, which for a 151,936-row embedding dominated a build's peak memory."""
+    rows = stored[0].shape[0]
+    first = dequantize(fmt, [t[:DEQUANT_ROWS] for t in stored])
+    if rows <= DEQUANT_ROWS:
+        return first
+    out = np.empty((rows, *first.shape[1:]), dtype=np.float32)
+    out[:DEQUANT_ROWS] = first
+    for i in range(DEQUANT_ROWS, rows, DEQUANT_ROWS):
+        out[i:i + DEQUANT_ROWS] = dequantize(fmt, [t[i:i + DEQUANT_ROWS] for t in stored])
+    return out
+
+
+class LazyDenseParams(Mapping):
+    """dense_variant_params without holding them: each weight is dequantized from the memory-mapped shards
+    when it is read and dropped after use, so a reference forward pass holds one float32 weight at a time
+    (Qwen2.5-0.5B's dense weights are 2.5 GB; its largest, the embedding, 545 MB)."""
+
+    def __init__(self, variant_dir: Path):
+        from build_pipeline.tensor_cache import read_formats, read_index
+
+        variant_dir = Path(variant_dir)
+        # name -> (shard path, record): each read is a plain file read, not a memory map, so the bytes
+        # leave the process with the array instead of staying resident as mapped pages.
+        self._records = {rec["name"]: (variant_dir / shard["dataPath"], rec)
+                         for shard in read_index(variant_dir)["records"] for rec in shard["records"]}
+        self._formats = read_formats(variant_dir)
+        self._names = [n.removesuffix(".q_weight") + ".weight" if n.endswith(".q_weight") else n
+                       for n in self._records if not n.endswith((".q_scale", ".q_min"))]
+
+    def _read(self, name: str) -> np.ndarray:
+        path, rec = self._records[name]
+        count = int(np.prod(rec["shape"]))
+        return np.fromfile(path, dtype=rec["dtype"], count=count, offset=rec["byteOffset"]).reshape(rec["shape"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        base = name.removesuffix(".weight")
+        if f"{base}.q_weight" in self._records:
+            fmt = get_format(self._formats.get(base, MLC_Q4.name))
+            return _dequantize_rows(fmt, [self._read(f"{base}.{s}") for s in fmt.tensor_suffixes()])
+        if name not in self._records:
+            raise KeyError(name)
+        return self._read(name).astype(np.float32, copy=False)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names  # without reading the weight (Mapping's default would)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class SourceDenseParams(Mapping):
+    """The unquantized model's dense params under the compiled model's (fused) names, read from the source
+    when asked for and not kept: what the q0f32 reference perplexity runs on without holding the model."""
+
+    def __init__(self, source, config, family):
+        self._source = source
+        self._params = {p.name: p for p in family.weight_map(config)}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return _load_group(self._source, self._params[name]).astype(np.float32, copy=False)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._params
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)

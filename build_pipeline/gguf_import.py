@@ -22,8 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from build_pipeline.errors import BuildError
-from build_pipeline.weight_formats import (Q4_MIN, Q4_SYM, Q8_MIN, Q8_MIN16, Q8_SYM, Q8_SYM16, WeightFormat,
-                                           dequantize, pack)
+from build_pipeline.weight_formats import (
+    Q4_MIN,
+    Q4_SYM,
+    Q8_MIN,
+    Q8_MIN16,
+    Q8_SYM,
+    Q8_SYM16,
+    WeightFormat,
+    dequantize,
+    pack,
+)
 
 # GGUF type name -> (block elements, block bytes, format)
 LAYOUTS = {
@@ -92,9 +101,22 @@ def _group_scales(type_name: str, blocks: np.ndarray) -> tuple[np.ndarray, np.nd
     raise AssertionError(type_name)
 
 
+# Rows re-expressed at a time: the float temporaries of one step stay ~50 MB even for a 151,936-row
+# embedding (whole-tensor temporaries were ~5x its float32 size: the build's peak memory).
+IMPORT_ROWS = 16384
+
+
 def import_tensor(type_name: str, raw: np.ndarray, values: np.ndarray) -> Imported:
     """Re-express one GGUF tensor. `raw` is its block bytes [rows, row_bytes], `values` what
     gguf.quants.dequantize returns for it ([rows, cols] float32); BuildError if not exact."""
+    if values.shape[0] <= IMPORT_ROWS:
+        return _import_rows(type_name, raw, values)
+    parts = [_import_rows(type_name, raw[i:i + IMPORT_ROWS], values[i:i + IMPORT_ROWS])
+             for i in range(0, values.shape[0], IMPORT_ROWS)]
+    return join_rows(parts, values)
+
+
+def _import_rows(type_name: str, raw: np.ndarray, values: np.ndarray) -> Imported:
     block_elems, block_bytes, fmt = LAYOUTS[type_name]
     rows, cols = values.shape
     blocks = np.ascontiguousarray(raw).reshape(-1, block_bytes)

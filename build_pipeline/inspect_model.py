@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from build_pipeline.errors import BuildError
 from build_pipeline.contract import MANIFEST_FILE, TENSOR_CACHE_FILE, VERIFY_FILE, Manifest
+from build_pipeline.errors import BuildError
 from build_pipeline.manifest import read_manifest
 from build_pipeline.tensor_cache import file_md5, file_sha256, read_index
 

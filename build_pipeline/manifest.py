@@ -10,9 +10,19 @@ import typing
 from pathlib import Path
 
 from build_pipeline import gpu_needs
-from build_pipeline.contract import (MANIFEST_FILE, PACKAGE_MANIFEST_FILE, SCHEMA_VERSION, FileEntry, LibraryEntry,
-                                     Manifest, ManifestError, download_bytes, files_for, load_manifest,
-                                     parse_manifest)
+from build_pipeline.contract import (
+    MANIFEST_FILE,
+    PACKAGE_MANIFEST_FILE,
+    SCHEMA_VERSION,
+    FileEntry,
+    LibraryEntry,
+    Manifest,
+    ManifestError,
+    download_bytes,
+    files_for,
+    load_manifest,
+    parse_manifest,
+)
 from build_pipeline.cpu_tier import cpu_tier
 from build_pipeline.errors import BuildError
 from build_pipeline.model_package import index_params

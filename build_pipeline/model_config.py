@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from build_pipeline.errors import BuildError
@@ -22,6 +22,7 @@ class SourceSpec:
     package: str | None = None  # gguf inside an installed Python distribution
     repo: str | None = None  # hub
     revision: str | None = None  # hub: pinned commit
+    file: str | None = None  # hub: one GGUF file of a GGUF repo (else the HF folder files)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ModelSpec:
     default: bool = False
     chat_template: str | None = None  # overrides the source's template
     system_message: str | None = None  # overrides the template's default system prompt
+    stop_tokens: tuple[str, ...] = ()  # [chat] stop_tokens: extra tokens that end a reply
     generation: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)  # [quality]: max_ratio, warn_ratio, eval_tokens
 
@@ -84,6 +86,7 @@ def load_model_config(path: Path) -> ModelSpec:
             kind,
             repo=_require(src, "repo", str, f"{where} [source]"),
             revision=_require(src, "revision", str, f"{where} [source]"),
+            file=src.get("file"),
         )
     else:
         source = SourceSpec(kind, path=_require(src, "path", str, f"{where} [source]"), package=src.get("package"))
@@ -109,6 +112,7 @@ def load_model_config(path: Path) -> ModelSpec:
         default=bool(data.get("default", False)),
         chat_template=chat.get("template"),
         system_message=chat.get("system_message"),
+        stop_tokens=tuple(chat.get("stop_tokens", ())),
         generation=dict(data.get("generation", {})),
         quality=_quality_table(data.get("quality", {}), where),
     )
@@ -131,5 +135,27 @@ def _quality_table(table: dict, where: str) -> dict:
     return dict(table)
 
 
+def with_source_file(spec: ModelSpec, path: Path) -> ModelSpec:
+    """The same model config built from a local GGUF file instead of its [source].
+
+    For a Hub source this is the offline route (`build --source-file`, and the tests, which point it at a
+    file fetched and sha256-checked from PyPI); the result must still be the model the config names, which
+    the family check and the verification catch."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise BuildError(f"source file {path} does not exist", "pass the path of a GGUF file to --source-file")
+    if path.suffix != ".gguf":
+        raise BuildError(f"source file {path.name} is not a .gguf file",
+                         "--source-file takes a GGUF file; for a Hugging Face folder write a config with "
+                         "[source] type = \"hf-folder\"")
+    return replace(spec, source=SourceSpec("gguf", path=str(path)))
+
+
+def needs_hub(spec: ModelSpec) -> bool:
+    """Whether building this config downloads from the Hugging Face Hub (else it builds offline)."""
+    return spec.source.kind == "hub"
+
+
 def find_model_configs(root: Path) -> list[ModelSpec]:
+    """Every model config directly in `root` (subfolders are not loaded)."""
     return [load_model_config(p) for p in sorted(Path(root).glob("*.toml"))]

@@ -10,6 +10,7 @@ the config); a family with a different block overrides the per-step methods (`em
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -27,9 +28,12 @@ def _rotate_half(x: np.ndarray) -> np.ndarray:
 class ReferenceModel:
     """Greedy-decodable model over dense float32 params keyed by the fused (compiled-model) names."""
 
-    def __init__(self, config, params: dict[str, np.ndarray]):
+    def __init__(self, config, params: Mapping[str, np.ndarray]):
         self.config = config
-        self.p = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+        # A dict is converted once; another Mapping (convert.LazyDenseParams) yields float32 weights on
+        # each read and is kept as it is, so the model is never held in float32 all at once.
+        self.p = ({k: np.asarray(v, dtype=np.float32) for k, v in params.items()} if isinstance(params, dict)
+                  else params)
         self.inv_freq = self._inv_freq()
         self.reset()
 

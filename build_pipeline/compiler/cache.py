@@ -55,7 +55,7 @@ def toolchain_versions(with_emcc: bool) -> dict:
     versions = {"apache-tvm": metadata.version("apache-tvm"), "apache-tvm-ffi": metadata.version("apache-tvm-ffi")}
     if with_emcc:
         emcc = shutil.which("emcc")
-        out = subprocess.run([emcc, "--version"], capture_output=True, text=True).stdout if emcc else ""
+        out = subprocess.run([emcc, "--version"], capture_output=True, text=True, check=True).stdout if emcc else ""
         versions["emcc"] = out.splitlines()[0] if out else "missing"
     return versions
 

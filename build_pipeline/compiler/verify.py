@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from build_pipeline import chat_template
 from build_pipeline.compiler.cache import libs_root
 from build_pipeline.contract import CHAT_CONFIG_FILE, TOKENIZER_FILE, VERIFY_FILE
-from build_pipeline.convert import dense_variant_params
+from build_pipeline.convert import LazyDenseParams
 from build_pipeline.errors import BuildError
 from build_pipeline.paths import cache_dir
 from build_pipeline.tensor_cache import iter_tensors, read_index
@@ -39,7 +39,7 @@ TOLERANCE = {"float32": 2e-3, "float16": 4e-2}
 NEAR_TIE = {"float32": 1e-3, "float16": 5e-2}  # relative top-2 margin under which a flip is tolerated
 
 
-def prompt_token_ids(variant_dir: Path, user_message: str = PROMPT) -> tuple[list[int], dict, object]:
+def prompt_token_ids(variant_dir: Path, user_message: str = PROMPT) -> tuple[list[int], dict, Tokenizer]:
     """(token ids exactly as web-llm builds them, the chat config, the tokenizer)."""
     chat = json.loads((variant_dir / CHAT_CONFIG_FILE).read_text())
     tok = Tokenizer.from_file(str(variant_dir / TOKENIZER_FILE))
@@ -89,7 +89,7 @@ class CompiledModel:
 
         chunk = self.metadata["prefill_chunk_size"]
         self.kv = self.vm["create_tir_paged_kv_cache"](
-            *[tvm_ffi.Shape([v]) for v in (1, context_window, chunk, PAGE_SIZE, 0)])
+            *[tvm_ffi.Shape((v,)) for v in (1, context_window, chunk, PAGE_SIZE, 0)])
         self._add_seq(self.kv, 0)
 
     def forward(self, ids: list[int]) -> np.ndarray:
@@ -99,7 +99,7 @@ class CompiledModel:
         tvm = self.tvm
         embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(ids, dtype=np.int32), self.dev), self.params)
         embed = embed.numpy().reshape(1, len(ids), -1)
-        self._begin(self.kv, tvm_ffi.Shape([0]), tvm_ffi.Shape([len(ids)]))
+        self._begin(self.kv, tvm_ffi.Shape((0,)), tvm_ffi.Shape((len(ids),)))
         fn = self.vm["prefill" if len(ids) > 1 else "decode"]
         out = fn(tvm.runtime.tensor(embed, self.dev), self.kv, self.params)
         self._end(self.kv)
@@ -124,7 +124,7 @@ class CompiledModel:
             piece = ids[start:start + chunk]
             embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(piece, dtype=np.int32), self.dev), self.params)
             embed = embed.numpy().reshape(1, len(piece), -1)
-            self._begin(self.kv, tvm_ffi.Shape([0]), tvm_ffi.Shape([len(piece)]))
+            self._begin(self.kv, tvm_ffi.Shape((0,)), tvm_ffi.Shape((len(piece),)))
             logits = fn(tvm.runtime.tensor(embed, self.dev), self.kv, self.params)[0].numpy()
             self._end(self.kv)
             out.append(logits[0])
@@ -144,7 +144,8 @@ class CompiledModel:
 
     def prefill(self, ids: list[int]) -> np.ndarray:
         chunk = self.metadata["prefill_chunk_size"]
-        logits = None
+        if not ids:
+            raise ValueError("prefill needs at least one token")
         for start in range(0, len(ids), chunk):
             logits = self.forward(ids[start:start + chunk])
         return logits
@@ -183,15 +184,15 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     timings["compiled_run"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    ref = model.family.reference(model.config, dense_variant_params(variant_dir))
+    # Teacher-forced in one pass over prompt + generated tokens, with weights dequantized as they are
+    # used: the reference never holds the whole model in float32 (peak build memory, issue 12).
+    ref = model.family.reference(model.config, LazyDenseParams(variant_dir))
     with threadpool_limits(limits=1, user_api="blas"):
         ref.reset()
-        ref_logits = [ref.forward(ids)[-1]]
-        for tok_id in raw[: len(steps_logits) - 1]:
-            ref_logits.append(ref.forward([tok_id])[-1])
+        ref_logits = list(ref.forward(ids + list(raw[: len(steps_logits) - 1]))[len(ids) - 1:])
     timings["reference_run"] = time.monotonic() - t0
 
-    steps = [_compare(r, g) for r, g in zip(ref_logits, steps_logits)]
+    steps = [_compare(r, g) for r, g in zip(ref_logits, steps_logits, strict=True)]
     return {
         "prompt": prompt,
         "prompt_token_ids": ids,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -39,6 +39,8 @@ def open_source(spec, config_dir: Path) -> SourceModel:
     if kind == "hf-folder":
         path = Path(spec.path)
         return hf_folder.open_folder(path if path.is_absolute() else config_dir / path)
+    if kind == "hub" and spec.file:
+        return gguf_file.open_gguf(hub.download_file(spec.repo, spec.revision, spec.file))
     if kind == "hub":
         return hf_folder.open_folder(hub.download(spec.repo, spec.revision))
     raise AssertionError(kind)  # validated by model_config

@@ -19,6 +19,17 @@ _PRE_TOKENIZERS = {
         "type": "Sequence",
         "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL],
     },
+    # Qwen2/2.5: Qwen's own split regex (single digits, letters with one leading non-letter), as in the
+    # Hub tokenizer.json, then byte-level mapping without a second regex pass.
+    "qwen2": {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": (
+                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")}},
+            {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
+        ],
+    },
 }
 
 
@@ -60,7 +71,7 @@ def tokenizer_files_from_gguf(reader, path: Path) -> tuple[dict[str, bytes], str
             "normalized": False,
             "special": ttype == _CONTROL,
         }
-        for i, (tok, ttype) in enumerate(zip(tokens, types))
+        for i, (tok, ttype) in enumerate(zip(tokens, types, strict=True))
         if ttype in (_CONTROL, _USER_DEFINED)
     ]
     tokenizer = {

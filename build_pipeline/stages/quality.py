@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,11 +24,11 @@ from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 from build_pipeline.atomic import write_bytes_atomic
-from build_pipeline.compiler.cache import compiler_fingerprint
 from build_pipeline.compiler.library import build_library, log
 from build_pipeline.compiler.profiles import PROFILES, resolve_profiles
 from build_pipeline.compiler.verify import CompiledModel, cached_report_path, cpu_library_for
 from build_pipeline.contract import TOKENIZER_FILE, VERIFY_FILE
+from build_pipeline.convert import SourceDenseParams
 from build_pipeline.errors import BuildError
 from build_pipeline.paths import cache_dir
 from build_pipeline.quantization import get_scheme
@@ -75,6 +74,19 @@ def windows(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i:i + size] for i in range(0, len(ids), size) if len(ids[i:i + size]) > 1]
 
 
+def window_nll(logits: np.ndarray, win: list[int], rows: int = 64) -> float:
+    """Summed NLL of win[1:] given logits for win[:-1] (or all of win), in float64 a few rows at a time: a
+    window of a 151,936-token vocabulary is 311 MB of float32 logits, and whole-window float64 copies
+    were 3 GB of a build's peak memory."""
+    total = 0.0
+    for i in range(0, len(win) - 1, rows):
+        block = logits[i:min(i + rows, len(win) - 1)].astype(np.float64)
+        top = block.max(axis=1)
+        lse = top + np.log(np.exp(block - top[:, None]).sum(axis=1))
+        total += float((lse - block[np.arange(len(block)), win[i + 1:i + 1 + len(block)]]).sum())
+    return total
+
+
 def perplexity(lib_path: Path, variant_dir: Path, ids: list[int], window: int) -> dict:
     """Teacher-forced perplexity of a compiled CPU library over `ids` (float64 log-sum-exp)."""
     model = CompiledModel(lib_path, variant_dir)
@@ -82,10 +94,20 @@ def perplexity(lib_path: Path, variant_dir: Path, ids: list[int], window: int) -
     with threadpool_limits(limits=1, user_api="blas"):
         for win in windows(ids, window):
             logits = model.all_logits(win, max(window, model.metadata["context_window_size"]))
-            logits = logits[:-1].astype(np.float64)
-            top = logits.max(axis=1)
-            lse = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-            nll += float((lse - logits[np.arange(len(win) - 1), win[1:]]).sum())
+            nll += window_nll(logits, win)
+            count += len(win) - 1
+    return {"perplexity": float(np.exp(nll / count)), "eval_tokens": count,
+            "seconds": round(time.monotonic() - start, 2)}
+
+
+def reference_model_perplexity(model, ids: list[int], window: int) -> dict:
+    """Teacher-forced perplexity of the family's numpy reference on the source's float weights (float64 NLL)."""
+    ref = model.family.reference(model.config, SourceDenseParams(model.source, model.config, model.family))
+    nll, count, start = 0.0, 0, time.monotonic()
+    with threadpool_limits(limits=1, user_api="blas"):
+        for win in windows(ids, window):
+            ref.reset()
+            nll += window_nll(ref.forward(win[:-1]), win)
             count += len(win) - 1
     return {"perplexity": float(np.exp(nll / count)), "eval_tokens": count,
             "seconds": round(time.monotonic() - start, 2)}
@@ -95,27 +117,23 @@ def _text_digest() -> str:
     return hashlib.sha256(EVAL_TEXT.read_bytes()).hexdigest()[:16]
 
 
-def reference_perplexity(model, settings, profile, tokenizer_path: Path, ids: list[int], window: int,
-                         reuse_dir: Path | None = None) -> dict:
-    """Perplexity of the model's q0f32 CPU build (cached by model, weights, text and compiler).
+def reference_perplexity(model, settings, profile, tokenizer_path: Path, ids: list[int], window: int) -> dict:
+    """Perplexity of the model's unquantized (q0f32) weights, cached by model, weights, text and code.
 
-    `reuse_dir` is a q0f32 variant dir of this run when there is one (no weights restaged)."""
-    scheme = get_scheme(REFERENCE_SCHEME)
+    Computed by the numpy reference (reference.py, the yardstick every compiled build is verified against)
+    with the weights read from the source one at a time (convert.SourceDenseParams): the q0f32 model is
+    never staged, loaded or held whole in float32 (2.5 GB for Qwen2.5-0.5B; peak build memory, issue 12)."""
+    package = Path(__file__).resolve().parents[1]
     desc = {"config": model.config.to_dict(), "source": _source_identity(model.source), "text": _text_digest(),
-            "tokens": len(ids), "window": window, "compiler": compiler_fingerprint(),
-            "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
+            "tokens": len(ids), "window": window,
+            "code": [hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+                     for p in (Path(__file__), package / "reference.py", package / "convert.py")]}
     key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
     cached = cache_dir() / "quality" / f"{key}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    lib, _, _ = build_library(model.family, model.config, scheme, settings, profile, "llvm")
-    if reuse_dir is not None:
-        result = perplexity(lib, reuse_dir, ids, window)
-    else:
-        log(f"quality: staging {REFERENCE_SCHEME} weights of {model.spec.id} for the reference perplexity")
-        with tempfile.TemporaryDirectory(prefix="lantern-q0f32-", dir=cache_dir()) as tmp:
-            write_params(model, scheme, Path(tmp))
-            result = perplexity(lib, Path(tmp), ids, window)
+    log(f"quality: {REFERENCE_SCHEME} reference perplexity of {model.spec.id} (numpy, weights streamed)")
+    result = reference_model_perplexity(model, ids, window)
     write_bytes_atomic(cached, json.dumps(result).encode())
     return result
 

