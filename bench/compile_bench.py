@@ -54,8 +54,10 @@ def compile_costs(model) -> list[dict]:
     start = time.monotonic()
     ensure_runtime(cache_dir())
     runtime_s = time.monotonic() - start
-    print(f"wasm runtime (TVM web runtime objects, cached per TVM version): {runtime_s:.1f} s "
-          f"({'cached' if runtime_s < 5 else 'built now'})")
+    print(
+        f"wasm runtime (TVM web runtime objects, cached per TVM version): {runtime_s:.1f} s "
+        f"({'cached' if runtime_s < 5 else 'built now'})"
+    )
     rows = []
     for quant, prof in [(q, p) for q in QUANTS for p in resolve_profiles(None, get_scheme(q))]:
         scheme = get_scheme(quant)
@@ -80,14 +82,28 @@ def compile_costs(model) -> list[dict]:
                     os.environ.pop("LANTERN_CACHE_DIR", None)
                 else:
                     os.environ["LANTERN_CACHE_DIR"] = old
-        rows.append({"quant": quant, "profile": prof.name, "cold_s": cold_s, "warm_s": warm_s,
-                     "compile_s": info["compile_seconds"], "link_s": info["link_seconds"], "cpu_lib_s": cpu_s,
-                     "wasm_bytes": size, "kernels": info["kernels"], "largest": info["largest_kernel"]})
+        rows.append(
+            {
+                "quant": quant,
+                "profile": prof.name,
+                "cold_s": cold_s,
+                "warm_s": warm_s,
+                "compile_s": info["compile_seconds"],
+                "link_s": info["link_seconds"],
+                "cpu_lib_s": cpu_s,
+                "wasm_bytes": size,
+                "kernels": info["kernels"],
+                "largest": info["largest_kernel"],
+            }
+        )
         r = rows[-1]
-        print(f"{quant:8s} {prof.name:11s} cold {cold_s:6.1f} s (compile {r['compile_s']:.1f} + link {r['link_s']:.1f})"
-              f"  warm {warm_s * 1000:5.1f} ms (cold/warm {cold_s / max(warm_s, 1e-4):.0f}x)  CPU lib {cpu_s:4.1f} s  "
-              f"wasm {size / 1e6:.2f} MB  {info['kernels']} kernels, largest {info['largest_kernel']['name']} "
-              f"({info['largest_kernel']['lines']} lines)", flush=True)
+        print(
+            f"{quant:8s} {prof.name:11s} cold {cold_s:6.1f} s (compile {r['compile_s']:.1f} + link {r['link_s']:.1f})"
+            f"  warm {warm_s * 1000:5.1f} ms (cold/warm {cold_s / max(warm_s, 1e-4):.0f}x)  CPU lib {cpu_s:4.1f} s  "
+            f"wasm {size / 1e6:.2f} MB  {info['kernels']} kernels, largest {info['largest_kernel']['name']} "
+            f"({info['largest_kernel']['lines']} lines)",
+            flush=True,
+        )
     return rows
 
 
@@ -111,8 +127,11 @@ def variant_rebuild(model, quant: str = "q4f32_asym") -> None:
                 os.environ.pop("LANTERN_CACHE_DIR", None)
             else:
                 os.environ["LANTERN_CACHE_DIR"] = old
-    print(f"variant build {quant} (quantize + library + verify): cold {times[0]:.1f} s, "
-          f"rebuild with nothing changed {times[1]:.1f} s ({times[0] / times[1]:.1f}x faster)", flush=True)
+    print(
+        f"variant build {quant} (quantize + library + verify): cold {times[0]:.1f} s, "
+        f"rebuild with nothing changed {times[1]:.1f} s ({times[0] / times[1]:.1f}x faster)",
+        flush=True,
+    )
 
 
 def decode_kernel_calls(model, scheme, profile) -> list[dict]:
@@ -125,9 +144,16 @@ def decode_kernel_calls(model, scheme, profile) -> list[dict]:
 
     target = webgpu_target()
     mod, _ = export_ir(model.family, model.config, scheme, target, _settings(model, profile))
-    passes = [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(), relax.transform.LegalizeOps(),
-              relax.transform.RewriteDataflowReshape(), relax.transform.AnnotateTIROpPattern(),
-              relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    passes = [
+        relax.backend.DispatchSampling(),
+        relax.backend.DispatchSortScan(),
+        relax.transform.LegalizeOps(),
+        relax.transform.RewriteDataflowReshape(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
     with target:
         mod = tvm.transform.Sequential(passes)(mod)
     calls = []
@@ -139,8 +165,12 @@ def decode_kernel_calls(model, scheme, profile) -> list[dict]:
     def visit(expr):
         if isinstance(expr, relax.Call) and expr.op == call_tir:
             outs = expr.ty.fields if isinstance(expr.ty, relax.TupleType) else [expr.ty]
-            calls.append({"fn": expr.args[0].name_hint,
-                          "args": [shape_of(a.ty) for a in expr.args[1].fields] + [shape_of(o) for o in outs]})
+            calls.append(
+                {
+                    "fn": expr.args[0].name_hint,
+                    "args": [shape_of(a.ty) for a in expr.args[1].fields] + [shape_of(o) for o in outs],
+                }
+            )
 
     relax.analysis.post_order_visit(mod["decode"], visit)
     return calls
@@ -162,45 +192,66 @@ def browser_numbers(model) -> None:
 
     from testing import chromium
 
-    with sync_playwright() as pw, HarnessServer() as server, \
-            harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page:
+    with (
+        sync_playwright() as pw,
+        HarnessServer() as server,
+        harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page,
+    ):
         for prof, variant in variants.items():
             url = server.add(prof, variant)
             lib = read_manifest(variant).library["file"]
-            load = page.evaluate("a => window.lantern.load(a)", {"modelId": prof, "modelUrl": url, "chatOpts": greedy,
-                                                                "libUrl": f"{url}/resolve/main/{lib}"})
+            load = page.evaluate(
+                "a => window.lantern.load(a)",
+                {"modelId": prof, "modelUrl": url, "chatOpts": greedy, "libUrl": f"{url}/resolve/main/{lib}"},
+            )
             report = json.loads((variant / VERIFY_FILE).read_text())
             chat = page.evaluate("a => window.lantern.chat(a)", {"prompt": PROMPT, "maxTokens": 16, "model": prof})
-            step = page.evaluate("a => window.lantern.timeDecode(a)",
-                                 {"ids": report["prompt_token_ids"], "steps": 8, "model": prof})
+            step = page.evaluate(
+                "a => window.lantern.timeDecode(a)", {"ids": report["prompt_token_ids"], "steps": 8, "model": prof}
+            )
             calls = decode_kernel_calls(model, scheme, resolve_profiles(prof, scheme)[0])
             counts = Counter(c["fn"] for c in calls)
             unique = {c["fn"]: c for c in calls}
-            timed = page.evaluate("a => window.lantern.timeCalls(a)",
-                                  {"calls": list(unique.values()), "iters": 5, "warmup": 1, "model": prof})
+            timed = page.evaluate(
+                "a => window.lantern.timeCalls(a)",
+                {"calls": list(unique.values()), "iters": 5, "warmup": 1, "model": prof},
+            )
             per_kernel = {t["fn"]: t["min"] for t in timed}
             gemv = {fn for fn in unique if "linear" in fn or fn.startswith("lm_head")}
             gemv_ms = sum(per_kernel[fn] * counts[fn] for fn in gemv)
             all_ms = sum(per_kernel[fn] * counts[fn] for fn in unique)
-            results[prof] = dict(load_s=load["loadMs"] / 1000, usage=chat["usage"]["extra"], step_ms=step["decodeMs"],
-                                 prefill_ms=step["prefillMs"], gemv_ms=gemv_ms, all_ms=all_ms,
-                                 n_gemv=sum(counts[fn] for fn in gemv), text=chat["text"],
-                                 slowest=sorted(((per_kernel[fn] * counts[fn], fn) for fn in unique), reverse=True)[:4])
+            results[prof] = dict(
+                load_s=load["loadMs"] / 1000,
+                usage=chat["usage"]["extra"],
+                step_ms=step["decodeMs"],
+                prefill_ms=step["prefillMs"],
+                gemv_ms=gemv_ms,
+                all_ms=all_ms,
+                n_gemv=sum(counts[fn] for fn in gemv),
+                text=chat["text"],
+                slowest=sorted(((per_kernel[fn] * counts[fn], fn) for fn in unique), reverse=True)[:4],
+            )
             page.evaluate("window.lantern.unload()")
     prompt_len = len(json.loads((variants["swiftshader"] / VERIFY_FILE).read_text())["prompt_token_ids"])
     print(f"\nIn-browser, SmolLM2-135M q4f32_asym, headless Chromium + SwiftShader (prompt {prompt_len} tokens):")
     for prof, r in results.items():
         u = r["usage"]
-        print(f"  profile {prof:11s} load {r['load_s']:6.1f} s  prefill {u['prefill_tokens_per_s']:6.2f} tok/s  "
-              f"decode {u['decode_tokens_per_s']:5.2f} tok/s  answer {r['text']!r}")
-        print(f"      decode step {r['step_ms']:7.1f} ms vs {r['n_gemv']} decode GEMV kernels timed alone "
-              f"{r['gemv_ms']:7.1f} ms -> overhead ratio {r['step_ms'] / r['gemv_ms']:.2f}x "
-              f"(all decode kernels alone {r['all_ms']:.1f} ms -> {r['step_ms'] / r['all_ms']:.2f}x)")
+        print(
+            f"  profile {prof:11s} load {r['load_s']:6.1f} s  prefill {u['prefill_tokens_per_s']:6.2f} tok/s  "
+            f"decode {u['decode_tokens_per_s']:5.2f} tok/s  answer {r['text']!r}"
+        )
+        print(
+            f"      decode step {r['step_ms']:7.1f} ms vs {r['n_gemv']} decode GEMV kernels timed alone "
+            f"{r['gemv_ms']:7.1f} ms -> overhead ratio {r['step_ms'] / r['gemv_ms']:.2f}x "
+            f"(all decode kernels alone {r['all_ms']:.1f} ms -> {r['step_ms'] / r['all_ms']:.2f}x)"
+        )
         print("      biggest kernel totals per step: " + ", ".join(f"{fn} {ms:.1f} ms" for ms, fn in r["slowest"]))
     s, g = results["swiftshader"], results["gpu"]
-    print(f"  swiftshader vs gpu profile on SwiftShader: load {g['load_s'] / s['load_s']:.2f}x faster, prefill "
-          f"{s['usage']['prefill_tokens_per_s'] / g['usage']['prefill_tokens_per_s']:.2f}x, decode "
-          f"{s['usage']['decode_tokens_per_s'] / g['usage']['decode_tokens_per_s']:.2f}x faster")
+    print(
+        f"  swiftshader vs gpu profile on SwiftShader: load {g['load_s'] / s['load_s']:.2f}x faster, prefill "
+        f"{s['usage']['prefill_tokens_per_s'] / g['usage']['prefill_tokens_per_s']:.2f}x, decode "
+        f"{s['usage']['decode_tokens_per_s'] / g['usage']['decode_tokens_per_s']:.2f}x faster"
+    )
     shutil.rmtree(out, ignore_errors=True)
 
 

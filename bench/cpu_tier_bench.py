@@ -81,12 +81,17 @@ def _ready_page(browser, url: str, tier: str):
     context.add_init_script(f"try {{ localStorage.setItem('lantern.tier', {tier!r}); }} catch (e) {{}}")
     page = context.new_page()
     page.goto(url + "/")
-    page.wait_for_function("() => window.lantern && ['needs-download', 'ready', 'unsupported'].includes("
-                           "window.lantern.state)", timeout=120_000)
+    page.wait_for_function(
+        "() => window.lantern && ['needs-download', 'ready', 'unsupported'].includes(window.lantern.state)",
+        timeout=120_000,
+    )
     if page.evaluate("window.lantern.state") == "needs-download":
         page.evaluate("window.lantern.api.startDownload()")
-    page.wait_for_function("() => ['ready', 'engine-failed', 'download-failed', 'unsupported', 'downloaded']"
-                           ".includes(window.lantern.state)", timeout=1_800_000)
+    page.wait_for_function(
+        "() => ['ready', 'engine-failed', 'download-failed', 'unsupported', 'downloaded']"
+        ".includes(window.lantern.state)",
+        timeout=1_800_000,
+    )
     return context, page
 
 
@@ -115,9 +120,12 @@ def swiftshader(playwright, url: str) -> dict | None:
         context, page = _ready_page(browser, url, "gpu")
         if page.evaluate("window.lantern.state") != "ready":
             return None  # no compiled library in this build: nothing to compare
-        page.evaluate("""(tokens) => { const t = document.getElementById('temperature'); t.value = '0';
+        page.evaluate(
+            """(tokens) => { const t = document.getElementById('temperature'); t.value = '0';
                           t.dispatchEvent(new Event('input'));
-                          document.getElementById('max-tokens').value = String(tokens); }""", SWIFTSHADER_TOKENS)
+                          document.getElementById('max-tokens').value = String(tokens); }""",
+            SWIFTSHADER_TOKENS,
+        )
         page.evaluate("(p) => window.lantern.api.send(p)", STORY)
         page.wait_for_function("() => window.lantern.replyCount >= 1", timeout=1_800_000)
         stats = page.evaluate("window.lantern.lastReply.stats") or {}
@@ -147,27 +155,37 @@ def _median(rows: list, who: str, key: str) -> float | None:
 
 
 def report(r: dict) -> None:
-    print(f"model {MODEL}, headless Chromium without a GPU, greedy, {NEW_TOKENS} new tokens, {ROUNDS} alternating "
-          "rounds per thread count")
+    print(
+        f"model {MODEL}, headless Chromium without a GPU, greedy, {NEW_TOKENS} new tokens, {ROUNDS} alternating "
+        "rounds per thread count"
+    )
     best_decode = {}
     for threads, rows in r["cpu"]["rows"].items():
         lan_d, stock_d = _median(rows, "lantern", "decode"), _median(rows, "stock", "decode")
         lan_p, stock_p = _median(rows, "lantern", "prefill"), _median(rows, "stock", "prefill")
         best_decode[threads] = lan_d
-        print(f"  {threads} thread(s): Lantern CPU tier prefill {lan_p:6.1f}, decode {lan_d:6.1f} tok/s | stock wllama "
-              f"2.3.7 prefill {stock_p:6.1f}, decode {stock_d:6.1f} tok/s | decode ratio {lan_d / stock_d:.2f}x "
-              f"({'meets' if lan_d / stock_d >= 1.0 else 'BELOW'} the 1.0x target), prefill ratio {lan_p / stock_p:.2f}x")
-        print("      rounds (Lantern/stock decode): "
-              + ", ".join(f"{x['lantern']['decode']:.1f}/{x['stock']['decode']:.1f}" for x in rows))
+        print(
+            f"  {threads} thread(s): Lantern CPU tier prefill {lan_p:6.1f}, decode {lan_d:6.1f} tok/s | stock wllama "
+            f"2.3.7 prefill {stock_p:6.1f}, decode {stock_d:6.1f} tok/s | decode ratio {lan_d / stock_d:.2f}x "
+            f"({'meets' if lan_d / stock_d >= 1.0 else 'BELOW'} the 1.0x target), prefill ratio {lan_p / stock_p:.2f}x"
+        )
+        print(
+            "      rounds (Lantern/stock decode): "
+            + ", ".join(f"{x['lantern']['decode']:.1f}/{x['stock']['decode']:.1f}" for x in rows)
+        )
     short = r["cpu"]["short"]
-    print(f"  time to first token, {short['promptTokens']}-token prompt, 2 threads: {short['ttft']:.2f} s "
-          f"({'meets' if short['ttft'] <= 2.0 else 'ABOVE'} the 2 s target)")
+    print(
+        f"  time to first token, {short['promptTokens']}-token prompt, 2 threads: {short['ttft']:.2f} s "
+        f"({'meets' if short['ttft'] <= 2.0 else 'ABOVE'} the 2 s target)"
+    )
     gpu = r["swiftshader"]
     if gpu and gpu.get("decode"):
         ratio = best_decode[2] / gpu["decode"]
-        print(f"  Lantern WebGPU on SwiftShader: decode {gpu['decode']:.2f} tok/s, TTFT {gpu['ttft']:.1f} s, "
-              f"load {gpu['load']:.1f} s | CPU tier (2 threads) is {ratio:.1f}x faster "
-              f"({'meets' if ratio >= 10 else 'BELOW'} the 10x target)")
+        print(
+            f"  Lantern WebGPU on SwiftShader: decode {gpu['decode']:.2f} tok/s, TTFT {gpu['ttft']:.1f} s, "
+            f"load {gpu['load']:.1f} s | CPU tier (2 threads) is {ratio:.1f}x faster "
+            f"({'meets' if ratio >= 10 else 'BELOW'} the 10x target)"
+        )
     else:
         print("  Lantern WebGPU on SwiftShader: not measured (this build has no WebGPU library: make build-model)")
 

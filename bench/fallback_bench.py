@@ -96,8 +96,14 @@ def raw_generate(llm, fmt, prompt: str, max_tokens: int) -> dict:
 
 def stream_chat(port: int, prompt: str, max_tokens: int, seed=None) -> dict:
     """One streaming request, timed on the client: first content chunk, last content chunk, usage."""
-    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
-            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     start = time.perf_counter()
     first = last = None
@@ -106,8 +112,12 @@ def stream_chat(port: int, prompt: str, max_tokens: int, seed=None) -> dict:
         conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
         resp = conn.getresponse()
         if resp.status != 200:
-            return {"status": resp.status, "error": resp.read().decode()[:200], "start": start,
-                    "end": time.perf_counter()}
+            return {
+                "status": resp.status,
+                "error": resp.read().decode()[:200],
+                "start": start,
+                "end": time.perf_counter(),
+            }
         for line in resp:
             if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
                 continue
@@ -126,14 +136,26 @@ def stream_chat(port: int, prompt: str, max_tokens: int, seed=None) -> dict:
         conn.close()
     tokens = usage["completion_tokens"] if usage else 0
     tps = (tokens - 1) / (last - first) if first and last and last > first and tokens > 1 else None
-    return {"status": 200, "error": error, "tokens": tokens, "ttft": (first - start) if first else None, "tps": tps,
-            "text": text, "start": start, "end": time.perf_counter()}
+    return {
+        "status": 200,
+        "error": error,
+        "tokens": tokens,
+        "ttft": (first - start) if first else None,
+        "tps": tps,
+        "text": text,
+        "start": start,
+        "end": time.perf_counter(),
+    }
 
 
 def chat_once(port: int, prompt: str, max_tokens: int) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "temperature": 0,
-            "max_tokens": max_tokens}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    }
     conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
     reply = json.loads(conn.getresponse().read())
     conn.close()
@@ -157,9 +179,11 @@ def single_stream(models: Path, threads: int) -> dict:
             raw_generate(llm, fmt, "Hello", 4)
             for i in range(ROUNDS):
                 prompt = STORY.format(i=i + 1)
-                pair = [lambda p=prompt: raw.append(raw_generate(llm, fmt, p, MAX_TOKENS)),
-                        lambda p=prompt: served.append(stream_chat(port, p, MAX_TOKENS))]
-                for run in (pair if i % 2 == 0 else pair[::-1]):  # alternate who goes first
+                pair = [
+                    lambda p=prompt: raw.append(raw_generate(llm, fmt, p, MAX_TOKENS)),
+                    lambda p=prompt: served.append(stream_chat(port, p, MAX_TOKENS)),
+                ]
+                for run in pair if i % 2 == 0 else pair[::-1]:  # alternate who goes first
                     run()
                 same_text.append(raw[-1]["text"] == served[-1]["text"])
             france = chat_once(port, FRANCE, 48)
@@ -169,14 +193,21 @@ def single_stream(models: Path, threads: int) -> dict:
     best = lambda rows, key: max(r[key] for r in rows)  # noqa: E731
     ratios = [s["tps"] / r["tps"] for r, s in zip(raw, served, strict=True)]
     return {
-        "threads": threads, "rounds": ROUNDS, "tokens": [r["tokens"] for r in served],
-        "raw_tps": med(raw, "tps"), "served_tps": med(served, "tps"),
-        "raw_best_tps": best(raw, "tps"), "served_best_tps": best(served, "tps"),
+        "threads": threads,
+        "rounds": ROUNDS,
+        "tokens": [r["tokens"] for r in served],
+        "raw_tps": med(raw, "tps"),
+        "served_tps": med(served, "tps"),
+        "raw_best_tps": best(raw, "tps"),
+        "served_best_tps": best(served, "tps"),
         # Each round's pair ran back to back, so its ratio sees (nearly) the same machine load.
-        "ratio": statistics.median(ratios), "best_ratio": best(served, "tps") / best(raw, "tps"),
+        "ratio": statistics.median(ratios),
+        "best_ratio": best(served, "tps") / best(raw, "tps"),
         "round_ratios": ratios,
-        "raw_ttft_ms": 1000 * med(raw, "ttft"), "served_ttft_ms": 1000 * med(served, "ttft"),
-        "same_text": all(same_text), "france": france,
+        "raw_ttft_ms": 1000 * med(raw, "ttft"),
+        "served_ttft_ms": 1000 * med(served, "ttft"),
+        "same_text": all(same_text),
+        "france": france,
     }
 
 
@@ -202,11 +233,17 @@ def concurrent_clients(models: Path, slots: int, threads: int) -> dict:
     wall = max(r["end"] for r in ok) - min(r["start"] for r in ok) if ok else float("nan")
     ttfts = sorted(r["ttft"] for r in ok if r.get("ttft") is not None)
     q = statistics.quantiles(ttfts, n=20, method="inclusive") if len(ttfts) >= 2 else ttfts * 19
-    return {"slots": slots, "threads": threads, "clients": CLIENTS, "errors": CLIENTS - len(ok),
-            "tokens": sum(r["tokens"] for r in ok), "wall_s": wall,
-            "aggregate_tps": sum(r["tokens"] for r in ok) / wall if ok else 0.0,
-            "ttft_p50_ms": 1000 * statistics.median(ttfts) if ttfts else None,
-            "ttft_p95_ms": 1000 * q[18] if ttfts else None}
+    return {
+        "slots": slots,
+        "threads": threads,
+        "clients": CLIENTS,
+        "errors": CLIENTS - len(ok),
+        "tokens": sum(r["tokens"] for r in ok),
+        "wall_s": wall,
+        "aggregate_tps": sum(r["tokens"] for r in ok) / wall if ok else 0.0,
+        "ttft_p50_ms": 1000 * statistics.median(ttfts) if ttfts else None,
+        "ttft_p95_ms": 1000 * q[18] if ttfts else None,
+    }
 
 
 def browser_build_answer(models: Path, max_new_tokens: int = 48) -> tuple[str, str]:
@@ -275,8 +312,13 @@ def restart_after_crash(models: Path, rounds: int = 3) -> dict:
             answer_s.append(time.perf_counter() - killed)
             site_up = site_up and _site_ok(port)
         restarts = _fallback_health(port)["restarts"]
-    return {"rounds": rounds, "ready_s": statistics.median(ready_s), "answer_s": statistics.median(answer_s),
-            "restarts": restarts, "site_answered_throughout": site_up}
+    return {
+        "rounds": rounds,
+        "ready_s": statistics.median(ready_s),
+        "answer_s": statistics.median(answer_s),
+        "restarts": restarts,
+        "site_answered_throughout": site_up,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -287,35 +329,56 @@ def run() -> dict:
         crowds = [concurrent_clients(models, 2, max(1, n // 2)), concurrent_clients(models, 1, n)]
         restart = restart_after_crash(models)
         browser_text, browser_source = browser_build_answer(models)
-    return {"cores": n, "load_average": os.getloadavg()[0], "single": singles, "concurrent": crowds,
-            "restart": restart,
-            "france": {"server": singles[0]["france"], "browser": browser_text, "browser_source": browser_source}}
+    return {
+        "cores": n,
+        "load_average": os.getloadavg()[0],
+        "single": singles,
+        "concurrent": crowds,
+        "restart": restart,
+        "france": {"server": singles[0]["france"], "browser": browser_text, "browser_source": browser_source},
+    }
 
 
 def report(r: dict) -> None:
-    print(f"machine: {r['cores']} cores, load average {r['load_average']:.1f} at the end (other work on the machine "
-          f"makes multi-thread llama.cpp numbers erratic); model {MODEL}, server: llama.cpp on the model's GGUF")
+    print(
+        f"machine: {r['cores']} cores, load average {r['load_average']:.1f} at the end (other work on the machine "
+        f"makes multi-thread llama.cpp numbers erratic); model {MODEL}, server: llama.cpp on the model's GGUF"
+    )
     for s in r["single"]:
-        print(f"single stream, {s['threads']} thread(s), greedy, {ROUNDS} alternating rounds of up to {MAX_TOKENS} "
-              f"tokens (tokens per round {s['tokens']}; same text raw vs served: {s['same_text']})")
-        print(f"  raw llama.cpp decode      median {s['raw_tps']:6.1f} tok/s, best {s['raw_best_tps']:6.1f}, "
-              f"TTFT {s['raw_ttft_ms']:6.1f} ms")
-        print(f"  streamed through Flask    median {s['served_tps']:6.1f} tok/s, best {s['served_best_tps']:6.1f}, "
-              f"TTFT {s['served_ttft_ms']:6.1f} ms (client-side: HTTP, checks, tokenization, prefill)")
+        print(
+            f"single stream, {s['threads']} thread(s), greedy, {ROUNDS} alternating rounds of up to {MAX_TOKENS} "
+            f"tokens (tokens per round {s['tokens']}; same text raw vs served: {s['same_text']})"
+        )
+        print(
+            f"  raw llama.cpp decode      median {s['raw_tps']:6.1f} tok/s, best {s['raw_best_tps']:6.1f}, "
+            f"TTFT {s['raw_ttft_ms']:6.1f} ms"
+        )
+        print(
+            f"  streamed through Flask    median {s['served_tps']:6.1f} tok/s, best {s['served_best_tps']:6.1f}, "
+            f"TTFT {s['served_ttft_ms']:6.1f} ms (client-side: HTTP, checks, tokenization, prefill)"
+        )
         verdict = "meets" if s["ratio"] >= 0.95 else "BELOW"
-        print(f"  ratio served/raw          {s['ratio']:.3f}x median of rounds ({verdict} the 0.95x target), "
-              f"{s['best_ratio']:.3f}x best vs best; rounds {', '.join(f'{x:.2f}' for x in s['round_ratios'])}")
+        print(
+            f"  ratio served/raw          {s['ratio']:.3f}x median of rounds ({verdict} the 0.95x target), "
+            f"{s['best_ratio']:.3f}x best vs best; rounds {', '.join(f'{x:.2f}' for x in s['round_ratios'])}"
+        )
     s = r["single"][0]  # one thread: the steadiest yardstick for the crowd runs
     for c in r["concurrent"]:
-        print(f"{c['clients']} concurrent streaming clients, {c['slots']} slot(s) x {c['threads']} thread(s), "
-              f"{CLIENT_TOKENS} tokens each:")
-        print(f"  aggregate {c['aggregate_tps']:.1f} tok/s ({c['aggregate_tps'] / s['raw_tps']:.2f}x one raw stream), "
-              f"TTFT p50 {c['ttft_p50_ms']:.0f} ms, p95 {c['ttft_p95_ms']:.0f} ms, errors {c['errors']}, "
-              f"wall {c['wall_s']:.1f} s")
+        print(
+            f"{c['clients']} concurrent streaming clients, {c['slots']} slot(s) x {c['threads']} thread(s), "
+            f"{CLIENT_TOKENS} tokens each:"
+        )
+        print(
+            f"  aggregate {c['aggregate_tps']:.1f} tok/s ({c['aggregate_tps'] / s['raw_tps']:.2f}x one raw stream), "
+            f"TTFT p50 {c['ttft_p50_ms']:.0f} ms, p95 {c['ttft_p95_ms']:.0f} ms, errors {c['errors']}, "
+            f"wall {c['wall_s']:.1f} s"
+        )
     rs = r["restart"]
-    print(f"engine crash (SIGKILL of the engine process, {rs['rounds']} rounds, 1 slot x 1 thread): ready again "
-          f"after {rs['ready_s']:.2f} s, next answer {rs['answer_s']:.2f} s after the kill (median); restarts "
-          f"counted {rs['restarts']}; site answered throughout: {rs['site_answered_throughout']}")
+    print(
+        f"engine crash (SIGKILL of the engine process, {rs['rounds']} rounds, 1 slot x 1 thread): ready again "
+        f"after {rs['ready_s']:.2f} s, next answer {rs['answer_s']:.2f} s after the kill (median); restarts "
+        f"counted {rs['restarts']}; site answered throughout: {rs['site_answered_throughout']}"
+    )
     f = r["france"]
     print(f"greedy answer to {FRANCE!r}:")
     print(f"  server  (llama.cpp, GGUF)   {f['server']!r}")

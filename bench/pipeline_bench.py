@@ -54,32 +54,37 @@ print(seconds, base, peak[0], status_kb("VmHWM"))
 
 def largest_group_fp32_bytes() -> int:
     from build_pipeline.build import load_model
-    from build_pipeline.convert import expected_shapes
     from build_pipeline.model_config import load_model_config
 
     model = load_model(load_model_config(CONFIG))
-    sizes = [4 * int.__mul__(*expected_shapes(model.config, p)) if len(expected_shapes(model.config, p)) == 2 else 0
-             for p in model.family.weight_map(model.config)]
-    return max(sizes)
+    shapes = [p.shape for p in model.family.weight_map(model.config)]
+    return max(4 * s[0] * s[1] for s in shapes if s is not None and len(s) == 2)
 
 
 def build_costs(out: Path) -> None:
     group = largest_group_fp32_bytes()
     print(f"largest tensor group (fp32): {group / 1e6:.0f} MB")
-    print(f"{'variant':9s} {'build s':>8s} {'peak RSS MB':>12s} {'anon growth MB':>15s} {'growth/group':>13s} "
-          f"{'bits/param':>10s} {'download MB':>12s}")
+    print(
+        f"{'variant':9s} {'build s':>8s} {'peak RSS MB':>12s} {'anon growth MB':>15s} {'growth/group':>13s} "
+        f"{'bits/param':>10s} {'download MB':>12s}"
+    )
     for q in QUANTS:
-        r = subprocess.run([sys.executable, "-c", _CHILD, str(CONFIG), str(out), q],
-                           capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(CONFIG), str(out), q], capture_output=True, text=True, check=True
+        )
         seconds, base_kb, peak_kb, hwm_kb = r.stdout.split()[-4:]
         m = json.loads((out / "smollm2-135m-instruct" / q / MANIFEST_FILE).read_text())
         growth = (int(peak_kb) - int(base_kb)) * 1024
-        print(f"{q:9s} {float(seconds):8.1f} {int(hwm_kb) / 1024:12.0f} {growth / 1e6:15.0f} "
-              f"{growth / group:13.2f}x {m['bits_per_param']:10.2f} {m['download_bytes'] / 1e6:12.1f}")
-    print("targets: bits/param <= 4.6 for MLC q4 (q4f32_1 stores f32 scales: 4 + 32/32 = 5 by construction;"
-          " q4fXX_asym adds a minimum per group and keeps the GGUF's 8-bit tensors: ~5.7 / 6.6 here);"
-          " memory growth while quantizing <= 2x the largest group (anonymous memory, sampled every 2 ms,"
-          " after the source is opened; peak RSS also counts the memory-mapped GGUF pages and imports)")
+        print(
+            f"{q:9s} {float(seconds):8.1f} {int(hwm_kb) / 1024:12.0f} {growth / 1e6:15.0f} "
+            f"{growth / group:13.2f}x {m['bits_per_param']:10.2f} {m['download_bytes'] / 1e6:12.1f}"
+        )
+    print(
+        "targets: bits/param <= 4.6 for MLC q4 (q4f32_1 stores f32 scales: 4 + 32/32 = 5 by construction;"
+        " q4fXX_asym adds a minimum per group and keeps the GGUF's 8-bit tensors: ~5.7 / 6.6 here);"
+        " memory growth while quantizing <= 2x the largest group (anonymous memory, sampled every 2 ms,"
+        " after the source is opened; peak RSS also counts the memory-mapped GGUF pages and imports)"
+    )
 
 
 def decode_speed(out: Path, n_tokens: int = 32) -> None:

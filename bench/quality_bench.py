@@ -20,8 +20,11 @@ from pathlib import Path
 
 from build_pipeline.contract import MANIFEST_FILE, VERIFY_FILE
 
-QUANTS = tuple(q for q in os.environ.get(
-    "LANTERN_BENCH_QUANTS", "q0f32,q4f32_asym,q4f16_asym,q4f32_1,q4f16_1,q0f16").split(",") if q)
+QUANTS = tuple(
+    q
+    for q in os.environ.get("LANTERN_BENCH_QUANTS", "q0f32,q4f32_asym,q4f16_asym,q4f32_1,q4f16_1,q0f16").split(",")
+    if q
+)
 DECODE_STEPS = 32
 
 
@@ -38,8 +41,13 @@ def measure(model, quant: str, out: Path) -> dict:
     start = time.perf_counter()
     compiled.greedy(ids[:16], DECODE_STEPS + 1, settings.context_window)
     decode = DECODE_STEPS / (time.perf_counter() - start)
-    return {"bits": index["metadata"]["BitsPerParam"], "ppl": ppl["perplexity"], "tokens": ppl["eval_tokens"],
-            "eval_s": ppl["seconds"], "decode": decode}
+    return {
+        "bits": index["metadata"]["BitsPerParam"],
+        "ppl": ppl["perplexity"],
+        "tokens": ppl["eval_tokens"],
+        "eval_s": ppl["seconds"],
+        "decode": decode,
+    }
 
 
 def main() -> None:
@@ -53,9 +61,11 @@ def main() -> None:
     if not os.environ.get("LANTERN_BENCH_SKIP_BROWSER"):
         ms = browser_decode(model)
         ratio = ms["q4f32_1"] / ms["q4f32_asym"]
-        print(f"SwiftShader decode step (median of alternating rounds): q4f32_asym {ms['q4f32_asym']:.1f} ms, "
-              f"q4f32_1 {ms['q4f32_1']:.1f} ms -> asym speed {ratio:.2f}x of q4f32_1 "
-              f"({'meets' if ratio >= 0.95 else 'BELOW'} the 0.95x target)")
+        print(
+            f"SwiftShader decode step (median of alternating rounds): q4f32_asym {ms['q4f32_asym']:.1f} ms, "
+            f"q4f32_1 {ms['q4f32_1']:.1f} ms -> asym speed {ratio:.2f}x of q4f32_1 "
+            f"({'meets' if ratio >= 0.95 else 'BELOW'} the 0.95x target)"
+        )
 
 
 def quality_table(model) -> None:
@@ -68,8 +78,10 @@ def quality_table(model) -> None:
     for q, r in rows.items():
         ratio = f"{r['ppl'] / ref:8.4f}x" if ref else "      n/a"
         print(f"{q:11s} {r['bits']:10.3f} {r['ppl']:11.4f} {ratio} {r['decode']:17.2f}")
-    print(f"(perplexity over {next(iter(rows.values()))['tokens']} tokens of eval.txt, 512-token windows; "
-          "target: the default q4 variant <= 1.001x)")
+    print(
+        f"(perplexity over {next(iter(rows.values()))['tokens']} tokens of eval.txt, 512-token windows; "
+        "target: the default q4 variant <= 1.001x)"
+    )
 
 
 def browser_decode(model, rounds: int = 3, steps: int = 8) -> dict:
@@ -87,18 +99,25 @@ def browser_decode(model, rounds: int = 3, steps: int = 8) -> dict:
         # gate is widened for this spec alone (and only a tenth of the eval text is read, to save time).
         spec = dataclasses.replace(model.spec, quality={"max_ratio": 2.0, "warn_ratio": 2.0, "eval_tokens": 256})
         variants = {q: build(spec, q, Path(tmp) / q, profile="swiftshader") for q in times}
-        with sync_playwright() as pw, HarnessServer() as server, \
-                harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page:
+        with (
+            sync_playwright() as pw,
+            HarnessServer() as server,
+            harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page,
+        ):
             ids = {}
             for q, variant in variants.items():
                 url = server.add(q, variant)
                 lib = json.loads((variant / MANIFEST_FILE).read_text())["library"]["file"]
-                page.evaluate("a => window.lantern.load(a)", {"modelId": q, "modelUrl": url, "chatOpts": greedy,
-                                                             "libUrl": f"{url}/resolve/main/{lib}"})
+                page.evaluate(
+                    "a => window.lantern.load(a)",
+                    {"modelId": q, "modelUrl": url, "chatOpts": greedy, "libUrl": f"{url}/resolve/main/{lib}"},
+                )
                 ids[q] = json.loads((variant / VERIFY_FILE).read_text())["prompt_token_ids"]
             for r in range(rounds):
-                for q in (list(times) if r % 2 == 0 else list(times)[::-1]):
-                    step = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids[q], "steps": steps, "model": q})
+                for q in list(times) if r % 2 == 0 else list(times)[::-1]:
+                    step = page.evaluate(
+                        "a => window.lantern.timeDecode(a)", {"ids": ids[q], "steps": steps, "model": q}
+                    )
                     times[q].append(step["decodeMs"])
     return {q: statistics.median(v) for q, v in times.items()}
 

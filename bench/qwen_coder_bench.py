@@ -44,14 +44,31 @@ def build_variants(gguf: Path, out: Path, quants: list[str]) -> dict:
     _, baseline, _ = _child([sys.executable, "-c", "import tvm, build_pipeline.build, build_pipeline.compiler"])
     results = {"baseline_rss_mb": baseline, "limit_mb": 2 * EMBEDDING * 4 / 2**20, "variants": {}}
     for q in quants:
-        seconds, rss, code = _child([sys.executable, "-m", "build_pipeline", "build", "--source-file", str(gguf),
-                                     "-q", q, "--out", str(out), str(model_configs_dir() / CONFIG)])
+        seconds, rss, code = _child(
+            [
+                sys.executable,
+                "-m",
+                "build_pipeline",
+                "build",
+                "--source-file",
+                str(gguf),
+                "-q",
+                q,
+                "--out",
+                str(out),
+                str(model_configs_dir() / CONFIG),
+            ]
+        )
         if code != 0:
             results["variants"][q] = {"failed": code, "seconds": seconds, "rss_mb": rss}
             continue
         m = read_manifest(out / "qwen2.5-coder-0.5b-instruct" / q)
-        results["variants"][q] = {"seconds": seconds, "rss_mb": rss, "bits": m["bits_per_param"],
-                                  "ratio": (m.get("quality") or {}).get("ratio")}
+        results["variants"][q] = {
+            "seconds": seconds,
+            "rss_mb": rss,
+            "bits": m["bits_per_param"],
+            "ratio": (m.get("quality") or {}).get("ratio"),
+        }
     return results
 
 
@@ -92,13 +109,18 @@ def swiftshader_decode(variant: Path, steps: int = 8) -> dict:
     greedy = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
     manifest = json.loads((variant / "lantern-manifest.json").read_text())
     ids = json.loads((variant / "verify.json").read_text())["prompt_token_ids"]
-    with sync_playwright() as pw, HarnessServer() as server, \
-            harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page:
+    with (
+        sync_playwright() as pw,
+        HarnessServer() as server,
+        harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page,
+    ):
         url = server.add("qwen", variant)
         lib = manifest["software_library"]["file"]
         start = time.perf_counter()
-        page.evaluate("a => window.lantern.load(a)", {"modelId": "qwen", "modelUrl": url, "chatOpts": greedy,
-                                                     "libUrl": f"{url}/resolve/main/{lib}"})
+        page.evaluate(
+            "a => window.lantern.load(a)",
+            {"modelId": "qwen", "modelUrl": url, "chatOpts": greedy, "libUrl": f"{url}/resolve/main/{lib}"},
+        )
         load_s = time.perf_counter() - start
         step = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids, "steps": steps, "model": "qwen"})
     return {"load_s": load_s, "decode_ms": step["decodeMs"], "decode_tok_s": 1000 / step["decodeMs"]}
@@ -122,23 +144,31 @@ def run() -> dict:
 
 
 def report(r: dict) -> None:
-    print(f"Qwen2.5-Coder-0.5B-Instruct (baseline child RSS {r['baseline_rss_mb']:.0f} MB; "
-          f"limit {r['limit_mb']:.0f} MB above it = 2x the fp32 embedding)")
+    print(
+        f"Qwen2.5-Coder-0.5B-Instruct (baseline child RSS {r['baseline_rss_mb']:.0f} MB; "
+        f"limit {r['limit_mb']:.0f} MB above it = 2x the fp32 embedding)"
+    )
     for q, v in r["variants"].items():
         if "failed" in v:
             print(f"  {q:10s} BUILD FAILED (exit {v['failed']}) after {v['seconds']:.0f} s")
             continue
         above = v["rss_mb"] - r["baseline_rss_mb"]
-        print(f"  {q:10s} build {v['seconds']:6.0f} s  peak RSS {v['rss_mb']:6.0f} MB ({above:.0f} above baseline, "
-              f"{above / r['limit_mb']:.2f}x the limit: {'within' if above <= r['limit_mb'] else 'OVER'})  "
-              f"{v['bits']:.2f} bits/param  perplexity ratio {v['ratio']}")
+        print(
+            f"  {q:10s} build {v['seconds']:6.0f} s  peak RSS {v['rss_mb']:6.0f} MB ({above:.0f} above baseline, "
+            f"{above / r['limit_mb']:.2f}x the limit: {'within' if above <= r['limit_mb'] else 'OVER'})  "
+            f"{v['bits']:.2f} bits/param  perplexity ratio {v['ratio']}"
+        )
     if "cpu_decode" in r:
         c = r["cpu_decode"]
-        print(f"  CPU decode, 1 thread: Lantern llvm build {c['lantern_cpu']:.2f} tok/s, llama.cpp "
-              f"{c['llama_cpp']:.2f} tok/s -> {c['ratio']:.2f}x")
+        print(
+            f"  CPU decode, 1 thread: Lantern llvm build {c['lantern_cpu']:.2f} tok/s, llama.cpp "
+            f"{c['llama_cpp']:.2f} tok/s -> {c['ratio']:.2f}x"
+        )
     if "swiftshader" in r:
         s = r["swiftshader"]
-        print(f"  SwiftShader (Chromium, stock web-llm): load {s['load_s']:.0f} s, decode {s['decode_tok_s']:.2f} tok/s")
+        print(
+            f"  SwiftShader (Chromium, stock web-llm): load {s['load_s']:.0f} s, decode {s['decode_tok_s']:.2f} tok/s"
+        )
 
 
 def main(argv=None) -> None:

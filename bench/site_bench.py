@@ -83,7 +83,9 @@ def run(models: Path, model: str = MODEL, quant: str = QUANT) -> dict:
             results["download_verify_s"] = (d["finishedAt"] - d["startedAt"]) / 1000
             results["verify_mb_per_s"] = d["verifyMBps"]
             if end != "ready":
-                results["engine"] = "skipped: no model library in this build" if not has_library else lantern(page, ".error")
+                results["engine"] = (
+                    "skipped: no model library in this build" if not has_library else lantern(page, ".error")
+                )
                 t = time.perf_counter()
                 page.reload()
                 wait_state(page, ["downloaded", "needs-download"])
@@ -105,8 +107,10 @@ def run(models: Path, model: str = MODEL, quant: str = QUANT) -> dict:
             page.locator("#max-tokens").dispatch_event("change")
             page.fill("#prompt", PROMPT)
             page.click("#send")
-            page.wait_for_function("() => window.lantern.state === 'ready' && window.lantern.lastReply?.finishReason",
-                                   timeout=LOAD_TIMEOUT_MS)
+            page.wait_for_function(
+                "() => window.lantern.state === 'ready' && window.lantern.lastReply?.finishReason",
+                timeout=LOAD_TIMEOUT_MS,
+            )
             reply = lantern(page, ".lastReply")
             results["ttft_s"] = reply["stats"]["ttftSeconds"]
             results["decode_tok_per_s"] = reply["stats"]["decodeTokensPerSecond"]
@@ -123,13 +127,19 @@ def report(r: dict) -> None:
         return fmt.format(r[key]) if isinstance(r.get(key), (int, float)) else "n/a"
 
     print(f"model {r['model']}: {r['download_mb']:.1f} MB, library {'yes' if r['library'] else 'no'}")
-    print(f"cold load (download + verify{' + engine init' if 'cold_engine_init_s' in r else ''}): "
-          f"{num('cold_load_s', '{:.2f} s')}  (download+verify {num('download_verify_s', '{:.2f} s')}, "
-          f"engine init {num('cold_engine_init_s', '{:.2f} s')})")
-    print(f"warm load (from cache): {num('warm_load_s', '{:.2f} s')}  (re-hash of stored files "
-          f"{num('warm_rehash_s', '{:.2f} s')}, engine init {num('warm_engine_init_s', '{:.2f} s')})")
-    print(f"SHA-256 in the page: {num('verify_mb_per_s', '{:.0f} MB/s')} on the download, "
-          f"{num('hash_probe_mb_per_s', '{:.0f} MB/s')} on a {HASH_PROBE_MB} MB buffer")
+    print(
+        f"cold load (download + verify{' + engine init' if 'cold_engine_init_s' in r else ''}): "
+        f"{num('cold_load_s', '{:.2f} s')}  (download+verify {num('download_verify_s', '{:.2f} s')}, "
+        f"engine init {num('cold_engine_init_s', '{:.2f} s')})"
+    )
+    print(
+        f"warm load (from cache): {num('warm_load_s', '{:.2f} s')}  (re-hash of stored files "
+        f"{num('warm_rehash_s', '{:.2f} s')}, engine init {num('warm_engine_init_s', '{:.2f} s')})"
+    )
+    print(
+        f"SHA-256 in the page: {num('verify_mb_per_s', '{:.0f} MB/s')} on the download, "
+        f"{num('hash_probe_mb_per_s', '{:.0f} MB/s')} on a {HASH_PROBE_MB} MB buffer"
+    )
     print(f"time to first token: {num('ttft_s', '{:.2f} s')}, decode: {num('decode_tok_per_s', '{:.1f} tok/s')}")
     if "answer" in r:
         print(f"greedy answer: {r['answer']!r}")

@@ -25,8 +25,14 @@ from build_pipeline.stages.source import LoadedModel, load_model
 from build_pipeline.stages.verify import verify_libraries
 
 
-def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile_library: bool = True,
-                  server_gguf: dict | None = None, profile: str | None = None) -> Path:
+def build_variant(
+    model: LoadedModel,
+    quantization: str,
+    out_root: Path,
+    compile_library: bool = True,
+    server_gguf: dict | None = None,
+    profile: str | None = None,
+) -> Path:
     """Build one variant into out_root/<id>/<quantization>, atomically; returns that directory."""
     scheme = get_scheme(quantization)
     final = out_root / model.spec.id / scheme.name
@@ -44,8 +50,7 @@ def build_variant(model: LoadedModel, quantization: str, out_root: Path, compile
             files += [PACKAGE_MANIFEST_FILE, *(lib["file"] for lib in libraries)]
             report = verify_libraries(model, scheme, tmp, libraries, profile)
             quality = gate_variant(model, scheme, tmp, report, profile)
-        build_manifest(model.spec, model.config, scheme, tmp, index, libraries, files, server_gguf, formats,
-                       quality)
+        build_manifest(model.spec, model.config, scheme, tmp, index, libraries, files, server_gguf, formats, quality)
     return final
 
 
@@ -53,8 +58,14 @@ def is_built(out_root: Path, model_id: str, quantization: str) -> bool:
     return (out_root / model_id / quantization / MANIFEST_FILE).exists()
 
 
-def build(spec: ModelSpec, out_root: Path, quantizations=None, compile_library: bool = True,
-          if_missing: bool = False, profile: str | None = None) -> list[Path]:
+def build(
+    spec: ModelSpec,
+    out_root: Path,
+    quantizations=None,
+    compile_library: bool = True,
+    if_missing: bool = False,
+    profile: str | None = None,
+) -> list[Path]:
     """Build the requested variants (default: all in the config); `if_missing` skips finished ones."""
     quants = list(quantizations or spec.quantizations)
     for q in quants:

@@ -36,7 +36,7 @@ def build_chat_config(spec, source, model_config, scheme) -> dict:
     if not template:
         raise BuildError(
             f"{source.origin} has no chat template",
-            f"add [chat] template = \"...\" (a Jinja chat template) to {spec.path.name}",
+            f'add [chat] template = "..." (a Jinja chat template) to {spec.path.name}',
         )
     special = {k: _token_str(tok_cfg.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
     conv = derive_conv_template(template, special, specials, ids.get, spec.system_message)
@@ -52,8 +52,10 @@ def build_chat_config(spec, source, model_config, scheme) -> dict:
     extra = [ids.get(t) for t in spec.stop_tokens]
     if None in extra:
         missing = [t for t, i in zip(spec.stop_tokens, extra, strict=True) if i is None]
-        raise BuildError(f"{spec.path.name}: [chat] stop_tokens {missing} are not in the tokenizer",
-                         "list tokens of this model's vocabulary (e.g. its end-of-turn token)")
+        raise BuildError(
+            f"{spec.path.name}: [chat] stop_tokens {missing} are not in the tokenizer",
+            "list tokens of this model's vocabulary (e.g. its end-of-turn token)",
+        )
     eos_ids = sorted({i for i in [eos, *conv["stop_token_ids"], *extra] if i is not None})
     conv["stop_token_ids"] = eos_ids
     gen = {**source.generation_config, **spec.generation}

@@ -24,9 +24,7 @@ def render(template: str, messages: list[dict], special: dict, add_generation_pr
 
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=messages, add_generation_prompt=add_generation_prompt, **special
-    )
+    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt, **special)
 
 
 def _common_prefix(a: str, b: str) -> str:
@@ -57,9 +55,16 @@ def derive_conv_template(
     bos = special_tokens.get("bos_token")
     special_tokens = {**special_tokens, "bos_token": _BOS}
     try:
-        full = render(template, [{"role": "system", "content": _S}, {"role": "user", "content": _U1},
-                                 {"role": "assistant", "content": _A1}, {"role": "user", "content": _U2}],
-                      special_tokens)
+        full = render(
+            template,
+            [
+                {"role": "system", "content": _S},
+                {"role": "user", "content": _U1},
+                {"role": "assistant", "content": _A1},
+                {"role": "user", "content": _U2},
+            ],
+            special_tokens,
+        )
         user_only = render(template, [{"role": "user", "content": _U1}], special_tokens)
     except jinja2.TemplateError as exc:
         raise fail(f"rendering failed ({exc})") from None
@@ -75,7 +80,7 @@ def derive_conv_template(
     sep = _cut_before_last_special(_common_prefix(p2, p3), special_strings)
     if not sep:
         raise fail("no separator between turns")
-    user_prefix, asst_prefix = p3[len(sep):], p2[len(sep):]
+    user_prefix, asst_prefix = p3[len(sep) :], p2[len(sep) :]
     if not p1.endswith(user_prefix):
         raise fail("the first user turn is introduced differently from later ones")
     sys_close = p1[: len(p1) - len(user_prefix)]
@@ -91,7 +96,7 @@ def derive_conv_template(
 
     default_system = ""
     if user_only.startswith(p0) and _U1 in user_only:
-        body = user_only.split(_U1, 1)[0][len(p0):]
+        body = user_only.split(_U1, 1)[0][len(p0) :]
         if body.endswith(sys_close + user_prefix):
             default_system = body[: len(body) - len(sys_close + user_prefix)]
     stop = sep.strip()

@@ -27,8 +27,14 @@ def cmd_build(args) -> int:
     if args.source_file:
         spec = with_source_file(spec, Path(args.source_file))
     out = Path(args.out) if args.out else models_dir()
-    built = build(spec, out, args.quantization or None, compile_library=not args.no_compile,
-                  if_missing=args.if_missing, profile=args.profile)
+    built = build(
+        spec,
+        out,
+        args.quantization or None,
+        compile_library=not args.no_compile,
+        if_missing=args.if_missing,
+        profile=args.profile,
+    )
     for path in built:
         print(f"built {path}")
     if args.if_missing and not built:
@@ -44,8 +50,13 @@ def cmd_list(args) -> int:
         if src.file:
             where += f" {src.file}"
         star = " (default)" if spec.default else ""
-        needs = ("needs the Hugging Face Hub (or --source-file)" if needs_hub(spec) and src.file
-                 else "needs the Hugging Face Hub" if needs_hub(spec) else "builds offline")
+        needs = (
+            "needs the Hugging Face Hub (or --source-file)"
+            if needs_hub(spec) and src.file
+            else "needs the Hugging Face Hub"
+            if needs_hub(spec)
+            else "builds offline"
+        )
         print(f"{spec.id}{star}  family={spec.family}  source={src.kind}:{where}  {needs}")
         built = {}
         if (out / spec.id).is_dir():
@@ -73,9 +84,11 @@ def cmd_inspect(args) -> int:
         lib = m.library
         print(f"{m.id}  ({d})")
         print(f"  quantization {m.quantization}, {m.param_count:,} params, {m.bits_per_param:.2f} bits/param")
-        print(f"  download {_size(m.download_bytes)} in {len(m.files)} files, "
-              f"GPU memory ~{_size(m.estimated_gpu_memory_bytes)}, "
-              f"features {', '.join(m.required_features) or 'none'}")
+        print(
+            f"  download {_size(m.download_bytes)} in {len(m.files)} files, "
+            f"GPU memory ~{_size(m.estimated_gpu_memory_bytes)}, "
+            f"features {', '.join(m.required_features) or 'none'}"
+        )
         print(f"  library {lib['file'] if lib else 'none'}" + (f" (profile {lib.get('profile')})" if lib else ""))
         if m.software_library:
             soft = m.software_library
@@ -84,14 +97,20 @@ def cmd_inspect(args) -> int:
             print(f"  verify: {'passed' if r.verify.get('passed') else 'FAILED'} {r.verify.get('summary', '')}")
         q = m.quality or (r.verify or {}).get("quality")
         if q:
-            print(f"  quality: perplexity {q['perplexity']:.3f} vs {q.get('reference', 'q0f32')} "
-                  f"{q['reference_perplexity']:.3f} = {q['ratio']:.4f}x over {q['eval_tokens']} tokens"
-                  + (f" ({q['status']})" if q.get("status") else ""))
+            print(
+                f"  quality: perplexity {q['perplexity']:.3f} vs {q.get('reference', 'q0f32')} "
+                f"{q['reference_perplexity']:.3f} = {q['ratio']:.4f}x over {q['eval_tokens']} tokens"
+                + (f" ({q['status']})" if q.get("status") else "")
+            )
         formats = m.weight_formats
         if formats:
-            print("  weight formats: " + ", ".join(
-                f"{name} x{f['weights']}" + (f" (from {'/'.join(f['sources'])})" if f["sources"] else "")
-                for name, f in formats.items()))
+            print(
+                "  weight formats: "
+                + ", ".join(
+                    f"{name} x{f['weights']}" + (f" (from {'/'.join(f['sources'])})" if f["sources"] else "")
+                    for name, f in formats.items()
+                )
+            )
         if r.ok:
             print(f"  hashes: all {len(m.files)} files valid")
         else:
@@ -110,12 +129,18 @@ def main(argv=None) -> int:
     b.add_argument("--out", help="output root (default: dist/models or $LANTERN_MODELS_DIR)")
     b.add_argument("--no-compile", action="store_true", help="shards and configs only, no WebGPU library")
     b.add_argument("--if-missing", action="store_true", help="skip variants that are already built")
-    b.add_argument("--source-file", metavar="FILE.gguf",
-                   help="build from this local GGUF instead of the config's [source] (e.g. a Hub GGUF "
-                        "downloaded elsewhere); it must be the model the config describes")
-    b.add_argument("--profile", choices=("auto", "gpu", "swiftshader"),
-                   help="kernel build profile (default auto: a gpu library for every variant plus a "
-                        "swiftshader one for f32 variants, used on software adapters)")
+    b.add_argument(
+        "--source-file",
+        metavar="FILE.gguf",
+        help="build from this local GGUF instead of the config's [source] (e.g. a Hub GGUF "
+        "downloaded elsewhere); it must be the model the config describes",
+    )
+    b.add_argument(
+        "--profile",
+        choices=("auto", "gpu", "swiftshader"),
+        help="kernel build profile (default auto: a gpu library for every variant plus a "
+        "swiftshader one for f32 variants, used on software adapters)",
+    )
     b.set_defaults(func=cmd_build)
     ls = sub.add_parser("list", help="model configs and what is built, with sizes")
     ls.add_argument("--out", help="output root to look in")

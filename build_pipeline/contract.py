@@ -35,8 +35,17 @@ def library_file_name(model_id: str, scheme_name: str, profile: str) -> str:
 
 # ---------------------------------------------------------------------------------------- file roles
 # What each served file is for: the page maps a role to web-llm's cache scope and integrity entry.
-Role = Literal["chat_config", "package_manifest", "tensor_cache", "weights", "tokenizer", "library",
-               "software_library", "gguf", "other"]
+Role = Literal[
+    "chat_config",
+    "package_manifest",
+    "tensor_cache",
+    "weights",
+    "tokenizer",
+    "library",
+    "software_library",
+    "gguf",
+    "other",
+]
 
 # ---------------------------------------------------------------------------------------- devices
 # Limits web-llm 0.2.86 requests for every model when it creates its GPUDevice (it fails if the adapter
@@ -55,6 +64,7 @@ ADAPTERS: tuple[Adapter, ...] = ("hardware", "software")
 
 # ---------------------------------------------------------------------------------------- manifest
 SCHEMA_VERSION = 1  # of lantern-manifest.json; bump when a reader could misread an older one
+
 
 class FileEntry(TypedDict):
     path: str
@@ -152,14 +162,16 @@ class Manifest:
         return file_role(path, self.library, self.software_library, self.package_manifest)
 
 
-def library_for(adapter: Adapter, library: LibraryEntry | None,
-                software_library: LibraryEntry | None) -> LibraryEntry | None:
+def library_for(
+    adapter: Adapter, library: LibraryEntry | None, software_library: LibraryEntry | None
+) -> LibraryEntry | None:
     """The library an adapter kind runs: software adapters (SwiftShader) get theirs when there is one."""
     return software_library if adapter == "software" and software_library else library
 
 
-def files_for(adapter: Adapter, files: list[FileEntry], library: LibraryEntry | None,
-              software_library: LibraryEntry | None) -> list[FileEntry]:
+def files_for(
+    adapter: Adapter, files: list[FileEntry], library: LibraryEntry | None, software_library: LibraryEntry | None
+) -> list[FileEntry]:
     """What a browser with this adapter kind downloads: every file but the other kind's library."""
     keep = library_for(adapter, library, software_library)
     others = {lib["file"] for lib in (library, software_library) if lib and lib is not keep}
@@ -170,8 +182,12 @@ def download_bytes(files: list[FileEntry]) -> int:
     return sum(f["bytes"] for f in files)
 
 
-def file_role(path: str, library: LibraryEntry | None = None, software_library: LibraryEntry | None = None,
-              package_manifest: str | None = None) -> Role:
+def file_role(
+    path: str,
+    library: LibraryEntry | None = None,
+    software_library: LibraryEntry | None = None,
+    package_manifest: str | None = None,
+) -> Role:
     if path == CHAT_CONFIG_FILE:
         return "chat_config"
     if package_manifest and path == package_manifest:

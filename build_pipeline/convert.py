@@ -52,8 +52,9 @@ def _quantize(scheme: Scheme, param, source) -> tuple[np.ndarray, list[np.ndarra
     return w, list(quantize_q4(w, scheme.dtype)), MLC_Q4.name, None
 
 
-def convert(source: SourceModel, config: ModelConfig, family: Family, scheme: Scheme, formats: dict | None = None
-            ) -> Iterator[tuple[str, np.ndarray, int]]:
+def convert(
+    source: SourceModel, config: ModelConfig, family: Family, scheme: Scheme, formats: dict | None = None
+) -> Iterator[tuple[str, np.ndarray, int]]:
     """Yield (param name, array, logical parameter count) in the order the model library declares them.
 
     `formats`, when given, receives {weight base name: {"format", "source_type"}} for every
@@ -118,7 +119,7 @@ def _dequantize_rows(fmt, stored: list[np.ndarray]) -> np.ndarray:
     out = np.empty((rows, *first.shape[1:]), dtype=np.float32)
     out[:DEQUANT_ROWS] = first
     for i in range(DEQUANT_ROWS, rows, DEQUANT_ROWS):
-        out[i:i + DEQUANT_ROWS] = dequantize(fmt, [t[i:i + DEQUANT_ROWS] for t in stored])
+        out[i : i + DEQUANT_ROWS] = dequantize(fmt, [t[i : i + DEQUANT_ROWS] for t in stored])
     return out
 
 
@@ -133,11 +134,17 @@ class LazyDenseParams(Mapping):
         variant_dir = Path(variant_dir)
         # name -> (shard path, record): each read is a plain file read, not a memory map, so the bytes
         # leave the process with the array instead of staying resident as mapped pages.
-        self._records = {rec["name"]: (variant_dir / shard["dataPath"], rec)
-                         for shard in read_index(variant_dir)["records"] for rec in shard["records"]}
+        self._records = {
+            rec["name"]: (variant_dir / shard["dataPath"], rec)
+            for shard in read_index(variant_dir)["records"]
+            for rec in shard["records"]
+        }
         self._formats = read_formats(variant_dir)
-        self._names = [n.removesuffix(".q_weight") + ".weight" if n.endswith(".q_weight") else n
-                       for n in self._records if not n.endswith((".q_scale", ".q_min"))]
+        self._names = [
+            n.removesuffix(".q_weight") + ".weight" if n.endswith(".q_weight") else n
+            for n in self._records
+            if not n.endswith((".q_scale", ".q_min"))
+        ]
 
     def _read(self, name: str) -> np.ndarray:
         path, rec = self._records[name]

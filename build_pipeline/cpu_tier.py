@@ -39,8 +39,12 @@ def cpu_tier(model_config, context_window: int, server_gguf: dict | None) -> dic
     return {
         "engine": ENGINE,
         "engine_version": ENGINE_VERSION,
-        "gguf": {"path": server_gguf["path"], "bytes": int(server_gguf["bytes"]), "sha256": server_gguf["sha256"],
-                 "type": server_gguf.get("type")},
+        "gguf": {
+            "path": server_gguf["path"],
+            "bytes": int(server_gguf["bytes"]),
+            "sha256": server_gguf["sha256"],
+            "type": server_gguf.get("type"),
+        },
         "context_window": context_window,
         "ram_bytes": ram,
         "preferred_on_software_adapter": PREFERRED_ON_SOFTWARE_ADAPTER,

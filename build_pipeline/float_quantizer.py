@@ -61,8 +61,11 @@ def _quantize_rows(weight: np.ndarray, fmt: WeightFormat, scale_dtype: str):
         s = np.maximum(s, 1e-30)
         err = _error(x, s, m, top)
         better = err < best_err
-        best_s, best_m, best_err = np.where(better, s, best_s), np.where(better, m, best_m), np.where(
-            better, err, best_err)
+        best_s, best_m, best_err = (
+            np.where(better, s, best_s),
+            np.where(better, m, best_m),
+            np.where(better, err, best_err),
+        )
     best_s = np.where(flat, 0, best_s)
     best_m = np.where(flat, lo, best_m)
     stored_s = best_s.astype(scale_dtype)

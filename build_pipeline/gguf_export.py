@@ -101,8 +101,12 @@ def prepare_server_gguf(model, model_dir: Path, out_type: str = "Q8_0"):
     final = server_gguf_path(model_dir)
     fingerprint = _fingerprint(model, out_type)
     current = _read_sidecar(model_dir)
-    if current and current.get("fingerprint") == fingerprint and final.exists() \
-            and final.stat().st_size == current["entry"]["bytes"]:
+    if (
+        current
+        and current.get("fingerprint") == fingerprint
+        and final.exists()
+        and final.stat().st_size == current["entry"]["bytes"]
+    ):
         return current["entry"], None, fingerprint
     model_dir.mkdir(parents=True, exist_ok=True)
     staged = _tmp_beside(final)
@@ -114,8 +118,12 @@ def prepare_server_gguf(model, model_dir: Path, out_type: str = "Q8_0"):
             export_gguf(model, staged, out_type)
             check_tokenizer(staged, model.source.tokenizer_files[TOKENIZER_FILE])
             entry = {"origin": "export", "type": out_type}
-        entry = {"path": f"../{SERVER_GGUF_FILE}", "bytes": staged.stat().st_size, "sha256": file_sha256(staged),
-                 **entry}
+        entry = {
+            "path": f"../{SERVER_GGUF_FILE}",
+            "bytes": staged.stat().st_size,
+            "sha256": file_sha256(staged),
+            **entry,
+        }
     except BaseException:
         with contextlib.suppress(OSError):
             staged.unlink()
@@ -143,8 +151,11 @@ def _fingerprint(model, out_type: str) -> str:
         extra = {}
     else:
         origin = Path(source.origin)
-        files = sorted(p for p in origin.iterdir() if p.suffix in (".safetensors", ".json", ".jinja")) \
-            if origin.is_dir() else [origin]
+        files = (
+            sorted(p for p in origin.iterdir() if p.suffix in (".safetensors", ".json", ".jinja"))
+            if origin.is_dir()
+            else [origin]
+        )
         extra = {"type": out_type, "template": model.spec.chat_template}
     stats = []
     for p in files:
@@ -253,8 +264,13 @@ def export_gguf(model, path: Path, out_type: str = "Q8_0") -> None:
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_rope_freq_base(cfg.rope_theta)
     writer.add_vocab_size(cfg.vocab_size)
-    writer.add_file_type({"Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "F16": gguf.LlamaFileType.MOSTLY_F16,
-                          "F32": gguf.LlamaFileType.ALL_F32}[out_type])
+    writer.add_file_type(
+        {
+            "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+            "F16": gguf.LlamaFileType.MOSTLY_F16,
+            "F32": gguf.LlamaFileType.ALL_F32,
+        }[out_type]
+    )
     rope_freqs = _add_rope_scaling(writer, cfg)
     _add_tokenizer(writer, model)
 
@@ -355,9 +371,11 @@ def _add_tokenizer(writer, model) -> None:
         value = source.hf_config.get(hf_key)
         return value[0] if isinstance(value, list) and value else value
 
-    for key, hf_key, add in (("bos_token", "bos_token_id", writer.add_bos_token_id),
-                             ("eos_token", "eos_token_id", writer.add_eos_token_id),
-                             ("pad_token", "pad_token_id", writer.add_pad_token_id)):
+    for key, hf_key, add in (
+        ("bos_token", "bos_token_id", writer.add_bos_token_id),
+        ("eos_token", "eos_token_id", writer.add_eos_token_id),
+        ("pad_token", "pad_token_id", writer.add_pad_token_id),
+    ):
         value = token_id(key, hf_key)
         if isinstance(value, int):
             add(value)
@@ -388,8 +406,9 @@ class _LlamaVocab:
         finally:
             quiet.setLevel(level)
         if not self._model:
-            raise BuildError(f"llama.cpp cannot read the exported GGUF {path.name}",
-                             "report this as a bug in the GGUF export")
+            raise BuildError(
+                f"llama.cpp cannot read the exported GGUF {path.name}", "report this as a bug in the GGUF export"
+            )
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
 
     def tokenize(self, text: str) -> list[int]:

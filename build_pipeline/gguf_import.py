@@ -70,7 +70,7 @@ class Imported:
 
 
 def _f16(blocks: np.ndarray, offset: int) -> np.ndarray:
-    return np.ascontiguousarray(blocks[:, offset:offset + 2]).view(np.float16)[:, 0].astype(np.float32)
+    return np.ascontiguousarray(blocks[:, offset : offset + 2]).view(np.float16)[:, 0].astype(np.float32)
 
 
 def _k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,8 +111,10 @@ def import_tensor(type_name: str, raw: np.ndarray, values: np.ndarray) -> Import
     gguf.quants.dequantize returns for it ([rows, cols] float32); BuildError if not exact."""
     if values.shape[0] <= IMPORT_ROWS:
         return _import_rows(type_name, raw, values)
-    parts = [_import_rows(type_name, raw[i:i + IMPORT_ROWS], values[i:i + IMPORT_ROWS])
-             for i in range(0, values.shape[0], IMPORT_ROWS)]
+    parts = [
+        _import_rows(type_name, raw[i : i + IMPORT_ROWS], values[i : i + IMPORT_ROWS])
+        for i in range(0, values.shape[0], IMPORT_ROWS)
+    ]
     return join_rows(parts, values)
 
 
@@ -121,8 +123,10 @@ def _import_rows(type_name: str, raw: np.ndarray, values: np.ndarray) -> Importe
     rows, cols = values.shape
     blocks = np.ascontiguousarray(raw).reshape(-1, block_bytes)
     if blocks.shape[0] * block_elems != rows * cols:
-        raise BuildError(f"GGUF {type_name} tensor of {rows}x{cols} has {blocks.shape[0]} blocks",
-                         "the GGUF file is corrupt; download it again")
+        raise BuildError(
+            f"GGUF {type_name} tensor of {rows}x{cols} has {blocks.shape[0]} blocks",
+            "the GGUF file is corrupt; download it again",
+        )
     scale, minimum = _group_scales(type_name, blocks)
     groups = cols // fmt.group
     scale = scale.reshape(rows, groups)
@@ -141,14 +145,18 @@ def _import_rows(type_name: str, raw: np.ndarray, values: np.ndarray) -> Importe
 
 def check_exact(item: Imported, values: np.ndarray) -> None:
     """The kernel's float32 evaluation must reproduce gguf's values (zeros compared as values)."""
-    got = dequantize(item.fmt, [pack(item.q, item.fmt), item.scale] + ([item.minimum] if item.minimum is not None else []))
+    got = dequantize(
+        item.fmt, [pack(item.q, item.fmt), item.scale] + ([item.minimum] if item.minimum is not None else [])
+    )
     want = values.astype(np.float32, copy=False)
     # `+ 0` turns -0.0 into +0.0: (q - 8) * d and q * d - 8 * d differ only in the sign of a zero.
     if not np.array_equal((got + np.float32(0)).view(np.uint32), (want + np.float32(0)).view(np.uint32)):
         bad = int(np.count_nonzero(got != want))
-        raise BuildError(f"importing a GGUF {item.source_type} tensor as {item.fmt.name} is not exact "
-                         f"({bad} of {want.size} values differ)",
-                         "this is a bug in build_pipeline/gguf_import.py; build a q4f32_1 variant meanwhile")
+        raise BuildError(
+            f"importing a GGUF {item.source_type} tensor as {item.fmt.name} is not exact "
+            f"({bad} of {want.size} values differ)",
+            "this is a bug in build_pipeline/gguf_import.py; build a q4f32_1 variant meanwhile",
+        )
 
 
 # The zero point of each symmetric GGUF type's own unsigned integers (all powers of two).
@@ -182,12 +190,18 @@ def join_rows(parts: list[Imported], values: np.ndarray) -> Imported:
     if len(fmts) == 1:
         fmt = parts[0].fmt
         minimum = np.concatenate([p.minimum for p in parts]) if fmt.has_min else None
-        return Imported(fmt, np.concatenate([p.q for p in parts]), np.concatenate([p.scale for p in parts]),
-                        minimum, source)
+        return Imported(
+            fmt, np.concatenate([p.q for p in parts]), np.concatenate([p.scale for p in parts]), minimum, source
+        )
     group = min(p.fmt.group for p in parts)
     fmt = Q8_MIN16 if group == 16 else Q8_MIN
     general = [_as_general(p, group) for p in parts]
-    out = Imported(fmt, np.concatenate([g[0] for g in general]).astype(np.uint8),
-                   np.concatenate([g[1] for g in general]), np.concatenate([g[2] for g in general]), source)
+    out = Imported(
+        fmt,
+        np.concatenate([g[0] for g in general]).astype(np.uint8),
+        np.concatenate([g[1] for g in general]),
+        np.concatenate([g[2] for g in general]),
+        source,
+    )
     check_exact(out, values)
     return out

@@ -50,8 +50,10 @@ def needs(model_config, scheme, context_window: int, prefill_chunk: int, params)
     return {
         "required_features": ["shader-f16"] if scheme.needs_shader_f16 else [],
         "max_storage_buffers_per_stage": MAX_STORAGE_BUFFERS_PER_STAGE,
-        "max_storage_buffer_binding_size": largest_buffer(model_config, scheme, context_window, prefill_chunk,
-                                                          max(sizes)),
-        "estimated_memory_bytes": memory_estimate(model_config, scheme, context_window, prefill_chunk,
-                                                  sum(sizes))["total"],
+        "max_storage_buffer_binding_size": largest_buffer(
+            model_config, scheme, context_window, prefill_chunk, max(sizes)
+        ),
+        "estimated_memory_bytes": memory_estimate(model_config, scheme, context_window, prefill_chunk, sum(sizes))[
+            "total"
+        ],
     }

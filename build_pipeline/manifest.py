@@ -37,9 +37,18 @@ def file_entries(variant_dir: Path, names: list[str]) -> list[FileEntry]:
     return out
 
 
-def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: dict, libraries: list[dict],
-                   extra_files: list[str], server_gguf: dict | None = None, formats: dict | None = None,
-                   quality: dict | None = None) -> Manifest:
+def build_manifest(
+    spec,
+    model_config,
+    scheme,
+    variant_dir: Path,
+    tensor_index: dict,
+    libraries: list[dict],
+    extra_files: list[str],
+    server_gguf: dict | None = None,
+    formats: dict | None = None,
+    quality: dict | None = None,
+) -> Manifest:
     """Write lantern-manifest.json for a finished variant dir; returns it.
 
     `libraries` are the compiled WebGPU libraries, hardware default first: "library" is the one real
@@ -52,8 +61,9 @@ def build_manifest(spec, model_config, scheme, variant_dir: Path, tensor_index: 
     other = file_entries(variant_dir, extra_files)
     files = other + shard_entries
     meta = tensor_index["metadata"]
-    needs = gpu_needs.needs(model_config, scheme, spec.context_window, spec.prefill_chunk_size,
-                            index_params(tensor_index))
+    needs = gpu_needs.needs(
+        model_config, scheme, spec.context_window, spec.prefill_chunk_size, index_params(tensor_index)
+    )
     # The compiler's library reports; parse_manifest below checks them against contract.LibraryEntry.
     library = typing.cast(LibraryEntry, libraries[0]) if libraries else None
     software_library = typing.cast(LibraryEntry, libraries[1]) if len(libraries) > 1 else None
@@ -115,5 +125,7 @@ def read_manifest(variant_dir: Path) -> Manifest:
     try:
         return load_manifest(variant_dir)
     except ManifestError as exc:
-        raise BuildError(f"{Path(variant_dir) / MANIFEST_FILE} is not a valid Lantern manifest ({exc})",
-                         "rebuild this variant (python -m build_pipeline build <model config>)") from None
+        raise BuildError(
+            f"{Path(variant_dir) / MANIFEST_FILE} is not a valid Lantern manifest ({exc})",
+            "rebuild this variant (python -m build_pipeline build <model config>)",
+        ) from None

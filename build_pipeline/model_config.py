@@ -73,7 +73,7 @@ def load_model_config(path: Path) -> ModelSpec:
     get_family(family)
     quants = tuple(_require(data, "quantizations", list, where))
     if not quants:
-        raise BuildError(f"{where}: `quantizations` is empty", "list at least one, e.g. [\"q4f32_1\"]")
+        raise BuildError(f"{where}: `quantizations` is empty", 'list at least one, e.g. ["q4f32_1"]')
     for q in quants:
         get_scheme(q)
 
@@ -130,8 +130,10 @@ def _quality_table(table: dict, where: str) -> dict:
     """[quality] limits of the build's perplexity gate (stages/quality.py)."""
     for key, value in table.items():
         if not _valid_quality_limit(key, value):
-            raise BuildError(f"{where}: [quality] {key} = {value!r} is not valid",
-                             "use max_ratio / warn_ratio (numbers >= 1) and eval_tokens (a positive integer)")
+            raise BuildError(
+                f"{where}: [quality] {key} = {value!r} is not valid",
+                "use max_ratio / warn_ratio (numbers >= 1) and eval_tokens (a positive integer)",
+            )
     return dict(table)
 
 
@@ -145,9 +147,11 @@ def with_source_file(spec: ModelSpec, path: Path) -> ModelSpec:
     if not path.is_file():
         raise BuildError(f"source file {path} does not exist", "pass the path of a GGUF file to --source-file")
     if path.suffix != ".gguf":
-        raise BuildError(f"source file {path.name} is not a .gguf file",
-                         "--source-file takes a GGUF file; for a Hugging Face folder write a config with "
-                         "[source] type = \"hf-folder\"")
+        raise BuildError(
+            f"source file {path.name} is not a .gguf file",
+            "--source-file takes a GGUF file; for a Hugging Face folder write a config with "
+            '[source] type = "hf-folder"',
+        )
     return replace(spec, source=SourceSpec("gguf", path=str(path)))
 
 

@@ -32,8 +32,7 @@ class ReferenceModel:
         self.config = config
         # A dict is converted once; another Mapping (convert.LazyDenseParams) yields float32 weights on
         # each read and is kept as it is, so the model is never held in float32 all at once.
-        self.p = ({k: np.asarray(v, dtype=np.float32) for k, v in params.items()} if isinstance(params, dict)
-                  else params)
+        self.p = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()} if isinstance(params, dict) else params
         self.inv_freq = self._inv_freq()
         self.reset()
 
@@ -76,8 +75,16 @@ class ReferenceModel:
         q, k = self._rope(q, positions), self._rope(k, positions)
         return self.attend(i, q, k, v, positions, 1 / math.sqrt(hd)) @ p[f"{pre}.o_proj.weight"].T
 
-    def attend(self, i: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, positions: np.ndarray,
-               sm_scale: float, soft_cap: float | None = None) -> np.ndarray:
+    def attend(
+        self,
+        i: int,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        positions: np.ndarray,
+        sm_scale: float,
+        soft_cap: float | None = None,
+    ) -> np.ndarray:
         """Append k/v to layer i's cache; causal GQA attention of q over it (within `window(i)`) -> [t, nh*hd].
 
         `soft_cap`: scores become cap * tanh(scores / cap) before the mask (Gemma 2)."""

@@ -30,8 +30,14 @@ class ShardWriter:
         self.param_count = 0
         self.param_bytes = 0
 
-    def add(self, name: str, array: np.ndarray, logical_params: int, weight_format: str | None = None,
-            source_type: str | None = None) -> None:
+    def add(
+        self,
+        name: str,
+        array: np.ndarray,
+        logical_params: int,
+        weight_format: str | None = None,
+        source_type: str | None = None,
+    ) -> None:
         """Queue one tensor. `logical_params` counts model parameters it encodes (for bits/param);
         `weight_format` (weight_formats.py) is recorded on each stored tensor of a linear/embedding,
         `source_type` the GGUF block type it was imported from losslessly (web-llm ignores both)."""
@@ -97,7 +103,9 @@ def read_index(variant_dir: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise BuildError(f"{path} does not exist", "build the model first (python -m build_pipeline build ...)") from None
+        raise BuildError(
+            f"{path} does not exist", "build the model first (python -m build_pipeline build ...)"
+        ) from None
 
 
 def read_formats(variant_dir: Path) -> dict[str, str]:

@@ -87,8 +87,10 @@ def get_format(name: str) -> WeightFormat:
     try:
         return FORMATS[name]
     except KeyError:
-        raise BuildError(f"unknown weight format {name!r} in the tensor cache",
-                         f"rebuild the variant; known formats: {', '.join(FORMATS)}") from None
+        raise BuildError(
+            f"unknown weight format {name!r} in the tensor cache",
+            f"rebuild the variant; known formats: {', '.join(FORMATS)}",
+        ) from None
 
 
 def pack(q: np.ndarray, fmt: WeightFormat) -> np.ndarray:

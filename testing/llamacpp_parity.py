@@ -78,10 +78,12 @@ class Parity:
         return np.max(np.abs(self.llama_cpp.astype(np.float64) - self.lantern), axis=-1)
 
     def summary(self) -> str:
-        return (f"{len(self.lantern)} positions (prefill chunk {self.prefill_chunk}), max |dlogit| vs llama.cpp "
-                f"{self.max_abs_diff:.2e}, vs numpy reference {self.reference_diff:.2e} (tolerance "
-                f"{self.tolerance:.2e}, logit range {self.scale:.1f}); "
-                + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+        return (
+            f"{len(self.lantern)} positions (prefill chunk {self.prefill_chunk}), max |dlogit| vs llama.cpp "
+            f"{self.max_abs_diff:.2e}, vs numpy reference {self.reference_diff:.2e} (tolerance "
+            f"{self.tolerance:.2e}, logit range {self.scale:.1f}); "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        )
 
 
 def llama_cpp_logits(gguf: Path, ids: list[int], n_ctx: int = CONTEXT_WINDOW) -> np.ndarray:
@@ -96,17 +98,26 @@ def llama_cpp_logits(gguf: Path, ids: list[int], n_ctx: int = CONTEXT_WINDOW) ->
         llm.close()
 
 
-def lantern_build(source: Path, family: str, root: Path, prefill_chunk: int = PREFILL_CHUNK,
-                  context_window: int = CONTEXT_WINDOW) -> tuple[CompiledModel, Reference]:
+def lantern_build(
+    source: Path, family: str, root: Path, prefill_chunk: int = PREFILL_CHUNK, context_window: int = CONTEXT_WINDOW
+) -> tuple[CompiledModel, Reference]:
     """Lantern's CPU verification build of `source` (a GGUF file or an HF folder) and the family's numpy
     reference on the same variant weights.
 
     The compiled library is cached by compiler/cache.py (keyed by config, scheme and compiler sources)."""
     root.mkdir(parents=True, exist_ok=True)
-    spec = load_model_config(write_model_config(
-        root / "model.toml", source, quantizations=(SCHEME,), model_id=f"tiny-{family}",
-        source_type="gguf" if source.is_file() else "hf-folder", family=family, context_window=context_window,
-        prefill_chunk_size=prefill_chunk))
+    spec = load_model_config(
+        write_model_config(
+            root / "model.toml",
+            source,
+            quantizations=(SCHEME,),
+            model_id=f"tiny-{family}",
+            source_type="gguf" if source.is_file() else "hf-folder",
+            family=family,
+            context_window=context_window,
+            prefill_chunk_size=prefill_chunk,
+        )
+    )
     variant = build(spec, root / "out", [SCHEME], compile_library=False)[0]
     model, scheme = load_model(spec), get_scheme(SCHEME)
     profile = resolve_profiles(None, scheme)[0]
@@ -115,23 +126,36 @@ def lantern_build(source: Path, family: str, root: Path, prefill_chunk: int = PR
     return CompiledModel(lib, variant), model.family.reference(model.config, dense_variant_params(variant))
 
 
-def lantern_logits(source: Path, family: str, ids: list[int], root: Path, prefill_chunk: int = PREFILL_CHUNK,
-                   context_window: int = CONTEXT_WINDOW) -> tuple[np.ndarray, np.ndarray]:
+def lantern_logits(
+    source: Path,
+    family: str,
+    ids: list[int],
+    root: Path,
+    prefill_chunk: int = PREFILL_CHUNK,
+    context_window: int = CONTEXT_WINDOW,
+) -> tuple[np.ndarray, np.ndarray]:
     """Every position's logits of the compiled build (`prefill_chunk` tokens at a time) and the reference's."""
     compiled, reference = lantern_build(source, family, root, prefill_chunk, context_window)
     return compiled.all_logits(ids, context_window), reference.forward(ids)
 
 
-def lantern_weights_logits(source, family_name: str, ids: list[int], root: Path,
-                           prefill_chunk: int = PREFILL_CHUNK, context_window: int = CONTEXT_WINDOW,
-                           scheme_name: str = SCHEME) -> tuple[np.ndarray, np.ndarray]:
+def lantern_weights_logits(
+    source,
+    family_name: str,
+    ids: list[int],
+    root: Path,
+    prefill_chunk: int = PREFILL_CHUNK,
+    context_window: int = CONTEXT_WINDOW,
+    scheme_name: str = SCHEME,
+) -> tuple[np.ndarray, np.ndarray]:
     """lantern_logits for an opened source without a tokenizer Lantern can rebuild (a real GGUF used for
     architecture parity only): the variant's shards are written by the build's own write_params, the
     library is the same CPU verification build; no chat config or manifest."""
     from types import SimpleNamespace
 
-    from build_pipeline.build import LoadedModel, write_params
     from build_pipeline.families import get_family
+    from build_pipeline.stages.shards import write_params
+    from build_pipeline.stages.source import LoadedModel
 
     family = get_family(family_name)
     config = family.config_from_hf(source.hf_config)
@@ -147,8 +171,14 @@ def lantern_weights_logits(source, family_name: str, ids: list[int], root: Path,
     return CompiledModel(lib, variant).all_logits(ids, context_window), reference.forward(ids)
 
 
-def run_parity(family: str, root: Path, ids: list[int] | None = None, prefill_chunk: int = PREFILL_CHUNK,
-               lantern_source: str = "gguf", **features) -> Parity:
+def run_parity(
+    family: str,
+    root: Path,
+    ids: list[int] | None = None,
+    prefill_chunk: int = PREFILL_CHUNK,
+    lantern_source: str = "gguf",
+    **features,
+) -> Parity:
     """Write the tiny `family` model (config.json `features`, e.g. rope_scaling) as a GGUF for llama.cpp
     and compare. Lantern imports that same GGUF, or (`lantern_source="hf"`) the same weights as an HF
     folder, for features the GGUF of the family cannot carry (Mistral's window: its GGUF arch is llama)."""

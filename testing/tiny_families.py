@@ -29,26 +29,60 @@ def hf_config(family: str, **extra) -> dict:
 
 
 def _hf_config(family: str) -> dict:
-    base = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "head_dim": 16, "vocab_size": len(tokens(family)), "rms_norm_eps": 1e-6, "max_position_embeddings": 4096,
-            "bos_token_id": 1, "eos_token_id": 2}
+    base = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "vocab_size": len(tokens(family)),
+        "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 4096,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
     if family == "gemma2":
-        return {**base, "architectures": ["Gemma2ForCausalLM"], "num_hidden_layers": 4, "rope_theta": 10000.0,
-                "sliding_window": SLIDING_WINDOW, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 2.0,
-                "final_logit_softcapping": 5.0, "tie_word_embeddings": True}
+        return {
+            **base,
+            "architectures": ["Gemma2ForCausalLM"],
+            "num_hidden_layers": 4,
+            "rope_theta": 10000.0,
+            "sliding_window": SLIDING_WINDOW,
+            "query_pre_attn_scalar": 16,
+            "attn_logit_softcapping": 2.0,
+            "final_logit_softcapping": 5.0,
+            "tie_word_embeddings": True,
+        }
     if family == "gemma3":
-        return {**base, "architectures": ["Gemma3ForCausalLM"], "num_hidden_layers": 6, "rope_theta": 1000000.0,
-                "rope_local_base_freq": 10000.0, "sliding_window": SLIDING_WINDOW, "sliding_window_pattern": 6,
-                "query_pre_attn_scalar": 16, "tie_word_embeddings": True}
+        return {
+            **base,
+            "architectures": ["Gemma3ForCausalLM"],
+            "num_hidden_layers": 6,
+            "rope_theta": 1000000.0,
+            "rope_local_base_freq": 10000.0,
+            "sliding_window": SLIDING_WINDOW,
+            "sliding_window_pattern": 6,
+            "query_pre_attn_scalar": 16,
+            "tie_word_embeddings": True,
+        }
     if family == "phi3":  # Phi-4-mini-like: partial rotary (3/4), longrope, separate output matrix
         rot = 12
         rng = np.random.default_rng(7)
-        return {**base, "architectures": ["Phi3ForCausalLM"], "num_hidden_layers": 2, "rope_theta": 10000.0,
-                "partial_rotary_factor": rot / 16, "max_position_embeddings": 16384,
-                "original_max_position_embeddings": 4096, "tie_word_embeddings": False,
-                "rope_scaling": {"rope_type": "longrope",
-                                 "short_factor": (1 + rng.random(rot // 2) * 3).round(3).tolist(),
-                                 "long_factor": (4 + rng.random(rot // 2) * 20).round(3).tolist()}}
+        return {
+            **base,
+            "architectures": ["Phi3ForCausalLM"],
+            "num_hidden_layers": 2,
+            "rope_theta": 10000.0,
+            "partial_rotary_factor": rot / 16,
+            "max_position_embeddings": 16384,
+            "original_max_position_embeddings": 4096,
+            "tie_word_embeddings": False,
+            "rope_scaling": {
+                "rope_type": "longrope",
+                "short_factor": (1 + rng.random(rot // 2) * 3).round(3).tolist(),
+                "long_factor": (4 + rng.random(rot // 2) * 20).round(3).tolist(),
+            },
+        }
     raise ValueError(family)
 
 
@@ -97,15 +131,26 @@ def weights(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
     return w
 
 
-_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-           "lm_head.weight": "output.weight"}
-_BLOCK = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
-          "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
-          "self_attn.qkv_proj.weight": "attn_qkv.weight", "self_attn.o_proj.weight": "attn_output.weight",
-          "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
-          "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-          "mlp.gate_up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
-          "post_feedforward_layernorm.weight": "post_ffw_norm.weight"}
+_GLOBAL = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+_BLOCK = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.qkv_proj.weight": "attn_qkv.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.gate_up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+}
 
 
 def _gguf_name(hf: str, gemma: bool) -> str:

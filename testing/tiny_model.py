@@ -28,7 +28,9 @@ CHAT_TEMPLATE = (
 
 def byte_symbols() -> list[str]:
     """GPT-2's printable stand-in for each byte 0..255 (byte-level BPE's alphabet)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -43,8 +45,12 @@ def vocab() -> list[str]:
     return SPECIALS + byte_symbols() + ["".join(m) for m in MERGES]
 
 
-HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
-                    "mistral": "MistralForCausalLM"}
+HF_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "mistral": "MistralForCausalLM",
+}
 # What llama.cpp calls each family in GGUF `general.architecture` (Mistral GGUFs are `llama`).
 GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mistral": "llama"}
 
@@ -111,8 +117,15 @@ def tokenizer_json() -> dict:
         "truncation": None,
         "padding": None,
         "added_tokens": [
-            {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-             "normalized": False, "special": True}
+            {
+                "id": i,
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
             for i, t in enumerate(SPECIALS)
         ],
         "normalizer": None,
@@ -120,8 +133,14 @@ def tokenizer_json() -> dict:
         "post_processor": None,
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
         "model": {
-            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
             "vocab": {t: i for i, t in enumerate(toks)},
             "merges": [f"{a} {b}" for a, b in MERGES],
         },
@@ -133,8 +152,11 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
     header, offset, blobs = {}, 0, []
     for name, arr in tensors.items():
         data = np.ascontiguousarray(arr).tobytes()
-        header[name] = {"dtype": {"float32": "F32", "float16": "F16"}[str(arr.dtype)],
-                        "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": {"float32": "F32", "float16": "F16"}[str(arr.dtype)],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     raw = json.dumps(header).encode()
@@ -146,8 +168,9 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
             f.write(b)
 
 
-def write_hf_folder(folder: Path, seed: int = 0, tie: bool = True, qkv_bias: bool = False,
-                    family: str | None = None, **extra) -> Path:
+def write_hf_folder(
+    folder: Path, seed: int = 0, tie: bool = True, qkv_bias: bool = False, family: str | None = None, **extra
+) -> Path:
     """A Hugging Face model folder (what snapshot_download leaves on disk)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,10 +178,17 @@ def write_hf_folder(folder: Path, seed: int = 0, tie: bool = True, qkv_bias: boo
     (folder / "config.json").write_text(json.dumps(cfg, indent=1))
     write_safetensors(folder / "model.safetensors", weights(cfg, seed))
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json(), ensure_ascii=False))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>",
-        "add_bos_token": False, "chat_template": CHAT_TEMPLATE,
-    }))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<|im_start|>",
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|im_end|>",
+                "add_bos_token": False,
+                "chat_template": CHAT_TEMPLATE,
+            }
+        )
+    )
     return folder
 
 
@@ -181,8 +211,9 @@ def add_shape_metadata(writer, cfg: dict, name: str) -> None:
     writer.add_rope_freq_base(cfg["rope_theta"])
 
 
-def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None, family: str = "llama",
-               tie: bool = True, **extra) -> Path:
+def write_gguf(
+    path: Path, seed: int = 0, types: dict[str, str] | None = None, family: str = "llama", tie: bool = True, **extra
+) -> Path:
     """The same model as a llama.cpp GGUF (F32 tensors, q/k permuted for arch llama, tokenizer + template
     in metadata), written the way llama.cpp's convert_hf_to_gguf.py lays each feature out.
 
@@ -212,15 +243,25 @@ def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None, f
     writer.add_chat_template(CHAT_TEMPLATE)
     if cfg.get("sliding_window"):
         writer.add_sliding_window(cfg["sliding_window"])
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    block = {"input_layernorm.weight": "attn_norm.weight", "self_attn.q_proj.weight": "attn_q.weight",
-             "self_attn.k_proj.weight": "attn_k.weight", "self_attn.v_proj.weight": "attn_v.weight",
-             "self_attn.o_proj.weight": "attn_output.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-             "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-             "mlp.down_proj.weight": "ffn_down.weight", "self_attn.q_norm.weight": "attn_q_norm.weight",
-             "self_attn.k_norm.weight": "attn_k_norm.weight", **{f"self_attn.{p}_proj.bias": f"attn_{p}.bias"
-                                                                 for p in "qkv"}}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    block = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+        "self_attn.q_norm.weight": "attn_q_norm.weight",
+        "self_attn.k_norm.weight": "attn_k_norm.weight",
+        **{f"self_attn.{p}_proj.bias": f"attn_{p}.bias" for p in "qkv"},
+    }
     types = types or {}
 
     def add(gguf_name: str, arr: np.ndarray) -> None:
@@ -242,7 +283,9 @@ def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None, f
         elif arch == "llama" and rest == "self_attn.k_proj.weight":
             arr = _permute_rows(arr, cfg["num_key_value_heads"])
         add(f"blk.{i}.{block[rest]}", arr)
-    if (cfg.get("rope_scaling") or {}).get("rope_type") == "llama3":  # Llama-3 RoPE: llama.cpp divides each frequency by a `rope_freqs` entry
+    if (cfg.get("rope_scaling") or {}).get(
+        "rope_type"
+    ) == "llama3":  # Llama-3 RoPE: llama.cpp divides each frequency by a `rope_freqs` entry
         config = get_family(family).config_from_hf(cfg)
         plain = get_family(family).config_from_hf({**cfg, "rope_scaling": None})
         writer.add_tensor("rope_freqs.weight", (plain.rope_inv_freq() / config.rope_inv_freq()).astype(np.float32))
@@ -253,9 +296,18 @@ def write_gguf(path: Path, seed: int = 0, types: dict[str, str] | None = None, f
     return Path(path)
 
 
-def write_model_config(path: Path, source: Path, quantizations=("q4f32_1",), model_id: str = "tiny-llama",
-                       context_window: int = 256, prefill_chunk_size: int = 64, source_type: str = "hf-folder",
-                       family: str = "llama", max_ratio: float = 1e6, eval_tokens: int = 256) -> Path:
+def write_model_config(
+    path: Path,
+    source: Path,
+    quantizations=("q4f32_1",),
+    model_id: str = "tiny-llama",
+    context_window: int = 256,
+    prefill_chunk_size: int = 64,
+    source_type: str = "hf-folder",
+    family: str = "llama",
+    max_ratio: float = 1e6,
+    eval_tokens: int = 256,
+) -> Path:
     """A model_configs/*.toml for the tiny model (absolute source path).
 
     The random model's perplexity is astronomical and any rounding moves it a lot, so its quality gate

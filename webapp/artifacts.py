@@ -137,11 +137,13 @@ def _load_variant(directory: Path, model: str, quantization: str) -> Variant:
     # The contract checks the manifest's shape, and that it lists only plain names in the variant dir.
     manifest = parse_manifest(raw)
     files: dict[str, FileEntry] = {
-        f["path"]: {"path": f["path"], "bytes": f["bytes"], "sha256": f["sha256"]} for f in manifest.files}
+        f["path"]: {"path": f["path"], "bytes": f["bytes"], "sha256": f["sha256"]} for f in manifest.files
+    }
     digest = hashlib.sha256(raw).hexdigest()
     files[MANIFEST_FILE] = {"path": MANIFEST_FILE, "bytes": len(raw), "sha256": digest}
-    return Variant(model, quantization, directory, manifest, digest[:REVISION_CHARS], files,
-                   _generation_defaults(directory))
+    return Variant(
+        model, quantization, directory, manifest, digest[:REVISION_CHARS], files, _generation_defaults(directory)
+    )
 
 
 GENERATION_KEYS = ("temperature", "top_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
@@ -251,8 +253,9 @@ def _serve(model: str, quantization: str, revision: str, filename: str):
     if path is None or not path.is_file():
         abort(404)
     # The manifest's SHA-256 is the content identity: an honest strong validator.
-    response = send_file(path, mimetype=mime_type(filename), etag=entry["sha256"], conditional=True,
-                         max_age=None, last_modified=None)
+    response = send_file(
+        path, mimetype=mime_type(filename), etag=entry["sha256"], conditional=True, max_age=None, last_modified=None
+    )
     response.headers["Cache-Control"] = IMMUTABLE if revision == variant.revision else REVALIDATE
     return response
 

@@ -36,25 +36,39 @@ def describe_variant(variant: Variant) -> dict:
 
     def entries(files: list[FileEntry], library: LibraryEntry | None) -> list[dict]:
         # The library an adapter kind runs is, for that adapter, simply "library".
-        return [{**f, "role": "library" if library and f["path"] == library["file"] else m.role_of(f["path"])}
-                for f in files]
+        return [
+            {**f, "role": "library" if library and f["path"] == library["file"] else m.role_of(f["path"])}
+            for f in files
+        ]
 
     adapters = {}
     for kind in ADAPTERS:
         files, library = m.files_for(kind), m.library_for(kind)
-        adapters[kind] = {"library": _library(base_url, library), "files": entries(files, library),
-                          "download_bytes": download_bytes(files)}
+        adapters[kind] = {
+            "library": _library(base_url, library),
+            "files": entries(files, library),
+            "download_bytes": download_bytes(files),
+        }
     hardware = adapters["hardware"]
     return {
-        "id": m.id, "quantization": m.quantization, "context_window": m.context_window,
-        "prefill_chunk_size": m.prefill_chunk_size, "param_count": m.param_count, "bits_per_param": m.bits_per_param,
+        "id": m.id,
+        "quantization": m.quantization,
+        "context_window": m.context_window,
+        "prefill_chunk_size": m.prefill_chunk_size,
+        "param_count": m.param_count,
+        "bits_per_param": m.bits_per_param,
         "required_features": m.required_features,
         # What the device must offer: the model's own needs raised to web-llm's floor.
         "required_limits": m.device_limits(),
-        "estimated_gpu_memory_bytes": m.estimated_gpu_memory_bytes, "package_manifest": m.package_manifest,
-        "revision": variant.revision, "base_url": base_url,
-        "library": hardware["library"], "software_library": _library(base_url, m.software_library),
-        "files": hardware["files"], "download_bytes": hardware["download_bytes"], "adapters": adapters,
+        "estimated_gpu_memory_bytes": m.estimated_gpu_memory_bytes,
+        "package_manifest": m.package_manifest,
+        "revision": variant.revision,
+        "base_url": base_url,
+        "library": hardware["library"],
+        "software_library": _library(base_url, m.software_library),
+        "files": hardware["files"],
+        "download_bytes": hardware["download_bytes"],
+        "adapters": adapters,
         "generation": variant.generation,
         # Measured by the build (perplexity vs the unquantized model); the label is worded here, not on the page.
         "quality": describe_quality(m.quality),
@@ -66,13 +80,23 @@ def describe_cpu_tier(tier: CpuTier) -> dict:
     files = [{**f, "role": file_role(f["path"])} for f in tier.files.values()]
     gguf = next(f for f in files if f["role"] == "gguf")
     return {
-        "id": tier.id, "tier": "cpu", "quantization": tier.needs["gguf"]["type"], "engine": tier.needs["engine"],
-        "context_window": tier.needs["context_window"], "ram_bytes": tier.needs["ram_bytes"],
+        "id": tier.id,
+        "tier": "cpu",
+        "quantization": tier.needs["gguf"]["type"],
+        "engine": tier.needs["engine"],
+        "context_window": tier.needs["context_window"],
+        "ram_bytes": tier.needs["ram_bytes"],
         "preferred_on_software_adapter": tier.needs["preferred_on_software_adapter"],
-        "gguf": gguf["path"], "download_bytes": download_bytes(list(tier.files.values())), "revision": tier.revision,
-        "base_url": files_base() + tier.base_path(), "library": None, "software_library": None,
+        "gguf": gguf["path"],
+        "download_bytes": download_bytes(list(tier.files.values())),
+        "revision": tier.revision,
+        "base_url": files_base() + tier.base_path(),
+        "library": None,
+        "software_library": None,
         "package_manifest": None,
-        "required_features": [], "required_limits": {}, "files": files,
+        "required_features": [],
+        "required_limits": {},
+        "files": files,
     }
 
 
@@ -80,10 +104,18 @@ def catalog() -> dict:
     models: dict[str, dict] = {}
     for variant in store().scan():
         m = variant.manifest
-        entry = models.setdefault(variant.model, {
-            "id": variant.model, "name": m.name, "family": m.family, "license": m.license, "default": False,
-            "variants": [], "cpu": None,
-        })
+        entry = models.setdefault(
+            variant.model,
+            {
+                "id": variant.model,
+                "name": m.name,
+                "family": m.family,
+                "license": m.license,
+                "default": False,
+                "variants": [],
+                "cpu": None,
+            },
+        )
         entry["default"] = entry["default"] or m.default
         entry["variants"].append(describe_variant(variant))
     for model_id, entry in models.items():

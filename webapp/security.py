@@ -18,18 +18,20 @@ The page still checks every file against the SHA-256 in the manifest this site s
 
 from urllib.parse import urlsplit
 
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self' 'wasm-unsafe-eval'",
-    "worker-src 'self' blob:",
-    "connect-src 'self'",
-    "img-src 'self'",
-    "style-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'wasm-unsafe-eval'",
+        "worker-src 'self' blob:",
+        "connect-src 'self'",
+        "img-src 'self'",
+        "style-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -60,8 +62,10 @@ def content_security_policy(extra_connect: str | None = None) -> str:
 
 
 def init_app(app) -> None:
-    headers = {**HEADERS, "Content-Security-Policy": content_security_policy(
-        files_origin(app.config.get("MODEL_FILES_BASE_URL")))}
+    headers = {
+        **HEADERS,
+        "Content-Security-Policy": content_security_policy(files_origin(app.config.get("MODEL_FILES_BASE_URL"))),
+    }
 
     @app.after_request
     def _security_headers(response):

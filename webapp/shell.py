@@ -31,8 +31,11 @@ MANIFEST = {
     "background_color": "#fbfaf7",
     "theme_color": "#b57f00",
 }
-ICONS = (("lantern.svg", "any", "image/svg+xml"), ("lantern-192.png", "192x192", "image/png"),
-         ("lantern-512.png", "512x512", "image/png"))
+ICONS = (
+    ("lantern.svg", "any", "image/svg+xml"),
+    ("lantern-192.png", "192x192", "image/png"),
+    ("lantern-512.png", "512x512", "image/png"),
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,9 @@ def shell_build() -> ShellBuild:
             digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
         prefix = app.static_url_path.rstrip("/")
         files = ["/", "/manifest.webmanifest"] + [
-            f"{prefix}/{p.relative_to(static).as_posix()}" for p in paths if p.relative_to(static).as_posix() != SW_SOURCE
+            f"{prefix}/{p.relative_to(static).as_posix()}"
+            for p in paths
+            if p.relative_to(static).as_posix() != SW_SOURCE
         ]
         build = ShellBuild(digest.hexdigest()[:16], tuple(files))
         app.extensions["lantern_shell"] = (fingerprint, build)
@@ -92,10 +97,13 @@ def service_worker():
 
 @bp.get("/manifest.webmanifest")
 def web_manifest():
-    icons = [{"src": url_for("static", filename=f"{ICON_DIR}/{name}"), "sizes": sizes, "type": mime,
-              "purpose": "any"} for name, sizes, mime in ICONS]
-    response = Response(json.dumps({**MANIFEST, "icons": icons}, ensure_ascii=False),
-                        mimetype="application/manifest+json")
+    icons = [
+        {"src": url_for("static", filename=f"{ICON_DIR}/{name}"), "sizes": sizes, "type": mime, "purpose": "any"}
+        for name, sizes, mime in ICONS
+    ]
+    response = Response(
+        json.dumps({**MANIFEST, "icons": icons}, ensure_ascii=False), mimetype="application/manifest+json"
+    )
     response.headers["Cache-Control"] = "no-cache"
     return response
 

@@ -28,9 +28,16 @@ from build_pipeline.paths import cache_dir
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # Source files whose content is part of every key (the compiler, the model definitions, the
 # quantization layout constants the kernels hard-code, and what `_metadata` declares).
-FINGERPRINT_GLOBS = ("compiler/**/*.py", "compiler/runtime_support/**/*", "families/**/*.py", "quantization.py",
-                     "gpu_needs.py", "model_package.py", "weight_formats.py",
-                     "contract.py")  # web-llm's device floor: the kernels' limits
+FINGERPRINT_GLOBS = (
+    "compiler/**/*.py",
+    "compiler/runtime_support/**/*",
+    "families/**/*.py",
+    "quantization.py",
+    "gpu_needs.py",
+    "model_package.py",
+    "weight_formats.py",
+    "contract.py",
+)  # web-llm's device floor: the kernels' limits
 # The verification harness does not change what is compiled.
 FINGERPRINT_EXCLUDE = ("compiler/verify.py",)
 INFO_FILE = "info.json"
@@ -42,9 +49,16 @@ PRUNE_GRACE_SECONDS = 3600
 @cache
 def compiler_fingerprint() -> str:
     h = hashlib.sha256()
-    files = sorted({p for g in FINGERPRINT_GLOBS for p in PACKAGE_ROOT.glob(g)
-                    if p.is_file() and "__pycache__" not in p.parts
-                    and str(p.relative_to(PACKAGE_ROOT)) not in FINGERPRINT_EXCLUDE})
+    files = sorted(
+        {
+            p
+            for g in FINGERPRINT_GLOBS
+            for p in PACKAGE_ROOT.glob(g)
+            if p.is_file()
+            and "__pycache__" not in p.parts
+            and str(p.relative_to(PACKAGE_ROOT)) not in FINGERPRINT_EXCLUDE
+        }
+    )
     for p in files:
         h.update(str(p.relative_to(PACKAGE_ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()

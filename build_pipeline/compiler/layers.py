@@ -64,8 +64,7 @@ def linear_te(fmt: WeightFormat, in_features: int, out_dtype: str, has_bias: boo
         k = te.reduce_axis((0, in_features), name="k")
         # A separate (spatial) dequantize block inside the same PrimFunc: dlight inlines it into the
         # matmul's operand loads, and its Matmul rule only recognises plain [o, k] weight reads.
-        w = te.compute((out_features, in_features), lambda o, i: _weight_elem(fmt, weights, o, i),
-                       name="dequantize")
+        w = te.compute((out_features, in_features), lambda o, i: _weight_elem(fmt, weights, o, i), name="dequantize")
 
         def body(*idx):
             *pre, o = idx
@@ -92,8 +91,15 @@ class QuantLinear(nn.Module):
     `name` is the weight's base name in the tensor cache (e.g. "model.layers.0.mlp.down_proj"):
     the scheme knows each weight's format by it."""
 
-    def __init__(self, in_features: int, out_features: int, scheme: Scheme, name: str, bias: bool = False,
-                 out_dtype: str | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        scheme: Scheme,
+        name: str,
+        bias: bool = False,
+        out_dtype: str | None = None,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.scheme = scheme
@@ -106,12 +112,21 @@ class QuantLinear(nn.Module):
         return [getattr(self, n) for n in self._weights]
 
     def forward(self, x: nn.Tensor) -> nn.Tensor:
-        return apply_linear(self.fmt, self.scheme.dtype, self.in_features, x, self.weight_tensors(), self.bias,
-                            self.out_dtype)
+        return apply_linear(
+            self.fmt, self.scheme.dtype, self.in_features, x, self.weight_tensors(), self.bias, self.out_dtype
+        )
 
 
-def apply_linear(fmt: WeightFormat, dtype: str, in_features: int, x: nn.Tensor, weights: list, bias=None,
-                 out_dtype: str | None = None, name: str = "linear") -> nn.Tensor:
+def apply_linear(
+    fmt: WeightFormat,
+    dtype: str,
+    in_features: int,
+    x: nn.Tensor,
+    weights: list,
+    bias=None,
+    out_dtype: str | None = None,
+    name: str = "linear",
+) -> nn.Tensor:
     args = [x, *weights] + ([bias] if bias is not None else [])
     fn = linear_te(fmt, in_features, out_dtype or dtype, bias is not None)
     return op.tensor_expr_op(fn, name, args=args)
@@ -143,5 +158,6 @@ class QuantEmbedding(nn.Module):
 
     def lm_head(self, x: nn.Tensor) -> nn.Tensor:
         """Tied output projection: float32 logits."""
-        return apply_linear(self.fmt, self.scheme.dtype, self.hidden_size, x, self.weight_tensors(), None, ACC,
-                            "lm_head")
+        return apply_linear(
+            self.fmt, self.scheme.dtype, self.hidden_size, x, self.weight_tensors(), None, ACC, "lm_head"
+        )

@@ -76,8 +76,11 @@ def library_metadata(config, scheme, settings, params, profile: Profile) -> dict
         "max_batch_size": 1,
         "params": [{"name": n, "shape": s, "dtype": d, "preprocs": []} for n, s, d in params],
         "artifact": model_package.compiled_program(params, needs),
-        "lantern": {"profile": profile.name, "compiler": cache.compiler_fingerprint()[:16],
-                    "tvm": metadata.version("apache-tvm")},
+        "lantern": {
+            "profile": profile.name,
+            "compiler": cache.compiler_fingerprint()[:16],
+            "tvm": metadata.version("apache-tvm"),
+        },
     }
 
 
@@ -129,8 +132,13 @@ def build_library(family, config, scheme, settings, profile: Profile, kind: str 
         target = webgpu_target() if kind == "webgpu" else cpu_target()
         ex, meta = compile_executable(family, config, scheme, settings, profile, target)
         compiled = time.monotonic() - start
-        info = {"key": key, "kind": kind, "description": desc, "compile_seconds": round(compiled, 2),
-                "param_names": [p["name"] for p in meta["params"]]}
+        info = {
+            "key": key,
+            "kind": kind,
+            "description": desc,
+            "compile_seconds": round(compiled, 2),
+            "param_names": [p["name"] for p in meta["params"]],
+        }
         with cache.staged_entry(key) as tmp:
             if kind == "webgpu":
                 _finish_webgpu(ex, tmp / filename, info, scheme, profile)
@@ -159,6 +167,8 @@ def _finish_webgpu(ex, out: Path, info: dict, scheme, profile: Profile) -> None:
     try:
         link_model_library(ex, out, cache_dir())
     except WasmBuildError as err:
-        raise BuildError(f"linking the WebGPU model library failed: {err}",
-                         "check the emscripten install (emcc --version) and the message above") from err
+        raise BuildError(
+            f"linking the WebGPU model library failed: {err}",
+            "check the emscripten install (emcc --version) and the message above",
+        ) from err
     info["link_seconds"] = round(time.monotonic() - link_start, 2)

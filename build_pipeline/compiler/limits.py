@@ -33,7 +33,7 @@ def split_kernels(source: str) -> dict[str, str]:
     kernels: dict[str, str] = {}
     for i, m in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(source)
-        text = source[m.end():end]
+        text = source[m.end() : end]
         if "@compute" in text:
             kernels[m.group(1)] = text.strip("\n/- ")
     return kernels
@@ -65,23 +65,32 @@ def check(stats: list[KernelStats], limits, profile_name: str, allow_f16: bool) 
     problems = []
     for k in stats:
         if k.storage_buffers > limits.max_storage_buffers:
-            problems.append(f"kernel {k.name} binds {k.storage_buffers} storage buffers "
-                            f"(maxStorageBuffersPerShaderStage is {limits.max_storage_buffers})")
+            problems.append(
+                f"kernel {k.name} binds {k.storage_buffers} storage buffers "
+                f"(maxStorageBuffersPerShaderStage is {limits.max_storage_buffers})"
+            )
         if k.workgroup_storage_bytes > limits.max_workgroup_storage_bytes:
-            problems.append(f"kernel {k.name} uses {k.workgroup_storage_bytes} bytes of workgroup memory "
-                            f"(maxComputeWorkgroupStorageSize is {limits.max_workgroup_storage_bytes})")
+            problems.append(
+                f"kernel {k.name} uses {k.workgroup_storage_bytes} bytes of workgroup memory "
+                f"(maxComputeWorkgroupStorageSize is {limits.max_workgroup_storage_bytes})"
+            )
         if k.invocations > limits.max_invocations:
-            problems.append(f"kernel {k.name} has {k.invocations} invocations per workgroup "
-                            f"(maxComputeInvocationsPerWorkgroup is {limits.max_invocations})")
+            problems.append(
+                f"kernel {k.name} has {k.invocations} invocations per workgroup "
+                f"(maxComputeInvocationsPerWorkgroup is {limits.max_invocations})"
+            )
         if limits.max_wgsl_lines and k.lines > limits.max_wgsl_lines:
-            problems.append(f"kernel {k.name} is {k.lines} WGSL lines (the {profile_name} profile allows "
-                            f"{limits.max_wgsl_lines}: larger shaders take minutes to compile on SwiftShader)")
+            problems.append(
+                f"kernel {k.name} is {k.lines} WGSL lines (the {profile_name} profile allows "
+                f"{limits.max_wgsl_lines}: larger shaders take minutes to compile on SwiftShader)"
+            )
         if k.uses_f16 and not allow_f16:
             problems.append(f"kernel {k.name} uses f16, but this variant must run without shader-f16")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise BuildError(
             f"the compiled WebGPU library exceeds the device limits of the {profile_name} profile: "
-            + "; ".join(problems[:3]) + more,
+            + "; ".join(problems[:3])
+            + more,
             "use another --profile, a smaller prefill_chunk_size, or report the kernel as a compiler bug",
         )

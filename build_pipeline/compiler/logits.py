@@ -50,8 +50,12 @@ def _apply_penalty_inplace(vocab_size: int, gpu: bool):
 
     @T.prim_func(s_tir=True)
     def apply_penalty_inplace(
-        var_logits: T.handle, var_seq_ids: T.handle, var_pos2seq_id: T.handle,
-        var_token_ids: T.handle, var_token_cnt: T.handle, var_penalties: T.handle,
+        var_logits: T.handle,
+        var_seq_ids: T.handle,
+        var_pos2seq_id: T.handle,
+        var_token_ids: T.handle,
+        var_token_cnt: T.handle,
+        var_penalties: T.handle,
     ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         batch = T.int32()
@@ -74,9 +78,11 @@ def _apply_penalty_inplace(vocab_size: int, gpu: bool):
                         row: T.let[T.int32] = seq_ids[s]
                         tok: T.let[T.int32] = token_ids[p]
                         val: T.let[T.float32] = logits[row, tok] - (
-                            penalties[s, 0] + T.Cast("float32", token_cnt[p]) * penalties[s, 1])
-                        logits[row, tok] = T.if_then_else(val < T.float32(0), val * penalties[s, 2],
-                                                          val / penalties[s, 2])
+                            penalties[s, 0] + T.Cast("float32", token_cnt[p]) * penalties[s, 1]
+                        )
+                        logits[row, tok] = T.if_then_else(
+                            val < T.float32(0), val * penalties[s, 2], val / penalties[s, 2]
+                        )
 
     return apply_penalty_inplace
 
@@ -85,8 +91,9 @@ def _apply_logit_bias_inplace(vocab_size: int, gpu: bool):
     _, blocks_of, threads_of = _loops(gpu)
 
     @T.prim_func(s_tir=True)
-    def apply_logit_bias_inplace(var_logits: T.handle, var_pos2seq_id: T.handle, var_token_ids: T.handle,
-                                 var_logit_bias: T.handle):
+    def apply_logit_bias_inplace(
+        var_logits: T.handle, var_pos2seq_id: T.handle, var_token_ids: T.handle, var_logit_bias: T.handle
+    ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         batch = T.int32()
         num_token = T.int32()
@@ -147,9 +154,11 @@ NEG_INF = -3.4e38
 def _loops(gpu: bool):
     """(rows, blocks, threads) loop kinds: GPU thread bindings, or plain loops for the CPU build."""
     if gpu:
-        return (lambda n: T.thread_binding(n, thread="blockIdx.y"),
-                lambda n: T.thread_binding(n, thread="blockIdx.x"),
-                lambda n: T.thread_binding(n, thread="threadIdx.x"))
+        return (
+            lambda n: T.thread_binding(n, thread="blockIdx.y"),
+            lambda n: T.thread_binding(n, thread="blockIdx.x"),
+            lambda n: T.thread_binding(n, thread="threadIdx.x"),
+        )
     return (T.serial, T.serial, T.serial)
 
 
@@ -187,9 +196,11 @@ def _argsort_run_sort(vocab_size: int, gpu: bool):
                         t: T.let[T.int32] = T.Cast("int32", bx) * THREADS + T.Cast("int32", tx)
                         if t < n_threads:
                             for e in T.serial(RUN):
-                                keys[e] = T.if_then_else(t * RUN + e < vocab_size,
-                                                         probs[row, T.min(t * RUN + e, vocab_size - 1)],
-                                                         T.float32(NEG_INF))
+                                keys[e] = T.if_then_else(
+                                    t * RUN + e < vocab_size,
+                                    probs[row, T.min(t * RUN + e, vocab_size - 1)],
+                                    T.float32(NEG_INF),
+                                )
                                 idx[e] = t * RUN + e
                             for kl in T.serial(1, LOG_RUN + 1):
                                 for jl in T.serial(kl):
@@ -220,8 +231,13 @@ def _argsort_merge_pass(vocab_size: int, gpu: bool):
     last = vocab_size - 1
 
     @T.prim_func(s_tir=True)
-    def argsort_merge_pass(var_src_keys: T.handle, var_src_idx: T.handle, var_width: T.handle,
-                           var_dst_keys: T.handle, var_dst_idx: T.handle):
+    def argsort_merge_pass(
+        var_src_keys: T.handle,
+        var_src_idx: T.handle,
+        var_width: T.handle,
+        var_dst_keys: T.handle,
+        var_dst_idx: T.handle,
+    ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         batch = T.int64()
         src_keys = T.match_buffer(var_src_keys, (batch, vocab_size), "float32")
@@ -254,8 +270,12 @@ def _argsort_merge_pass(vocab_size: int, gpu: bool):
                             while lo[0] < hi[0]:
                                 m: T.let[T.int32] = (lo[0] + hi[0]) // 2
                                 rpos: T.let[T.int32] = T.min(T.max(mid_ + d - m - 1, 0), last)
-                                if _before(src_keys[row, base + m], src_idx[row, base + m],
-                                           src_keys[row, rpos], src_idx[row, rpos]):
+                                if _before(
+                                    src_keys[row, base + m],
+                                    src_idx[row, base + m],
+                                    src_keys[row, rpos],
+                                    src_idx[row, rpos],
+                                ):
                                     lo[0] = m + 1
                                 else:
                                     hi[0] = m
@@ -267,8 +287,16 @@ def _argsort_merge_pass(vocab_size: int, gpu: bool):
                                     rpos2: T.let[T.int32] = T.min(mid_ + ri[0], last)
                                     take_left: T.let[T.bool] = T.Or(
                                         ri[0] >= len_r,
-                                        T.And(li[0] < len_l, _before(src_keys[row, lpos], src_idx[row, lpos],
-                                                                     src_keys[row, rpos2], src_idx[row, rpos2])))
+                                        T.And(
+                                            li[0] < len_l,
+                                            _before(
+                                                src_keys[row, lpos],
+                                                src_idx[row, lpos],
+                                                src_keys[row, rpos2],
+                                                src_idx[row, rpos2],
+                                            ),
+                                        ),
+                                    )
                                     if take_left:
                                         dst_keys[row, base + d + e] = src_keys[row, lpos]
                                         dst_idx[row, base + d + e] = src_idx[row, lpos]
@@ -294,8 +322,14 @@ def _sample_with_top_p(vocab_size: int, gpu: bool):
     rows_of, blocks_of, threads_of = _loops(gpu)
 
     @T.prim_func(s_tir=True)
-    def sample_with_top_p_kernel(var_sorted_probs: T.handle, var_sorted_idx: T.handle, var_uniform: T.handle,
-                                 var_sample_indices: T.handle, var_top_p: T.handle, var_out: T.handle):
+    def sample_with_top_p_kernel(
+        var_sorted_probs: T.handle,
+        var_sorted_idx: T.handle,
+        var_uniform: T.handle,
+        var_sample_indices: T.handle,
+        var_top_p: T.handle,
+        var_out: T.handle,
+    ):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         batch = T.int64()
         n = T.int64()
@@ -350,8 +384,9 @@ def attach_logit_functions(mod, vocab_size: int, gpu: bool = True):
     temperature = relax.Var("temperature", relax.TensorType((batch,), f32))
     with bb.function("softmax_with_temperature", [logits, temperature]):
         with bb.dataflow():
-            probs = bb.emit_te(_softmax_with_temperature_te, logits, temperature,
-                               primfunc_name_hint="softmax_with_temperature_kernel")
+            probs = bb.emit_te(
+                _softmax_with_temperature_te, logits, temperature, primfunc_name_hint="softmax_with_temperature_kernel"
+            )
             out = bb.emit_output(probs)
         bb.emit_func_output(out)
 
@@ -377,14 +412,19 @@ def attach_logit_functions(mod, vocab_size: int, gpu: bool = True):
     top_p = relax.Var("top_p", relax.TensorType((batch,), f32))
     with bb.function("sample_with_top_p", [sorted_probs, sorted_indices, uniform, sample_indices, top_p]):
         with bb.dataflow():
-            res = bb.emit(relax.call_tir(sampler, [sorted_probs, sorted_indices, uniform, sample_indices, top_p],
-                                         relax.TensorType((n,), i32)))
+            res = bb.emit(
+                relax.call_tir(
+                    sampler, [sorted_probs, sorted_indices, uniform, sample_indices, top_p], relax.TensorType((n,), i32)
+                )
+            )
             out = bb.emit_output(res)
         bb.emit_func_output(out)
 
     mod = bb.get()
-    for name, make in (("apply_penalty_inplace", _apply_penalty_inplace),
-                       ("apply_logit_bias_inplace", _apply_logit_bias_inplace),
-                       ("apply_bitmask_inplace", _apply_bitmask_inplace)):
+    for name, make in (
+        ("apply_penalty_inplace", _apply_penalty_inplace),
+        ("apply_logit_bias_inplace", _apply_logit_bias_inplace),
+        ("apply_bitmask_inplace", _apply_bitmask_inplace),
+    ):
         mod[name] = make(vocab_size, gpu).with_attr("global_symbol", name)
     return mod

@@ -19,8 +19,11 @@ class LibrarySettings:
     profile: str
 
     def to_dict(self) -> dict:
-        return {"context_window": self.context_window, "prefill_chunk_size": self.prefill_chunk_size,
-                "profile": self.profile}
+        return {
+            "context_window": self.context_window,
+            "prefill_chunk_size": self.prefill_chunk_size,
+            "profile": self.profile,
+        }
 
 
 # Arguments of `vm.builtin.paged_attention_kv_cache_create` (0-based, after the builtin's name) the
@@ -31,16 +34,24 @@ class LibrarySettings:
 # with TVM `mha_sliding` layers (CausalLM.layer_sliding_window set) keeps the sliding-window pair.
 KV_CREATE = "vm.builtin.paged_attention_kv_cache_create"
 KV_CREATE_NARGS = 28
-UNUSED_KV_ARGS = {14: "mla-append", 18: "sliding-window-prefill", 19: "sliding-window-decode",
-                  20: "tree-mask-prefill-paged", 21: "tree-mask-prefill-ragged"}
+UNUSED_KV_ARGS = {
+    14: "mla-append",
+    18: "sliding-window-prefill",
+    19: "sliding-window-decode",
+    20: "tree-mask-prefill-paged",
+    21: "tree-mask-prefill-ragged",
+}
 
 
 def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", keep_sliding_window: bool = False):
     """Replace the never-used kernels in the KV cache constructor call by 'absent' markers.
 
     `keep_sliding_window`: the model has TVM `mha_sliding` layers, which run the sliding-window kernels."""
-    unused = {pos: kind for pos, kind in UNUSED_KV_ARGS.items()
-              if not (keep_sliding_window and kind.startswith("sliding-window"))}
+    unused = {
+        pos: kind
+        for pos, kind in UNUSED_KV_ARGS.items()
+        if not (keep_sliding_window and kind.startswith("sliding-window"))
+    }
     from tvm import relax  # heavy (TVM): only when compiling; LibrarySettings keeps this module light
 
     found = []
@@ -52,8 +63,10 @@ def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", kee
             args = list(call.args)
             if args and isinstance(args[0], relax.ExternFunc) and args[0].global_symbol == KV_CREATE:
                 if len(args) - 1 != KV_CREATE_NARGS:
-                    raise BuildError(f"unexpected paged KV cache constructor ({len(args) - 1} args)",
-                                     "install apache-tvm==0.27.0.post1, the version Lantern targets")
+                    raise BuildError(
+                        f"unexpected paged KV cache constructor ({len(args) - 1} args)",
+                        "install apache-tvm==0.27.0.post1, the version Lantern targets",
+                    )
                 for pos in unused:
                     args[pos + 1] = relax.prim_value(0) if pos == 14 else relax.Tuple([])
                 found.append(True)
@@ -82,8 +95,10 @@ def prune_unreferenced_kernels(mod):
     for _, func in mod.functions.items():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
-    out = tvm.IRModule({gv: f for gv, f in mod.functions.items()
-                        if isinstance(f, relax.Function) or gv.name_hint in used}, attrs=mod.attrs)
+    out = tvm.IRModule(
+        {gv: f for gv, f in mod.functions.items() if isinstance(f, relax.Function) or gv.name_hint in used},
+        attrs=mod.attrs,
+    )
     return out
 
 
@@ -103,8 +118,12 @@ def export_ir(family: Family, config: ModelConfig, scheme, target, settings: Lib
     mod = prune_unreferenced_kernels(trim_kv_cache_kernels(mod, keep_sliding_window=sliding))
     mod = attach_logit_functions(mod, config.vocab_size, gpu="gpu" in target.keys)
     # Symbolic sizes the memory planner may assume (web-llm never exceeds them).
-    bounds = {"seq_len": settings.prefill_chunk_size, "total_seq_len": settings.context_window,
-              "batch_size": 1, "num_samples": 1}
+    bounds = {
+        "seq_len": settings.prefill_chunk_size,
+        "total_seq_len": settings.context_window,
+        "batch_size": 1,
+        "num_samples": 1,
+    }
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) and gv.name_hint != "create_tir_paged_kv_cache":
             mod[gv] = func.with_attr("tir_var_upper_bound", bounds)

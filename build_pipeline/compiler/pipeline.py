@@ -37,8 +37,11 @@ def attach_metadata(metadata: dict):
 
     @tvm.transform.module_pass(opt_level=0, name="LanternAttachMetadata")
     def _pass(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
-        usage = {gv.name_hint: _alloc_bytes(f) for gv, f in mod.functions.items()
-                 if isinstance(f, relax.Function) and gv.name_hint in ("prefill", "decode", "embed")}
+        usage = {
+            gv.name_hint: _alloc_bytes(f)
+            for gv, f in mod.functions.items()
+            if isinstance(f, relax.Function) and gv.name_hint in ("prefill", "decode", "embed")
+        }
         meta = {**metadata, "memory_usage": usage}
         body = tvm.ir.StringImm(json.dumps(meta, separators=(",", ":")))
         func = relax.Function([], body, relax.ObjectType()).with_attr("global_symbol", METADATA_FUNC)

@@ -47,10 +47,14 @@ class Profile:
         from build_pipeline.compiler import schedules
 
         if self.name == "gpu":
-            return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
-                    dl.gpu.Fallback()]
-        return [schedules.RowPerThreadGEMV(), schedules.RowPerThreadMatmul(), dl.gpu.Reduction(),
-                dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+            return [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+        return [
+            schedules.RowPerThreadGEMV(),
+            schedules.RowPerThreadMatmul(),
+            dl.gpu.Reduction(),
+            dl.gpu.GeneralReduction(),
+            dl.gpu.Fallback(),
+        ]
 
     def schedule_pass(self, target):
         from tvm.s_tir import dlight as dl  # heavy (TVM): only when compiling
@@ -61,11 +65,13 @@ class Profile:
 PROFILES = {
     p.name: p
     for p in (
-        Profile("gpu", "dlight GPU schedules (shared-memory tiled prefill matmul); for real GPUs",
-                Limits()),
-        Profile("swiftshader", "register-tiled kernels without shared memory or unrolling; compiles "
-                "and runs on SwiftShader (no GPU), also valid on real GPUs",
-                Limits(max_wgsl_lines=1500)),
+        Profile("gpu", "dlight GPU schedules (shared-memory tiled prefill matmul); for real GPUs", Limits()),
+        Profile(
+            "swiftshader",
+            "register-tiled kernels without shared memory or unrolling; compiles "
+            "and runs on SwiftShader (no GPU), also valid on real GPUs",
+            Limits(max_wgsl_lines=1500),
+        ),
     )
 }
 

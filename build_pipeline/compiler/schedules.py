@@ -90,7 +90,7 @@ class RowPerThreadMatmul(dl.gpu.GEMV):  # (idem)
             return None
         idx = reductions[0]
         info = infos[idx]
-        before, after = infos[:idx], infos[idx + 1:]
+        before, after = infos[:idx], infos[idx + 1 :]
         if any(not b.is_injective() for b in before + after) or len(after) > 1:
             return None
         kinds = "".join(it.kind for it in info.iters)
@@ -98,8 +98,7 @@ class RowPerThreadMatmul(dl.gpu.GEMV):  # (idem)
             return None
         tok_it, feat_it, red_it = info.iters[-3], info.iters[-2], info.iters[-1]
         static = (int, tirx.IntImm)
-        if isinstance(tok_it.dom, static) or not isinstance(feat_it.dom, static) or \
-                not isinstance(red_it.dom, static):
+        if isinstance(tok_it.dom, static) or not isinstance(feat_it.dom, static) or not isinstance(red_it.dom, static):
             return None  # a static token count is a GEMV/other rule's job
         block = info.block_rv
         n_lead = len(info.iters) - 3

@@ -71,12 +71,16 @@ class CompiledModel:
                 arrays[name] = np.ascontiguousarray(arr)
         missing = [n for n in wanted if n not in arrays]
         if missing:
-            raise BuildError(f"the library needs parameters missing from tensor-cache.json: {missing[:5]}",
-                             "rebuild the variant (compiler/converter mismatch)")
+            raise BuildError(
+                f"the library needs parameters missing from tensor-cache.json: {missing[:5]}",
+                "rebuild the variant (compiler/converter mismatch)",
+            )
         order = [r["name"] for shard in read_index(variant_dir)["records"] for r in shard["records"]]
         if order != list(wanted):
-            raise BuildError("the library's _metadata params are not in tensor-cache.json order",
-                             "keep the nn.Module's attribute order equal to the family's weight_map (a bug)")
+            raise BuildError(
+                "the library's _metadata params are not in tensor-cache.json order",
+                "keep the nn.Module's attribute order equal to the family's weight_map (a bug)",
+            )
         self.params = [tvm.runtime.tensor(arrays[p["name"]], self.dev) for p in self.metadata["params"]]
         get = tvm.get_global_func
         self._add_seq = get("vm.builtin.kv_state_add_sequence")
@@ -89,7 +93,8 @@ class CompiledModel:
 
         chunk = self.metadata["prefill_chunk_size"]
         self.kv = self.vm["create_tir_paged_kv_cache"](
-            *[tvm_ffi.Shape((v,)) for v in (1, context_window, chunk, PAGE_SIZE, 0)])
+            *[tvm_ffi.Shape((v,)) for v in (1, context_window, chunk, PAGE_SIZE, 0)]
+        )
         self._add_seq(self.kv, 0)
 
     def forward(self, ids: list[int]) -> np.ndarray:
@@ -105,8 +110,10 @@ class CompiledModel:
         self._end(self.kv)
         logits = out[0].numpy()
         if logits.dtype != np.float32 or logits.shape[:2] != (1, 1):
-            raise BuildError(f"the library returned logits {logits.dtype}{list(logits.shape)}, "
-                             "web-llm needs float32 [1, 1, vocab]", "this is a compiler bug")
+            raise BuildError(
+                f"the library returned logits {logits.dtype}{list(logits.shape)}, web-llm needs float32 [1, 1, vocab]",
+                "this is a compiler bug",
+            )
         return logits[0, 0]
 
     def all_logits(self, ids: list[int], context_window: int) -> np.ndarray:
@@ -121,7 +128,7 @@ class CompiledModel:
             raise BuildError("the CPU library has no prefill_all_logits", "rebuild it (stale compiler cache)") from None
         self.reset(context_window)
         for start in range(0, len(ids), chunk):
-            piece = ids[start:start + chunk]
+            piece = ids[start : start + chunk]
             embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(piece, dtype=np.int32), self.dev), self.params)
             embed = embed.numpy().reshape(1, len(piece), -1)
             self._begin(self.kv, tvm_ffi.Shape((0,)), tvm_ffi.Shape((len(piece),)))
@@ -147,7 +154,7 @@ class CompiledModel:
         if not ids:
             raise ValueError("prefill needs at least one token")
         for start in range(0, len(ids), chunk):
-            logits = self.forward(ids[start:start + chunk])
+            logits = self.forward(ids[start : start + chunk])
         return logits
 
 
@@ -162,12 +169,24 @@ def cut_at_stop(raw: list[int], stop_ids, max_new_tokens: int) -> tuple[list[int
 def _compare(ref: np.ndarray, got: np.ndarray) -> dict:
     diff = float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64))))
     top2 = np.sort(ref)[-2:]
-    return {"max_abs_diff": diff, "scale": float(np.max(np.abs(ref))), "argmax_ref": int(np.argmax(ref)),
-            "argmax_got": int(np.argmax(got)), "ref_margin": float(top2[1] - top2[0])}
+    return {
+        "max_abs_diff": diff,
+        "scale": float(np.max(np.abs(ref))),
+        "argmax_ref": int(np.argmax(ref)),
+        "argmax_got": int(np.argmax(got)),
+        "ref_margin": float(top2[1] - top2[0]),
+    }
 
 
-def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window: int,
-               prompt: str = PROMPT, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
+def run_parity(
+    model,
+    scheme,
+    variant_dir: Path,
+    lib_path: Path,
+    context_window: int,
+    prompt: str = PROMPT,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> dict:
     """Compiled greedy decode + teacher-forced reference; returns the verify report (not yet judged)."""
     timings = {}
     t0 = time.monotonic()
@@ -189,7 +208,7 @@ def run_parity(model, scheme, variant_dir: Path, lib_path: Path, context_window:
     ref = model.family.reference(model.config, LazyDenseParams(variant_dir))
     with threadpool_limits(limits=1, user_api="blas"):
         ref.reset()
-        ref_logits = list(ref.forward(ids + list(raw[: len(steps_logits) - 1]))[len(ids) - 1:])
+        ref_logits = list(ref.forward(ids + list(raw[: len(steps_logits) - 1]))[len(ids) - 1 :])
     timings["reference_run"] = time.monotonic() - t0
 
     steps = [_compare(r, g) for r, g in zip(ref_logits, steps_logits, strict=True)]
@@ -214,8 +233,9 @@ def judge(report: dict) -> dict:
     worst = max(s["max_abs_diff"] / max(1.0, s["scale"]) for s in report["steps"])
     agree = sum(s["argmax_ref"] == s["argmax_got"] for s in report["steps"])
     flips = [i for i, s in enumerate(report["steps"]) if s["argmax_ref"] != s["argmax_got"]]
-    bad_flips = [i for i in flips
-                 if report["steps"][i]["ref_margin"] > NEAR_TIE[dtype] * max(1.0, report["steps"][i]["scale"])]
+    bad_flips = [
+        i for i in flips if report["steps"][i]["ref_margin"] > NEAR_TIE[dtype] * max(1.0, report["steps"][i]["scale"])
+    ]
     tol = TOLERANCE[dtype]
     passed = worst <= tol and not bad_flips
     n = len(report["steps"])
@@ -226,10 +246,12 @@ def judge(report: dict) -> dict:
         tolerance=tol,
         argmax_agreement=f"{agree}/{n}",
         near_tie_flips=[i for i in flips if i not in bad_flips],
-        summary=(f"{'PASS' if passed else 'FAIL'}: {n} steps (prefill {len(report['prompt_token_ids'])} tokens "
-                 f"+ {n - 1} decode), max |dlogit| {max(s['max_abs_diff'] for s in report['steps']):.2e} "
-                 f"({worst:.2e} of the logit range, tolerance {tol:.0e}), argmax agrees {agree}/{n}; "
-                 f"greedy {report['greedy_text']!r}"),
+        summary=(
+            f"{'PASS' if passed else 'FAIL'}: {n} steps (prefill {len(report['prompt_token_ids'])} tokens "
+            f"+ {n - 1} decode), max |dlogit| {max(s['max_abs_diff'] for s in report['steps']):.2e} "
+            f"({worst:.2e} of the logit range, tolerance {tol:.0e}), argmax agrees {agree}/{n}; "
+            f"greedy {report['greedy_text']!r}"
+        ),
     )
     return report
 
@@ -244,8 +266,10 @@ def cpu_library_for(variant_dir: Path) -> Path:
     report = json.loads((Path(variant_dir) / VERIFY_FILE).read_text())
     path = libs_root() / report["cpu_library"]["cache_key"] / "model.so"
     if not path.is_file():
-        raise BuildError(f"the CPU library of {variant_dir} is not in the cache ({path})",
-                         "rebuild the variant (the cache was cleared)")
+        raise BuildError(
+            f"the CPU library of {variant_dir} is not in the cache ({path})",
+            "rebuild the variant (the cache was cleared)",
+        )
     return path
 
 
@@ -255,5 +279,11 @@ def cpu_chat(variant_dir: Path, prompt: str, max_new_tokens: int = MAX_NEW_TOKEN
     model = CompiledModel(cpu_library_for(variant_dir), Path(variant_dir))
     raw, _ = model.greedy(ids, max_new_tokens, chat["context_window_size"])
     out, finish = cut_at_stop(raw, set(chat["conv_template"].get("stop_token_ids") or []), max_new_tokens)
-    return {"prompt": prompt, "prompt_token_ids": ids, "token_ids": out, "raw_token_ids": raw,
-            "text": tok.decode(out, skip_special_tokens=False), "finish_reason": finish}
+    return {
+        "prompt": prompt,
+        "prompt_token_ids": ids,
+        "token_ids": out,
+        "raw_token_ids": raw,
+        "text": tok.decode(out, skip_special_tokens=False),
+        "finish_reason": finish,
+    }

@@ -53,23 +53,46 @@ LDFLAGS = (
 # Imports that the tvmjs runtime bundled in @mlc-ai/web-llm 0.2.86 supplies: its
 # emscripten glue's `wasmImports` (given as both "env" and "wasi_snapshot_preview1"),
 # plus what tvmjs' Environment adds to "env". Anything else fails WebAssembly.instantiate.
-_GLUE_IMPORTS = frozenset({
-    "TVMFFIWasmFunctionDeleter", "TVMFFIWasmSafeCall", "clock_time_get",
-    "emscripten_notify_memory_growth", "environ_get", "environ_sizes_get",
-    "fd_close", "fd_read", "fd_seek", "fd_write", "proc_exit",
-})
+_GLUE_IMPORTS = frozenset(
+    {
+        "TVMFFIWasmFunctionDeleter",
+        "TVMFFIWasmSafeCall",
+        "clock_time_get",
+        "emscripten_notify_memory_growth",
+        "environ_get",
+        "environ_sizes_get",
+        "fd_close",
+        "fd_read",
+        "fd_seek",
+        "fd_write",
+        "proc_exit",
+    }
+)
 WEBLLM_IMPORTS = {
     "env": _GLUE_IMPORTS | {"__console_log", "__cxa_thread_atexit"},
     "wasi_snapshot_preview1": _GLUE_IMPORTS,
 }
 # Exports the bundled tvmjs calls (runtime.ts + emscripten glue's `_initialize`).
-REQUIRED_EXPORTS = frozenset({
-    "memory", "_initialize", "TVMWasmAllocSpace", "TVMWasmFreeSpace",
-    "TVMFFIWasmFunctionCreate", "TVMFFIWasmGetLastError", "TVMFFIAnyViewToOwnedAny",
-    "TVMFFIDataTypeToString", "TVMFFIErrorSetRaisedFromCStr", "TVMFFIFunctionCall",
-    "TVMFFIFunctionGetGlobal", "TVMFFIFunctionSetGlobal", "TVMFFIGetTypeInfo",
-    "TVMFFIObjectDecRef", "TVMFFIObjectIncRef", "TVMFFITypeKeyToIndex",
-})
+REQUIRED_EXPORTS = frozenset(
+    {
+        "memory",
+        "_initialize",
+        "TVMWasmAllocSpace",
+        "TVMWasmFreeSpace",
+        "TVMFFIWasmFunctionCreate",
+        "TVMFFIWasmGetLastError",
+        "TVMFFIAnyViewToOwnedAny",
+        "TVMFFIDataTypeToString",
+        "TVMFFIErrorSetRaisedFromCStr",
+        "TVMFFIFunctionCall",
+        "TVMFFIFunctionGetGlobal",
+        "TVMFFIFunctionSetGlobal",
+        "TVMFFIGetTypeInfo",
+        "TVMFFIObjectDecRef",
+        "TVMFFIObjectIncRef",
+        "TVMFFITypeKeyToIndex",
+    }
+)
 
 _REINSTALL = "reinstall the pinned wheel: pip install --force-reinstall apache-tvm==0.27.0.post1"
 
@@ -83,7 +106,8 @@ def _emcc() -> str:
     if path is None:
         raise WasmBuildError(
             "emcc (emscripten) is not on PATH; it links the WebGPU model library",
-            "install Debian package emscripten: apt-get install -y emscripten (or make system-deps)")
+            "install Debian package emscripten: apt-get install -y emscripten (or make system-deps)",
+        )
     return path
 
 
@@ -178,24 +202,48 @@ def ensure_runtime(cache_root: Path) -> list[Path]:
         with staged_dir(final) as tmp:  # renamed into place only when complete
             stage = tmp / "stage"
             _stage_sources(stage)
-            includes = [f"-I{stage / d}" for d in (
-                ".", "include", "3rdparty/tvm-ffi/include",
-                "3rdparty/tvm-ffi/3rdparty/dlpack/include", "3rdparty/compiler-rt")]
+            includes = [
+                f"-I{stage / d}"
+                for d in (
+                    ".",
+                    "include",
+                    "3rdparty/tvm-ffi/include",
+                    "3rdparty/tvm-ffi/3rdparty/dlpack/include",
+                    "3rdparty/compiler-rt",
+                )
+            ]
             seconds = {}
             for unit in RUNTIME_UNITS:
                 start = time.monotonic()
-                _run([emcc, *CXXFLAGS, *includes, f"-ffile-prefix-map={stage}=tvm", "-c",
-                      "-o", str(tmp / f"{unit}.o"), str(stage / "web" / "emcc" / f"{unit}.cc")],
-                     f"compiling the TVM web runtime ({unit}.cc) failed",
-                     "use Debian's emscripten (apt-get install -y emscripten) and the pinned "
-                     "apache-tvm; new TVM sources may need more headers in "
-                     "build_pipeline/compiler/runtime_support/")
+                _run(
+                    [
+                        emcc,
+                        *CXXFLAGS,
+                        *includes,
+                        f"-ffile-prefix-map={stage}=tvm",
+                        "-c",
+                        "-o",
+                        str(tmp / f"{unit}.o"),
+                        str(stage / "web" / "emcc" / f"{unit}.cc"),
+                    ],
+                    f"compiling the TVM web runtime ({unit}.cc) failed",
+                    "use Debian's emscripten (apt-get install -y emscripten) and the pinned "
+                    "apache-tvm; new TVM sources may need more headers in "
+                    "build_pipeline/compiler/runtime_support/",
+                )
                 seconds[unit] = round(time.monotonic() - start, 1)
             shutil.rmtree(stage)
-            (tmp / "build.json").write_text(json.dumps({
-                "apache-tvm": metadata.version("apache-tvm"),
-                "apache-tvm-ffi": metadata.version("apache-tvm-ffi"),
-                "cxxflags": CXXFLAGS, "compile_seconds": seconds}, indent=1))
+            (tmp / "build.json").write_text(
+                json.dumps(
+                    {
+                        "apache-tvm": metadata.version("apache-tvm"),
+                        "apache-tvm-ffi": metadata.version("apache-tvm-ffi"),
+                        "cxxflags": CXXFLAGS,
+                        "compile_seconds": seconds,
+                    },
+                    indent=1,
+                )
+            )
     return objects
 
 
@@ -217,7 +265,7 @@ def wasm_interface(path: Path) -> tuple[set[tuple[str, str]], set[str]]:
 
     def name(i: int) -> tuple[str, int]:
         n, i = leb(i)
-        return data[i:i + n].decode(), i + n
+        return data[i : i + n].decode(), i + n
 
     def limits(i: int) -> int:
         flags, i = leb(i)
@@ -236,8 +284,13 @@ def wasm_interface(path: Path) -> tuple[set[tuple[str, str]], set[str]]:
                     module, j = name(j)
                     field, j = name(j)
                     kind, j = data[j], j + 1
-                    j = {0: lambda k: leb(k)[1], 1: lambda k: limits(k + 1), 2: limits,
-                         3: lambda k: k + 2, 4: lambda k: leb(k + 1)[1]}[kind](j)
+                    j = {
+                        0: lambda k: leb(k)[1],
+                        1: lambda k: limits(k + 1),
+                        2: limits,
+                        3: lambda k: k + 2,
+                        4: lambda k: leb(k + 1)[1],
+                    }[kind](j)
                     imports.add((module, field))
                 else:
                     field, j = name(j)
@@ -258,7 +311,8 @@ def check_interface(path: Path) -> None:
             f"{unresolved}, exports it needs but are missing {missing}",
             "an unresolved import is a symbol neither the model nor the runtime defines: "
             "compile the model with tvm.compile for webgpu + wasm32 host, and delete the "
-            "cache dir (wasm-runtime/) if the runtime objects are stale")
+            "cache dir (wasm-runtime/) if the runtime objects are stale",
+        )
 
 
 def link_model_library(executable, out_path: Path, cache_root: Path) -> Path:
@@ -276,10 +330,12 @@ def link_model_library(executable, out_path: Path, cache_root: Path) -> Path:
         need_system_lib = True  # tvmjs finds the model through ffi.SystemLib
 
         def __call__(self, output: str, objects: list[str], **_: object) -> None:
-            _run([emcc, *LDFLAGS, "-o", output, *map(str, runtime), *objects],
-                 f"emcc could not link the model library {out_path.name}",
-                 "the model must be compiled with target host "
-                 '{"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}; see the emcc output above')
+            _run(
+                [emcc, *LDFLAGS, "-o", output, *map(str, runtime), *objects],
+                f"emcc could not link the model library {out_path.name}",
+                "the model must be compiled with target host "
+                '{"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}; see the emcc output above',
+            )
 
     fcompile = Fcompile()
     try:
@@ -293,7 +349,8 @@ def link_model_library(executable, out_path: Path, cache_root: Path) -> Path:
         raise WasmBuildError(
             "the executable is not a system library, so tvmjs could not find its functions",
             'compile with tvm.compile(mod, target=Target({"kind": "webgpu"}, host={"kind": '
-            '"llvm", "mtriple": "wasm32-unknown-unknown-wasm"}))') from err
+            '"llvm", "mtriple": "wasm32-unknown-unknown-wasm"}))',
+        ) from err
     finally:
         tmp_out.unlink(missing_ok=True)
     return out_path

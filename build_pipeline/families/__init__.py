@@ -30,8 +30,17 @@ from build_pipeline.families.qwen2 import config as qwen2_config
 from build_pipeline.families.qwen3 import config as qwen3_config
 from build_pipeline.reference import ReferenceModel
 
-__all__ = ["FAMILIES", "CausalLM", "Family", "ModelConfig", "Param", "Reference", "family_of_gguf_arch",
-           "family_of_hf_config", "get_family"]
+__all__ = [
+    "FAMILIES",
+    "CausalLM",
+    "Family",
+    "ModelConfig",
+    "Param",
+    "Reference",
+    "family_of_gguf_arch",
+    "family_of_hf_config",
+    "get_family",
+]
 
 
 C = TypeVar("C", bound=ModelConfig)
@@ -55,8 +64,7 @@ class Family(Generic[C]):
         """What llama.cpp calls this family in the server's exported GGUF (None: no export)."""
         return self.gguf_export_as or next(iter(self.gguf_architectures), None)
 
-    def create_model(self, config: C, scheme, target, context_window: int,
-                     prefill_chunk_size: int) -> CausalLM:
+    def create_model(self, config: C, scheme, target, context_window: int, prefill_chunk_size: int) -> CausalLM:
         """The family's nn.Module for `config` (imports TVM through model.py)."""
         try:
             create = importlib.import_module(self.model_module).create_model
@@ -72,26 +80,75 @@ class Family(Generic[C]):
 
 _LLAMA_MODEL = "build_pipeline.families.llama.model"
 
-FAMILIES: dict[str, Family[Any]] = {f.name: f for f in (
-    Family("llama", ("LlamaForCausalLM",), ("llama",), llama_config.config_from_hf,
-           llama_weights.weight_map, _LLAMA_MODEL),
-    # Llama's weights and model with config.qkv_bias.
-    Family("qwen2", ("Qwen2ForCausalLM",), ("qwen2",), qwen2_config.config_from_hf,
-           llama_weights.weight_map, _LLAMA_MODEL),
-    # Llama's weights and model with config.qk_norm.
-    Family("qwen3", ("Qwen3ForCausalLM",), ("qwen3",), qwen3_config.config_from_hf,
-           llama_weights.weight_map, _LLAMA_MODEL),
-    # Llama's weights and model with config.sliding_window (Mistral GGUFs say `llama`: they import as llama).
-    Family("mistral", ("MistralForCausalLM",), (), mistral_config.config_from_hf,
-           llama_weights.weight_map, _LLAMA_MODEL, gguf_export_as="llama"),
-    # Gemma 2 and 3 share one package (config features: q/k norms, soft-caps, layer types).
-    Family("gemma2", ("Gemma2ForCausalLM",), ("gemma2",), gemma_config.config_from_hf, gemma_weights.weight_map,
-           "build_pipeline.families.gemma.model", reference=GemmaReference),
-    Family("gemma3", ("Gemma3ForCausalLM",), ("gemma3",), gemma_config.config_from_hf, gemma_weights.weight_map,
-           "build_pipeline.families.gemma.model", reference=GemmaReference),
-    Family("phi3", ("Phi3ForCausalLM",), ("phi3",), phi3_config.config_from_hf, phi3_weights.weight_map,
-           "build_pipeline.families.phi3.model", reference=Phi3Reference),
-)}
+FAMILIES: dict[str, Family[Any]] = {
+    f.name: f
+    for f in (
+        Family(
+            "llama",
+            ("LlamaForCausalLM",),
+            ("llama",),
+            llama_config.config_from_hf,
+            llama_weights.weight_map,
+            _LLAMA_MODEL,
+        ),
+        # Llama's weights and model with config.qkv_bias.
+        Family(
+            "qwen2",
+            ("Qwen2ForCausalLM",),
+            ("qwen2",),
+            qwen2_config.config_from_hf,
+            llama_weights.weight_map,
+            _LLAMA_MODEL,
+        ),
+        # Llama's weights and model with config.qk_norm.
+        Family(
+            "qwen3",
+            ("Qwen3ForCausalLM",),
+            ("qwen3",),
+            qwen3_config.config_from_hf,
+            llama_weights.weight_map,
+            _LLAMA_MODEL,
+        ),
+        # Llama's weights and model with config.sliding_window (Mistral GGUFs say `llama`: they import as llama).
+        Family(
+            "mistral",
+            ("MistralForCausalLM",),
+            (),
+            mistral_config.config_from_hf,
+            llama_weights.weight_map,
+            _LLAMA_MODEL,
+            gguf_export_as="llama",
+        ),
+        # Gemma 2 and 3 share one package (config features: q/k norms, soft-caps, layer types).
+        Family(
+            "gemma2",
+            ("Gemma2ForCausalLM",),
+            ("gemma2",),
+            gemma_config.config_from_hf,
+            gemma_weights.weight_map,
+            "build_pipeline.families.gemma.model",
+            reference=GemmaReference,
+        ),
+        Family(
+            "gemma3",
+            ("Gemma3ForCausalLM",),
+            ("gemma3",),
+            gemma_config.config_from_hf,
+            gemma_weights.weight_map,
+            "build_pipeline.families.gemma.model",
+            reference=GemmaReference,
+        ),
+        Family(
+            "phi3",
+            ("Phi3ForCausalLM",),
+            ("phi3",),
+            phi3_config.config_from_hf,
+            phi3_weights.weight_map,
+            "build_pipeline.families.phi3.model",
+            reference=Phi3Reference,
+        ),
+    )
+}
 
 
 def get_family(name: str) -> Family[Any]:

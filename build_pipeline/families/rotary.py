@@ -12,8 +12,9 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 
 
-def apply_rope(x: nn.Tensor, positions: nn.Tensor, inv_freq: np.ndarray, rotary_dim: int,
-               scale: float = 1.0) -> nn.Tensor:
+def apply_rope(
+    x: nn.Tensor, positions: nn.Tensor, inv_freq: np.ndarray, rotary_dim: int, scale: float = 1.0
+) -> nn.Tensor:
     """Rotate-half RoPE of x [b, s, heads, head_dim] at `positions` [s] on the first `rotary_dim`
     features, in float32, cos/sin times `scale`."""
     half = rotary_dim // 2

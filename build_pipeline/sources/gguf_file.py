@@ -109,7 +109,8 @@ def _dequantize_in_chunks(gguf, tensor, rows_per_chunk: int = 4096) -> np.ndarra
     out[:rows_per_chunk] = first
     for start in range(rows_per_chunk, data.shape[0], rows_per_chunk):
         out[start : start + rows_per_chunk] = gguf.quants.dequantize(
-            data[start : start + rows_per_chunk], tensor.tensor_type)
+            data[start : start + rows_per_chunk], tensor.tensor_type
+        )
     return out
 
 
@@ -123,8 +124,10 @@ def llama3_rope_scaling(divisors: np.ndarray, hf_config: dict, file_name: str) -
     dim = int(hf_config["head_dim"])
     inv = 1.0 / (float(hf_config["rope_theta"]) ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
     if divisors.shape != inv.shape:
-        raise BuildError(f"{ROPE_FREQS} in {file_name} has {divisors.size} entries, expected {inv.size}",
-                         "use an unmodified GGUF of the model")
+        raise BuildError(
+            f"{ROPE_FREQS} in {file_name} has {divisors.size} entries, expected {inv.size}",
+            "use an unmodified GGUF of the model",
+        )
     if np.allclose(divisors, 1.0):
         return None
     factor = float(divisors.max())
@@ -135,8 +138,13 @@ def llama3_rope_scaling(divisors: np.ndarray, hf_config: dict, file_name: str) -
         # smooth = old_ctx / wavelen / (high - 1) - 1 / (high - 1) with low = 1: a line in 1 / wavelen.
         slope, intercept = np.polyfit(inv[ramp] / (2 * np.pi), smooth[ramp], 1)
         high = 1.0 - 1.0 / intercept
-        scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": float(high),
-                   "original_max_position_embeddings": float(slope * (high - 1.0))}
+        scaling = {
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": float(high),
+            "original_max_position_embeddings": float(slope * (high - 1.0)),
+        }
     if scaling is not None:
         probe = LlamaConfig.from_hf({**hf_config, "rope_scaling": scaling})
         if np.allclose(probe.rope_inv_freq(), inv / divisors, rtol=1e-5):
@@ -178,8 +186,11 @@ def _arch_config(arch: str, meta, reader) -> dict:
         if window:
             out["sliding_window"] = int(window)
         original = meta("rope.scaling.original_context_length")
-        factors = {t.name: np.asarray(t.data, dtype=np.float32).reshape(-1).tolist() for t in reader.tensors
-                   if t.name in ("rope_factors_long.weight", "rope_factors_short.weight")}
+        factors = {
+            t.name: np.asarray(t.data, dtype=np.float32).reshape(-1).tolist()
+            for t in reader.tensors
+            if t.name in ("rope_factors_long.weight", "rope_factors_short.weight")
+        }
         if original and factors:
             out["original_max_position_embeddings"] = int(original)
             out["rope_scaling"] = {
@@ -250,7 +261,8 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
     freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
     if freqs is not None:
         hf_config["rope_scaling"] = llama3_rope_scaling(
-            np.asarray(freqs.data, dtype=np.float64).reshape(-1), hf_config, path.name)
+            np.asarray(freqs.data, dtype=np.float64).reshape(-1), hf_config, path.name
+        )
     window = meta("attention.sliding_window")
     if window:
         hf_config["sliding_window"] = int(window)

@@ -24,9 +24,17 @@ _PRE_TOKENIZERS = {
     "qwen2": {
         "type": "Sequence",
         "pretokenizers": [
-            {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": (
-                r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")}},
+            {
+                "type": "Split",
+                "behavior": "Isolated",
+                "invert": False,
+                "pattern": {
+                    "Regex": (
+                        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                        r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+                    )
+                },
+            },
             {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
         ],
     },

@@ -27,26 +27,29 @@ def compile_libraries(model, scheme, variant_dir: Path, profile: str | None = No
     start = time.monotonic()
     entries = []
     for prof in resolve_profiles(profile, scheme):
-        lib, info, from_cache = build_library(model.family, model.config, scheme, settings_for(model, prof), prof,
-                                              "webgpu")
+        lib, info, from_cache = build_library(
+            model.family, model.config, scheme, settings_for(model, prof), prof, "webgpu"
+        )
         name = library_file_name(model.spec.id, scheme.name, prof.name)
         shutil.copyfile(lib, Path(variant_dir) / name)
-        entries.append({
-            "file": name,
-            "profile": prof.name,
-            "profile_description": prof.description,
-            "target": "webgpu",
-            "host": WASM_TARGET_HOST["mtriple"],
-            "kernels": info.get("kernels"),
-            "largest_kernel": info.get("largest_kernel"),
-            "max_storage_buffers": info.get("max_storage_buffers"),
-            "max_invocations": info.get("max_invocations"),
-            "max_workgroup_storage_bytes": info.get("max_workgroup_storage_bytes"),
-            "cache_key": info["key"],
-            "tvm": metadata.version("apache-tvm"),
-            "from_cache": from_cache,
-            "compile_seconds": info.get("total_seconds"),
-        })
+        entries.append(
+            {
+                "file": name,
+                "profile": prof.name,
+                "profile_description": prof.description,
+                "target": "webgpu",
+                "host": WASM_TARGET_HOST["mtriple"],
+                "kernels": info.get("kernels"),
+                "largest_kernel": info.get("largest_kernel"),
+                "max_storage_buffers": info.get("max_storage_buffers"),
+                "max_invocations": info.get("max_invocations"),
+                "max_workgroup_storage_bytes": info.get("max_workgroup_storage_bytes"),
+                "cache_key": info["key"],
+                "tvm": metadata.version("apache-tvm"),
+                "from_cache": from_cache,
+                "compile_seconds": info.get("total_seconds"),
+            }
+        )
     for entry in entries:
         entry["seconds"] = round(time.monotonic() - start, 2)
     return entries

@@ -49,8 +49,9 @@ def gate_variant(model, scheme, variant_dir: Path, report: dict, profile: str | 
     if "reused" not in report:
         start = time.monotonic()
         prof = resolve_profiles(profile, scheme)[0]  # the CPU build the verify stage used
-        report["quality"] = measure(model, scheme, variant_dir, cpu_library_for(variant_dir),
-                                    settings_for(model, prof), prof)
+        report["quality"] = measure(
+            model, scheme, variant_dir, cpu_library_for(variant_dir), settings_for(model, prof), prof
+        )
         report["seconds"]["total"] = round(report["seconds"]["total"] + time.monotonic() - start, 2)
         text = json.dumps(report, indent=1, ensure_ascii=False)
         write_bytes_atomic(cached_report_path(report["verification_key"]), text.encode())
@@ -71,7 +72,7 @@ def eval_token_ids(tokenizer_path: Path, limit: int | None = None) -> list[int]:
 
 def windows(ids: list[int], size: int) -> list[list[int]]:
     """Consecutive non-overlapping windows (each predicts its tokens after the first)."""
-    return [ids[i:i + size] for i in range(0, len(ids), size) if len(ids[i:i + size]) > 1]
+    return [ids[i : i + size] for i in range(0, len(ids), size) if len(ids[i : i + size]) > 1]
 
 
 def window_nll(logits: np.ndarray, win: list[int], rows: int = 64) -> float:
@@ -80,10 +81,10 @@ def window_nll(logits: np.ndarray, win: list[int], rows: int = 64) -> float:
     were 3 GB of a build's peak memory."""
     total = 0.0
     for i in range(0, len(win) - 1, rows):
-        block = logits[i:min(i + rows, len(win) - 1)].astype(np.float64)
+        block = logits[i : min(i + rows, len(win) - 1)].astype(np.float64)
         top = block.max(axis=1)
         lse = top + np.log(np.exp(block - top[:, None]).sum(axis=1))
-        total += float((lse - block[np.arange(len(block)), win[i + 1:i + 1 + len(block)]]).sum())
+        total += float((lse - block[np.arange(len(block)), win[i + 1 : i + 1 + len(block)]]).sum())
     return total
 
 
@@ -96,8 +97,11 @@ def perplexity(lib_path: Path, variant_dir: Path, ids: list[int], window: int) -
             logits = model.all_logits(win, max(window, model.metadata["context_window_size"]))
             nll += window_nll(logits, win)
             count += len(win) - 1
-    return {"perplexity": float(np.exp(nll / count)), "eval_tokens": count,
-            "seconds": round(time.monotonic() - start, 2)}
+    return {
+        "perplexity": float(np.exp(nll / count)),
+        "eval_tokens": count,
+        "seconds": round(time.monotonic() - start, 2),
+    }
 
 
 def reference_model_perplexity(model, ids: list[int], window: int) -> dict:
@@ -109,8 +113,11 @@ def reference_model_perplexity(model, ids: list[int], window: int) -> dict:
             ref.reset()
             nll += window_nll(ref.forward(win[:-1]), win)
             count += len(win) - 1
-    return {"perplexity": float(np.exp(nll / count)), "eval_tokens": count,
-            "seconds": round(time.monotonic() - start, 2)}
+    return {
+        "perplexity": float(np.exp(nll / count)),
+        "eval_tokens": count,
+        "seconds": round(time.monotonic() - start, 2),
+    }
 
 
 def _text_digest() -> str:
@@ -124,10 +131,17 @@ def reference_perplexity(model, settings, profile, tokenizer_path: Path, ids: li
     with the weights read from the source one at a time (convert.SourceDenseParams): the q0f32 model is
     never staged, loaded or held whole in float32 (2.5 GB for Qwen2.5-0.5B; peak build memory, issue 12)."""
     package = Path(__file__).resolve().parents[1]
-    desc = {"config": model.config.to_dict(), "source": _source_identity(model.source), "text": _text_digest(),
-            "tokens": len(ids), "window": window,
-            "code": [hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-                     for p in (Path(__file__), package / "reference.py", package / "convert.py")]}
+    desc = {
+        "config": model.config.to_dict(),
+        "source": _source_identity(model.source),
+        "text": _text_digest(),
+        "tokens": len(ids),
+        "window": window,
+        "code": [
+            hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in (Path(__file__), package / "reference.py", package / "convert.py")
+        ],
+    }
     key = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
     cached = cache_dir() / "quality" / f"{key}.json"
     if cached.is_file():
@@ -172,10 +186,13 @@ def measure(model, scheme, variant_dir: Path, lib_path: Path, settings, profile)
         "seconds": mine["seconds"],
     }
     ratio_r = quality["ratio"]
-    quality["status"] = ("fail" if ratio_r > quality["max_ratio"]
-                         else "warn" if ratio_r > quality["warn_ratio"] else "pass")
-    log(f"quality {model.spec.id} {scheme.name}: perplexity {quality['perplexity']:.3f} vs "
-        f"{REFERENCE_SCHEME} {quality['reference_perplexity']:.3f} = {ratio:.4f}x over {mine['eval_tokens']} tokens")
+    quality["status"] = (
+        "fail" if ratio_r > quality["max_ratio"] else "warn" if ratio_r > quality["warn_ratio"] else "pass"
+    )
+    log(
+        f"quality {model.spec.id} {scheme.name}: perplexity {quality['perplexity']:.3f} vs "
+        f"{REFERENCE_SCHEME} {quality['reference_perplexity']:.3f} = {ratio:.4f}x over {mine['eval_tokens']} tokens"
+    )
     return quality
 
 
@@ -196,9 +213,11 @@ def scheme_cpu_build(model, scheme_name: str, variant_dir: Path):
 def quality_settings(spec) -> dict:
     """[quality] of a model config: max_ratio, warn_ratio, eval_tokens (None = the whole text)."""
     table = dict(getattr(spec, "quality", None) or {})
-    return {"max_ratio": float(table.get("max_ratio", DEFAULT_MAX_RATIO)),
-            "warn_ratio": float(table.get("warn_ratio", DEFAULT_WARN_RATIO)),
-            "eval_tokens": table.get("eval_tokens")}
+    return {
+        "max_ratio": float(table.get("max_ratio", DEFAULT_MAX_RATIO)),
+        "warn_ratio": float(table.get("warn_ratio", DEFAULT_WARN_RATIO)),
+        "eval_tokens": table.get("eval_tokens"),
+    }
 
 
 def judge(quality: dict, model_id: str, scheme_name: str) -> None:
@@ -213,5 +232,7 @@ def judge(quality: dict, model_id: str, scheme_name: str) -> None:
             "in the model config",
         )
     if ratio > quality["warn_ratio"]:
-        log(f"WARNING: {model_id} {scheme_name} perplexity is {ratio:.4f}x the {REFERENCE_SCHEME} build's "
-            f"(warn above {quality['warn_ratio']:.2f}x)")
+        log(
+            f"WARNING: {model_id} {scheme_name} perplexity is {ratio:.4f}x the {REFERENCE_SCHEME} build's "
+            f"(warn above {quality['warn_ratio']:.2f}x)"
+        )

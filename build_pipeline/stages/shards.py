@@ -19,13 +19,19 @@ from build_pipeline.tensor_cache import ShardWriter
 WEIGHT_PARTS = ("q_weight", "q_scale", "q_min")
 
 
-def write_shards(model, scheme, tensors: Iterable[tuple[str, np.ndarray, int]], formats: dict[str, dict],
-                 out_dir: Path) -> dict:
+def write_shards(
+    model, scheme, tensors: Iterable[tuple[str, np.ndarray, int]], formats: dict[str, dict], out_dir: Path
+) -> dict:
     """Write `tensors` (the quantize stage's stream) into out_dir; returns the tensor-cache index."""
     writer = ShardWriter(out_dir)
     params = model.family.weight_map(model.config)
-    bar = tqdm(total=len(params), desc=f"{model.spec.id} {scheme.name}: quantize+shard", unit="tensor",
-               file=sys.stderr, disable=None)
+    bar = tqdm(
+        total=len(params),
+        desc=f"{model.spec.id} {scheme.name}: quantize+shard",
+        unit="tensor",
+        file=sys.stderr,
+        disable=None,
+    )
     for name, array, count in tensors:
         info = formats.get(name.rsplit(".", 1)[0]) if name.rsplit(".", 1)[-1] in WEIGHT_PARTS else None
         writer.add(name, array, count, info["format"] if info else None, info["source_type"] if info else None)

@@ -27,7 +27,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if detected != spec.family:
         raise BuildError(
             f"{spec.path.name} says family {spec.family!r} but the weights are a {detected!r} model",
-            f"set family = \"{detected}\" in {spec.path.name}",
+            f'set family = "{detected}" in {spec.path.name}',
         )
     family = get_family(spec.family)
     config = family.config_from_hf(source.hf_config)

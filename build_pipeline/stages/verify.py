@@ -32,8 +32,14 @@ def verify_libraries(model, scheme, variant_dir: Path, libraries: list[dict], pr
     start = time.monotonic()
     # One CPU build checks the model; the profiles differ only in how GPU kernels are scheduled.
     prof = resolve_profiles(profile, scheme)[0]
-    report = verify_variant(model, scheme, Path(variant_dir), settings_for(model, prof), prof,
-                            webgpu_key="+".join(lib["cache_key"] for lib in libraries))
+    report = verify_variant(
+        model,
+        scheme,
+        Path(variant_dir),
+        settings_for(model, prof),
+        prof,
+        webgpu_key="+".join(lib["cache_key"] for lib in libraries),
+    )
     summary = {k: report[k] for k in ("passed", "summary", "max_abs_diff", "argmax_agreement")}
     summary["reused"] = "reused" in report
     for entry in libraries:
@@ -42,24 +48,38 @@ def verify_libraries(model, scheme, variant_dir: Path, libraries: list[dict], pr
     return report
 
 
-def verification_key(variant_dir: Path, cpu_key: str, webgpu_key: str | None, model_config: dict,
-                     model_spec=None) -> str:
+def verification_key(
+    variant_dir: Path, cpu_key: str, webgpu_key: str | None, model_config: dict, model_spec=None
+) -> str:
     """Hash of everything a verification result depends on: both libraries (their cache keys cover
     config, quantization, settings and compiler sources), the shards, chat config, tokenizer, and the
     verification + reference code itself."""
     variant_dir = Path(variant_dir)
     shards = [r.get("sha256") or file_sha256(variant_dir / r["dataPath"]) for r in read_index(variant_dir)["records"]]
     desc = {
-        "cpu": cpu_key, "webgpu": webgpu_key, "config": model_config, "shards": shards,
+        "cpu": cpu_key,
+        "webgpu": webgpu_key,
+        "config": model_config,
+        "shards": shards,
         "index": file_sha256(variant_dir / TENSOR_CACHE_FILE),
         "chat": file_sha256(variant_dir / CHAT_CONFIG_FILE),
         "tokenizer": file_sha256(variant_dir / TOKENIZER_FILE),
-        "code": [file_sha256(p) for p in (PKG / "compiler" / "verify.py", PKG / "stages" / "verify.py",
-                                          PKG / "reference.py", PKG / "convert.py", PKG / "quantization.py",
-                                          PKG / "weight_formats.py", PKG / "stages" / "quality.py",
-                                          PKG / "data" / "eval.txt")],
+        "code": [
+            file_sha256(p)
+            for p in (
+                PKG / "compiler" / "verify.py",
+                PKG / "stages" / "verify.py",
+                PKG / "reference.py",
+                PKG / "convert.py",
+                PKG / "quantization.py",
+                PKG / "weight_formats.py",
+                PKG / "stages" / "quality.py",
+                PKG / "data" / "eval.txt",
+            )
+        ],
         "quality": quality_settings(model_spec) if model_spec is not None else None,
-        "prompt": PROMPT, "steps": MAX_NEW_TOKENS,
+        "prompt": PROMPT,
+        "steps": MAX_NEW_TOKENS,
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -84,8 +104,11 @@ def verify_variant(model, scheme, variant_dir: Path, settings, profile, webgpu_k
     report = judge(run_parity(model, scheme, variant_dir, lib, settings.context_window))
     report["target"] = "llvm"
     report["verification_key"] = key
-    report["cpu_library"] = {"cache_key": info["key"], "from_cache": from_cache,
-                             "compile_seconds": info.get("total_seconds")}
+    report["cpu_library"] = {
+        "cache_key": info["key"],
+        "from_cache": from_cache,
+        "compile_seconds": info.get("total_seconds"),
+    }
     report["seconds"]["total"] = round(time.monotonic() - start, 2)
     text = json.dumps(report, indent=1, ensure_ascii=False)
     (Path(variant_dir) / VERIFY_FILE).write_text(text)

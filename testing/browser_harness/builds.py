@@ -12,16 +12,25 @@ from pathlib import Path
 from testing.tiny_model import write_hf_folder, write_model_config
 
 
-def tiny_spec(root: Path, quantizations=("q4f32_1",), qkv_bias: bool = False, tie: bool = True,
-              model_id: str = "tiny-llama", family: str | None = None, hf_extra: dict | None = None, **config_kw):
+def tiny_spec(
+    root: Path,
+    quantizations=("q4f32_1",),
+    qkv_bias: bool = False,
+    tie: bool = True,
+    model_id: str = "tiny-llama",
+    family: str | None = None,
+    hf_extra: dict | None = None,
+    **config_kw,
+):
     """A ModelSpec for the tiny random model (written under `root`); `hf_extra`: more config.json keys."""
     from build_pipeline.model_config import load_model_config
 
     root = Path(root)
     family = family or ("qwen2" if qkv_bias else "llama")
     hf = write_hf_folder(root / f"hf-{model_id}", tie=tie, qkv_bias=qkv_bias, family=family, **(hf_extra or {}))
-    cfg = write_model_config(root / f"{model_id}.toml", hf, quantizations=quantizations, model_id=model_id,
-                             family=family, **config_kw)
+    cfg = write_model_config(
+        root / f"{model_id}.toml", hf, quantizations=quantizations, model_id=model_id, family=family, **config_kw
+    )
     return load_model_config(cfg)
 
 
@@ -42,9 +51,16 @@ def smollm2_spec():
 # Every lossless GGUF mapping the tiny model's sizes allow (K-quants need rows of 256): an 8-bit
 # embedding (also the tied lm_head), q/k/v of two types fused into one 8-bit weight, 4-bit with and
 # without a minimum, and an 8-bit down projection.
-TINY_GGUF_TYPES = {"token_embd.weight": "Q8_0", "attn_q.weight": "Q4_1", "attn_k.weight": "Q4_1",
-                   "attn_v.weight": "Q5_0", "attn_output.weight": "Q4_0", "ffn_gate.weight": "Q4_1",
-                   "ffn_up.weight": "Q4_1", "ffn_down.weight": "Q8_0"}
+TINY_GGUF_TYPES = {
+    "token_embd.weight": "Q8_0",
+    "attn_q.weight": "Q4_1",
+    "attn_k.weight": "Q4_1",
+    "attn_v.weight": "Q5_0",
+    "attn_output.weight": "Q4_0",
+    "ffn_gate.weight": "Q4_1",
+    "ffn_up.weight": "Q4_1",
+    "ffn_down.weight": "Q8_0",
+}
 
 
 def tiny_quantized_gguf_spec(root: Path, **config_kw):
@@ -55,8 +71,14 @@ def tiny_quantized_gguf_spec(root: Path, **config_kw):
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     path = write_gguf(root / "tiny-q.gguf", types=TINY_GGUF_TYPES)
-    cfg = write_model_config(root / "tiny-q.toml", path, quantizations=("q4f32_asym",), model_id="tiny-gguf-q",
-                             source_type="gguf", **config_kw)
+    cfg = write_model_config(
+        root / "tiny-q.toml",
+        path,
+        quantizations=("q4f32_asym",),
+        model_id="tiny-gguf-q",
+        source_type="gguf",
+        **config_kw,
+    )
     return load_model_config(cfg)
 
 
@@ -79,7 +101,7 @@ def cached_build(spec, quantization: str) -> Path:
 
     from build_pipeline.atomic import staged_dir
     from build_pipeline.compiler.cache import compiler_fingerprint, toolchain_versions
-    from build_pipeline.manifest import MANIFEST_FILE
+    from build_pipeline.contract import MANIFEST_FILE
     from build_pipeline.paths import cache_dir
 
     package = Path(__file__).resolve().parents[2] / "build_pipeline"
@@ -87,10 +109,15 @@ def cached_build(spec, quantization: str) -> Path:
     for path in sorted(package.rglob("*.py")):
         code.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     source = Path(spec.source.path) if spec.source.kind == "gguf" and spec.source.path else None
-    desc = {"config": spec.path.read_text(), "source": repr(spec.source),
-            "source_stat": [source.stat().st_size, int(source.stat().st_mtime)] if source else None,
-            "quantization": quantization, "code": code.hexdigest(), "compiler": compiler_fingerprint(),
-            "toolchain": toolchain_versions(True)}
+    desc = {
+        "config": spec.path.read_text(),
+        "source": repr(spec.source),
+        "source_stat": [source.stat().st_size, int(source.stat().st_mtime)] if source else None,
+        "quantization": quantization,
+        "code": code.hexdigest(),
+        "compiler": compiler_fingerprint(),
+        "toolchain": toolchain_versions(True),
+    }
     key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
     root = cache_dir() / "test-builds" / key
     variant = root / spec.id / quantization

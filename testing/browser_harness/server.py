@@ -22,8 +22,13 @@ WEBLLM_CANDIDATES = (
     REPO / "static" / "vendor" / "web-llm" / "index.js",
     REPO / "node_modules" / "@mlc-ai" / "web-llm" / "lib" / "index.js",
 )
-TYPES = {".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json",
-         ".html": "text/html", ".bin": "application/octet-stream"}
+TYPES = {
+    ".js": "text/javascript",
+    ".wasm": "application/wasm",
+    ".json": "application/json",
+    ".html": "text/html",
+    ".bin": "application/octet-stream",
+}
 
 
 def find_webllm() -> Path | None:
@@ -67,8 +72,9 @@ class _Handler(SimpleHTTPRequestHandler):
             return
         data = target.read_bytes()
         self.send_response(200)
-        self.send_header("Content-Type", TYPES.get(target.suffix, mimetypes.guess_type(target.name)[0]
-                                                    or "application/octet-stream"))
+        self.send_header(
+            "Content-Type", TYPES.get(target.suffix, mimetypes.guess_type(target.name)[0] or "application/octet-stream")
+        )
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()

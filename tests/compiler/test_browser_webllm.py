@@ -46,8 +46,9 @@ def _load(page, server, name: str, variant: Path, library: str = "software_libra
     return loaded
 
 
-def _cpu_penalized_greedy(variant: Path, prompt: str, steps: int, repetition_penalty: float,
-                          presence_penalty: float, frequency_penalty: float) -> list[int]:
+def _cpu_penalized_greedy(
+    variant: Path, prompt: str, steps: int, repetition_penalty: float, presence_penalty: float, frequency_penalty: float
+) -> list[int]:
     """web-llm's penalised greedy decoding replayed on the verified CPU build (penalties apply to the
     tokens generated so far: l -= presence + count * frequency; l = l < 0 ? l * rep : l / rep)."""
     import numpy as np
@@ -84,9 +85,10 @@ def _check_against_verify(page, name: str, variant: Path, raw: bool = True) -> d
     assert chat["text"] == report["greedy_text"]
     if not raw:
         return chat
-    raw = page.evaluate("a => window.lantern.forwardIds(a)",
-                        {"ids": report["prompt_token_ids"], "steps": len(report["raw_greedy_token_ids"]),
-                         "model": name})
+    raw = page.evaluate(
+        "a => window.lantern.forwardIds(a)",
+        {"ids": report["prompt_token_ids"], "steps": len(report["raw_greedy_token_ids"]), "model": name},
+    )
     assert raw == report["raw_greedy_token_ids"]
     return chat
 
@@ -112,17 +114,23 @@ def test_tiny_model_greedy_tokens_match_cpu_build(tmp_path, family, _browsers):
         chat = _check_against_verify(page, "tiny", variant)
         report = json.loads((variant / VERIFY_FILE).read_text())
         # logit_bias runs apply_logit_bias_inplace on the GPU: a +100 bias makes greedy pick that token.
-        biased = page.evaluate("a => window.lantern.chat(a)", {"prompt": report["prompt"], "maxTokens": 4,
-                                                             "model": "tiny", "extra": {"logit_bias": {"70": 100}}})
+        biased = page.evaluate(
+            "a => window.lantern.chat(a)",
+            {"prompt": report["prompt"], "maxTokens": 4, "model": "tiny", "extra": {"logit_bias": {"70": 100}}},
+        )
         assert biased["outputIds"] == [70] * 4, biased
         # Penalties run apply_penalty_inplace; the CPU build + the same penalty rule in numpy must agree.
         penalty = {"repetition_penalty": 1.5, "presence_penalty": 1.0, "frequency_penalty": 0.5}
-        penalized = page.evaluate("a => window.lantern.chat(a)", {"prompt": report["prompt"], "maxTokens": 12,
-                                                                "model": "tiny", "extra": penalty})
+        penalized = page.evaluate(
+            "a => window.lantern.chat(a)",
+            {"prompt": report["prompt"], "maxTokens": 12, "model": "tiny", "extra": penalty},
+        )
         expected = _cpu_penalized_greedy(variant, report["prompt"], 12, **penalty)
         assert penalized["outputIds"] == expected
-        print(f"\ntiny {family} q4f32_1: load {loaded['loadMs'] / 1000:.1f} s, {len(chat['outputIds'])} tokens, "
-              f"decode {chat['usage']['extra']['decode_tokens_per_s']:.1f} tok/s")
+        print(
+            f"\ntiny {family} q4f32_1: load {loaded['loadMs'] / 1000:.1f} s, {len(chat['outputIds'])} tokens, "
+            f"decode {chat['usage']['extra']['decode_tokens_per_s']:.1f} tok/s"
+        )
 
 
 def test_tiny_quantized_gguf_asym_matches_cpu_build(tmp_path, _browsers):
@@ -192,5 +200,7 @@ def test_smollm2_q4f32_answers_match_cpu_build(tmp_path_factory, _browsers):
     print(f"\nSmolLM2-135M q4f32_asym: build {built:.0f} s, load {loaded['loadMs'] / 1000:.1f} s")
     for q, a in answers.items():
         extra = a["usage"]["extra"]
-        print(f"  {q} -> {a['text']!r} ({len(a['outputIds'])} tokens, prefill "
-              f"{extra['prefill_tokens_per_s']:.2f} tok/s, decode {extra['decode_tokens_per_s']:.2f} tok/s)")
+        print(
+            f"  {q} -> {a['text']!r} ({len(a['outputIds'])} tokens, prefill "
+            f"{extra['prefill_tokens_per_s']:.2f} tok/s, decode {extra['decode_tokens_per_s']:.2f} tok/s)"
+        )

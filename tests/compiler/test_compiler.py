@@ -76,8 +76,9 @@ def test_variant_has_library_manifest_and_verify(tiny_q4f32):
 def test_metadata_matches_tensor_cache(tiny_q4f32):
     meta = _cpu_metadata(tiny_q4f32)
     records = [r for shard in read_index(tiny_q4f32)["records"] for r in shard["records"]]
-    assert [(p["name"], p["shape"], p["dtype"]) for p in meta["params"]] == \
-        [(r["name"], r["shape"], r["dtype"]) for r in records]
+    assert [(p["name"], p["shape"], p["dtype"]) for p in meta["params"]] == [
+        (r["name"], r["shape"], r["dtype"]) for r in records
+    ]
     assert meta["prefill_chunk_size"] == 64 and meta["context_window_size"] == 256
     assert meta["kv_state_kind"] == "kv_cache" and meta["sliding_window_size"] == -1
     assert meta["model_type"] == "llama" and meta["quantization"] == "q4f32_1"
@@ -118,9 +119,19 @@ def test_webgpu_library_interface_and_kernels(tiny_q4f32):
 
 
 def _tiny_config(**kw):
-    base = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=16, vocab_size=265, rms_norm_eps=1e-5, rope_theta=10000.0,
-                tie_word_embeddings=True, max_position_embeddings=512)
+    base = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=265,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        max_position_embeddings=512,
+    )
     base.update(kw)
     return LlamaConfig(**base)
 
@@ -129,8 +140,9 @@ def test_decode_linears_are_single_fused_kernels_without_transposes():
     """q4 linears compile to one kernel each (dequantize fused in), no transposes, f32 logits."""
     scheme = get_scheme("q4f32_1")
     prof = PROFILES["swiftshader"]
-    ex, _ = compile_executable(get_family("llama"), _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof,
-                               webgpu_target())
+    ex, _ = compile_executable(
+        get_family("llama"), _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof, webgpu_target()
+    )
     kernels = limits.split_kernels(webgpu_source(ex))
     assert not [n for n in kernels if "transpose" in n and "kv_cache" not in n]
     assert not [n for n in kernels if n.startswith("dequantize")]
@@ -146,8 +158,9 @@ def test_f16_variant_uses_shader_f16_and_fits_gpu_limits():
     prof = resolve_profiles(None, scheme)[0]
     assert prof.name == "gpu"  # f16 needs shader-f16, i.e. a real GPU: no software library
     assert [p.name for p in resolve_profiles(None, scheme)] == ["gpu"]
-    ex, meta = compile_executable(get_family("llama"), _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof,
-                                  webgpu_target())
+    ex, meta = compile_executable(
+        get_family("llama"), _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof, webgpu_target()
+    )
     src = webgpu_source(ex)
     assert "enable f16;" in src
     # dlight's Matmul/GEMV keep the dequantized tile in registers/workgroup memory, never in a buffer.
@@ -190,8 +203,9 @@ def test_emcc_missing_is_a_clear_build_error(tiny_root, monkeypatch, tmp_path):
 
     monkeypatch.setenv("LANTERN_CACHE_DIR", str(tmp_path / "cache"))  # nothing cached: must link
     real_which = shutil.which
-    monkeypatch.setattr(library.shutil, "which", lambda name, *a, **k: None if name == "emcc" else
-                        real_which(name, *a, **k))
+    monkeypatch.setattr(
+        library.shutil, "which", lambda name, *a, **k: None if name == "emcc" else real_which(name, *a, **k)
+    )
     out = tmp_path / "out"
     with pytest.raises(BuildError, match="emcc"):
         build(tiny_spec(tiny_root / "noemcc"), "q4f32_1", out)
@@ -222,7 +236,8 @@ def test_rebuild_is_served_from_the_cache(tiny_root, tiny_q4f32):
     report = json.loads((again / VERIFY_FILE).read_text())
     assert lib["from_cache"] and lib["verify"]["reused"] and report["passed"]
     assert report["reused"]["verification_key"] == json.loads((tiny_q4f32 / VERIFY_FILE).read_text()).get(
-        "verification_key", report["reused"]["verification_key"])
+        "verification_key", report["reused"]["verification_key"]
+    )
     assert (again / lib["file"]).read_bytes() == (tiny_q4f32 / lib["file"]).read_bytes()
     assert warm < 30, f"warm rebuild took {warm:.1f} s"
     from build_pipeline.compiler import cache
@@ -250,8 +265,9 @@ def test_cache_key_covers_what_changes_the_library():
     assert "compiler" in variants[0][1] and "apache-tvm" in variants[0][1]["toolchain"]
 
 
-@pytest.mark.parametrize("quant,qkv_bias,tie", [("q4f16_1", False, True), ("q0f32", False, False),
-                                                ("q4f32_1", True, True)])
+@pytest.mark.parametrize(
+    "quant,qkv_bias,tie", [("q4f16_1", False, True), ("q0f32", False, False), ("q4f32_1", True, True)]
+)
 def test_cpu_parity_other_variants(tiny_root, quant, qkv_bias, tie):
     """f16 activations, unquantized weights + separate lm_head, Qwen2's q/k/v bias: the compiled model
     (CPU build of the same definition) matches the numpy reference through the paged KV cache."""
@@ -304,21 +320,28 @@ def test_logit_functions_semantics():
     sp, si = vm["argsort_probs"](t(probs))
     cum = np.cumsum(sorted_probs[0].astype(np.float64))
     for u, top_p in ((0.0, 0.9), (0.5, 0.9), (0.999, 0.5), (0.3, 1.0)):
-        got = vm["sample_with_top_p"](sp, si, t(np.array([u], "float32")), t(np.array([0], "int32")),
-                                      t(np.array([top_p], "float32"))).numpy()
+        got = vm["sample_with_top_p"](
+            sp, si, t(np.array([u], "float32")), t(np.array([0], "int32")), t(np.array([top_p], "float32"))
+        ).numpy()
         mass = cum[int(np.argmax(cum >= top_p))]
         assert got.tolist() == [int(sorted_idx[0, int(np.argmax(cum > u * mass))])]
     one_hot = np.zeros((1, vocab), "float32")
     one_hot[0, 123] = 1
     sp1, si1 = vm["argsort_probs"](t(one_hot))
-    assert vm["sample_with_top_p"](sp1, si1, t(np.array([0.77], "float32")), t(np.array([0], "int32")),
-                                   t(np.array([1e-5], "float32"))).numpy().tolist() == [123]
+    assert vm["sample_with_top_p"](
+        sp1, si1, t(np.array([0.77], "float32")), t(np.array([0], "int32")), t(np.array([1e-5], "float32"))
+    ).numpy().tolist() == [123]
 
     base = logits.reshape(1, vocab).copy()
     arr = t(base.copy())
-    kernel("apply_penalty_inplace")(arr, t(np.array([0], "int32")), t(np.array([0, 0], "int32")),
-                                    t(np.array([3, 9], "int32")), t(np.array([1, 2], "int32")),
-                                    t(np.array([[0.5, 0.25, 1.3]], "float32")))
+    kernel("apply_penalty_inplace")(
+        arr,
+        t(np.array([0], "int32")),
+        t(np.array([0, 0], "int32")),
+        t(np.array([3, 9], "int32")),
+        t(np.array([1, 2], "int32")),
+        t(np.array([[0.5, 0.25, 1.3]], "float32")),
+    )
     out = arr.numpy()
     for tok, cnt in ((3, 1), (9, 2)):
         v = base[0, tok] - (0.5 + cnt * 0.25)
@@ -326,8 +349,9 @@ def test_logit_functions_semantics():
     assert np.array_equal(np.delete(out, [3, 9], axis=1), np.delete(base, [3, 9], axis=1))
 
     arr = t(base.copy())
-    kernel("apply_logit_bias_inplace")(arr, t(np.array([0], "int32")), t(np.array([11], "int32")),
-                                       t(np.array([2.5], "float32")))
+    kernel("apply_logit_bias_inplace")(
+        arr, t(np.array([0], "int32")), t(np.array([11], "int32")), t(np.array([2.5], "float32"))
+    )
     assert arr.numpy()[0, 11] == pytest.approx(base[0, 11] + 2.5)
 
     mask = np.zeros((1, (vocab + 31) // 32), "int32")
@@ -339,11 +363,19 @@ def test_logit_functions_semantics():
     assert (np.delete(out, [1, 3]) == np.finfo(np.float32).min).all()
 
 
-@pytest.mark.parametrize("scaling", [
-    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position_embeddings": 64},
-    {"type": "linear", "factor": 2.0},
-])
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        {"type": "linear", "factor": 2.0},
+    ],
+)
 def test_cpu_parity_rope_scaling(tiny_root, scaling):
     """Llama-3 and linear RoPE scaling in the paged KV cache's RoPE kernel == reference.py's."""
     from build_pipeline.build import load_model
@@ -367,6 +399,14 @@ def test_cpu_parity_rope_scaling(tiny_root, scaling):
     assert report["passed"], report["summary"]
     # The prompt (76 tokens) runs past original_max_position_embeddings / high_freq_factor, so the
     # scaled frequencies matter: without scaling the reference would differ.
-    plain = judge(run_parity(load_model(tiny_spec(tiny_root / f"{model_id}-plain", model_id=model_id)), scheme,
-                             variant, lib, settings.context_window, max_new_tokens=8))
+    plain = judge(
+        run_parity(
+            load_model(tiny_spec(tiny_root / f"{model_id}-plain", model_id=model_id)),
+            scheme,
+            variant,
+            lib,
+            settings.context_window,
+            max_new_tokens=8,
+        )
+    )
     assert not plain["passed"]

@@ -17,13 +17,17 @@ import wgpu
 def f16_device():
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
-    assert adapter is not None and "shader-f16" in adapter.features, \
+    assert adapter is not None and "shader-f16" in adapter.features, (
         "no WebGPU adapter with shader-f16: install Debian's mesa-vulkan-drivers (make system-deps)"
+    )
     return adapter.request_device_sync(
         required_features=["shader-f16"],
-        required_limits={"max_storage_buffers_per_shader_stage": 10,
-                         "max_compute_invocations_per_workgroup": 256,
-                         "max_compute_workgroup_storage_size": 32768})
+        required_limits={
+            "max_storage_buffers_per_shader_stage": 10,
+            "max_compute_invocations_per_workgroup": 256,
+            "max_compute_workgroup_storage_size": 32768,
+        },
+    )
 
 
 @pytest.mark.parametrize("quant", ["q4f16_1", "q0f16"])
@@ -36,12 +40,24 @@ def test_f16_kernels_compile_on_an_f16_device(f16_device, quant):
     from build_pipeline.families.llama.config import LlamaConfig
     from build_pipeline.quantization import get_scheme
 
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, head_dim=16, vocab_size=265, rms_norm_eps=1e-5,
-                         rope_theta=10000.0, tie_word_embeddings=True, max_position_embeddings=512)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=265,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        max_position_embeddings=512,
+    )
     scheme = get_scheme(quant)
     prof = resolve_profiles(None, scheme)[0]
-    ex, _ = compile_executable(get_family("llama"), config, scheme, LibrarySettings(256, 64, prof.name), prof, webgpu_target())
+    ex, _ = compile_executable(
+        get_family("llama"), config, scheme, LibrarySettings(256, 64, prof.name), prof, webgpu_target()
+    )
     kernels = split_kernels(webgpu_source(ex))
     assert any("enable f16;" in src for src in kernels.values())
     failed = {}

@@ -27,8 +27,9 @@ def test_judge_passes_small_differences():
 
 
 def test_judge_fails_large_logit_differences():
-    r = judge(_report(steps=[{"max_abs_diff": 0.5, "scale": 20.0, "argmax_ref": 5, "argmax_got": 5,
-                              "ref_margin": 3.0}]))
+    r = judge(
+        _report(steps=[{"max_abs_diff": 0.5, "scale": 20.0, "argmax_ref": 5, "argmax_got": 5, "ref_margin": 3.0}])
+    )
     assert not r["passed"] and r["summary"].startswith("FAIL")
 
 
@@ -52,13 +53,22 @@ def test_cut_at_stop_mirrors_webllm():
 
 
 def test_prompt_pieces_reproduce_the_chat_template():
-    conv = {"system_template": "<|im_start|>system\n{system_message}<|im_end|>\n", "system_message": "Be nice.",
-            "roles": {"user": "<|im_start|>user", "assistant": "<|im_start|>assistant"},
-            "role_templates": {"user": "{user_message}"}, "seps": ["<|im_end|>\n"],
-            "role_content_sep": "\n", "role_empty_sep": "\n", "add_role_after_system_message": True}
+    conv = {
+        "system_template": "<|im_start|>system\n{system_message}<|im_end|>\n",
+        "system_message": "Be nice.",
+        "roles": {"user": "<|im_start|>user", "assistant": "<|im_start|>assistant"},
+        "role_templates": {"user": "{user_message}"},
+        "seps": ["<|im_end|>\n"],
+        "role_content_sep": "\n",
+        "role_empty_sep": "\n",
+        "add_role_after_system_message": True,
+    }
     pieces = prompt_pieces(conv, [("user", "Hi?")])
-    assert pieces == ["<|im_start|>system\nBe nice.<|im_end|>\n", "<|im_start|>user\nHi?<|im_end|>\n",
-                      "<|im_start|>assistant\n"]
+    assert pieces == [
+        "<|im_start|>system\nBe nice.<|im_end|>\n",
+        "<|im_start|>user\nHi?<|im_end|>\n",
+        "<|im_start|>assistant\n",
+    ]
     assert "".join(pieces) == format_prompt(conv, [("user", "Hi?")])
 
 

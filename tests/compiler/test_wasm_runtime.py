@@ -40,8 +40,7 @@ class Tiny:
         return z
 
     @R.function
-    def mm(a: R.Tensor((8, 16), "float32"), b: R.Tensor((16, 4), "float32"),
-           bias: R.Tensor((4,), "float32")):
+    def mm(a: R.Tensor((8, 16), "float32"), b: R.Tensor((16, 4), "float32"), bias: R.Tensor((4,), "float32")):
         with R.dataflow():
             c = R.add(R.matmul(a, b), bias)
             R.output(c)
@@ -176,11 +175,14 @@ def test_runs_webgpu_kernels_in_chromium(model_wasm, tmp_path, _browsers):
     x, y = rng.standard_normal((2, 64), dtype=np.float32)
     a = rng.standard_normal((8, 16), dtype=np.float32)
     b = rng.standard_normal((16, 4), dtype=np.float32)
-    inputs = {"add": [[x.tolist(), [64]], [y.tolist(), [64]]],
-              "mm": [[a.ravel().tolist(), [8, 16]], [b.ravel().tolist(), [16, 4]]]}
+    inputs = {
+        "add": [[x.tolist(), [64]], [y.tolist(), [64]]],
+        "mm": [[a.ravel().tolist(), [8, 16]], [b.ravel().tolist(), [16, 4]]],
+    }
 
-    handler = functools.partial(type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}),
-                                directory=str(tmp_path))
+    handler = functools.partial(
+        type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None}), directory=str(tmp_path)
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     errors: list[str] = []
@@ -193,7 +195,9 @@ def test_runs_webgpu_kernels_in_chromium(model_wasm, tmp_path, _browsers):
             page.wait_for_function("window.ready === true", timeout=30_000)
             result = page.evaluate(
                 "([i, n]) => Promise.race([runTest(i, n), new Promise((_, rej) =>"
-                " setTimeout(() => rej(new Error('timed out after 60 s')), 60000))])", [inputs, 2])
+                " setTimeout(() => rej(new Error('timed out after 60 s')), 60000))])",
+                [inputs, 2],
+            )
         finally:
             context.close()
     finally:

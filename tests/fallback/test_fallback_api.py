@@ -51,8 +51,9 @@ def test_non_streaming_completion_has_usage(client, models):
 
 def test_streaming_matches_non_streaming(client):
     plain = client.chat(messages=FRANCE, temperature=0, max_tokens=20)
-    streamed = client.chat(messages=FRANCE, temperature=0, max_tokens=20, stream=True,
-                           stream_options={"include_usage": True})
+    streamed = client.chat(
+        messages=FRANCE, temperature=0, max_tokens=20, stream=True, stream_options={"include_usage": True}
+    )
     assert streamed.status == 200
     assert streamed.headers["content-type"].startswith("text/event-stream")
     assert streamed.headers["cache-control"] == "no-cache"
@@ -95,12 +96,16 @@ def test_seed_makes_sampling_repeatable(client):
 
 
 def test_multi_turn_with_system_message_and_text_parts(client):
-    r = client.chat(messages=[
-        {"role": "system", "content": "You answer in one word."},
-        {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]},
-        {"role": "assistant", "content": "Blue."},
-        {"role": "user", "content": "Another one?"},
-    ], temperature=0, max_tokens=8)
+    r = client.chat(
+        messages=[
+            {"role": "system", "content": "You answer in one word."},
+            {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]},
+            {"role": "assistant", "content": "Blue."},
+            {"role": "user", "content": "Another one?"},
+        ],
+        temperature=0,
+        max_tokens=8,
+    )
     assert r.status == 200 and r.json["usage"]["prompt_tokens"] > 20
 
 

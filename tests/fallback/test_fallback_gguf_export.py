@@ -31,8 +31,10 @@ def llama_logits(path, tokens=TOKENS) -> np.ndarray:
 
 
 def reference_logits(model, tokens=TOKENS) -> np.ndarray:
-    params = {p.name: np.concatenate([model.source.load(s) for s in p.sources], axis=0)
-              for p in model.family.weight_map(model.config)}
+    params = {
+        p.name: np.concatenate([model.source.load(s) for s in p.sources], axis=0)
+        for p in model.family.weight_map(model.config)
+    }
     return model.family.reference(model.config, params).forward(tokens)
 
 
@@ -42,10 +44,17 @@ def tiny(tmp_path, tie=True, qkv_bias=False, family=None, hf_extra=None, **confi
     return load_model(load_model_config(write_model_config(tmp_path / "tiny.toml", hf, family=family, **config)))
 
 
-@pytest.mark.parametrize("tie,qkv_bias,family,hf_extra", [
-    (True, False, None, None), (False, False, None, None), (True, True, None, None), (True, False, "qwen3", None),
-    (True, False, "mistral", {"sliding_window": 256}),  # the window covers the whole context: never applies
-], ids=["llama-tied", "llama-untied", "qwen2-bias", "qwen3-qk-norm", "mistral-window-past-context"])
+@pytest.mark.parametrize(
+    "tie,qkv_bias,family,hf_extra",
+    [
+        (True, False, None, None),
+        (False, False, None, None),
+        (True, True, None, None),
+        (True, False, "qwen3", None),
+        (True, False, "mistral", {"sliding_window": 256}),  # the window covers the whole context: never applies
+    ],
+    ids=["llama-tied", "llama-untied", "qwen2-bias", "qwen3-qk-norm", "mistral-window-past-context"],
+)
 def test_f32_export_computes_the_reference_model(tmp_path, tie, qkv_bias, family, hf_extra):
     model = tiny(tmp_path, tie, qkv_bias, family, hf_extra)
     entry = write_server_gguf(model, tmp_path / "out", "F32")
@@ -151,17 +160,50 @@ def test_tokenizer_check_refuses_a_gguf_that_splits_text_differently(tmp_path, m
     assert not server_gguf_path(tmp_path / "out").exists() and not list((tmp_path / "out").iterdir())
 
 
-@pytest.mark.parametrize("pre,name", [
-    ({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, "gpt-2"),
-    ({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
-                                            {"type": "ByteLevel", "use_regex": True}]}, "smollm"),
-    ({"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": r"(?i:'s|'t)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"},
-         "behavior": "Isolated"}, {"type": "ByteLevel", "use_regex": False}]}, "qwen2"),
-    ({"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": r"(?i:'s|'t)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s]+"},
-         "behavior": "Isolated"}, {"type": "ByteLevel", "use_regex": False}]}, "llama-bpe"),
-])
+@pytest.mark.parametrize(
+    "pre,name",
+    [
+        ({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, "gpt-2"),
+        (
+            {
+                "type": "Sequence",
+                "pretokenizers": [
+                    {"type": "Digits", "individual_digits": True},
+                    {"type": "ByteLevel", "use_regex": True},
+                ],
+            },
+            "smollm",
+        ),
+        (
+            {
+                "type": "Sequence",
+                "pretokenizers": [
+                    {
+                        "type": "Split",
+                        "pattern": {"Regex": r"(?i:'s|'t)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"},
+                        "behavior": "Isolated",
+                    },
+                    {"type": "ByteLevel", "use_regex": False},
+                ],
+            },
+            "qwen2",
+        ),
+        (
+            {
+                "type": "Sequence",
+                "pretokenizers": [
+                    {
+                        "type": "Split",
+                        "pattern": {"Regex": r"(?i:'s|'t)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s]+"},
+                        "behavior": "Isolated",
+                    },
+                    {"type": "ByteLevel", "use_regex": False},
+                ],
+            },
+            "llama-bpe",
+        ),
+    ],
+)
 def test_pre_tokenizer_names(pre, name):
     assert pre_tokenizer_name({"pre_tokenizer": pre}) == name
 
@@ -172,22 +214,37 @@ def test_smollm2_round_trip_through_a_hugging_face_folder(tmp_path, smollm2_gguf
     llama.cpp computes nearly the same next-token distributions as on the original Q4_1 GGUF."""
     from testing.tiny_model import write_safetensors
 
-    original = load_model(load_model_config(write_model_config(
-        tmp_path / "gguf.toml", smollm2_gguf, source_type="gguf", model_id="smol-gguf", context_window=2048,
-        prefill_chunk_size=512)))
+    original = load_model(
+        load_model_config(
+            write_model_config(
+                tmp_path / "gguf.toml",
+                smollm2_gguf,
+                source_type="gguf",
+                model_id="smol-gguf",
+                context_window=2048,
+                prefill_chunk_size=512,
+            )
+        )
+    )
     hf = tmp_path / "hf"
     hf.mkdir()
     write_safetensors(hf / "model.safetensors", {n: original.source.load(n) for n in original.source.tensor_names})
     (hf / "config.json").write_text(json.dumps(original.source.hf_config))
     for name, data in original.source.tokenizer_files.items():
         (hf / name).write_bytes(data)
-    exported = load_model(load_model_config(write_model_config(
-        tmp_path / "hf.toml", hf, model_id="smol-hf", context_window=2048, prefill_chunk_size=512)))
+    exported = load_model(
+        load_model_config(
+            write_model_config(
+                tmp_path / "hf.toml", hf, model_id="smol-hf", context_window=2048, prefill_chunk_size=512
+            )
+        )
+    )
     write_server_gguf(exported, tmp_path / "out")
     from llama_cpp import Llama
 
     prompt = Llama(str(smollm2_gguf), vocab_only=True, verbose=False).tokenize(
-        b"<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", False, True)
+        b"<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", False, True
+    )
     a, b = llama_logits(smollm2_gguf, prompt), llama_logits(tmp_path / "out" / SERVER_GGUF_FILE, prompt)
     # Q4_1 values re-quantized to Q8_0 are not bit-identical; a wrong layout would not correlate at all.
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.995

@@ -76,8 +76,9 @@ def test_non_streaming_request_gets_a_clear_error_and_a_503_while_restarting(mod
     with running(app) as c:
         pid = engine_pid(app)
         replies = []
-        asking = threading.Thread(target=lambda: replies.append(
-            c.chat(messages=FRANCE, temperature=0, max_tokens=1000)))
+        asking = threading.Thread(
+            target=lambda: replies.append(c.chat(messages=FRANCE, temperature=0, max_tokens=1000))
+        )
         asking.start()
         assert wait_until(lambda: metric(c.metrics(), "lantern_fallback_active_generations") == 1, 10)
         time.sleep(0.5)  # generating now (1000 tokens take far longer)
@@ -117,7 +118,8 @@ def test_engine_binds_loopback_with_a_token_and_dies_with_its_site(models, tmp_p
     """The engine process listens on 127.0.0.1 only, refuses requests without the site's token, and exits
     when the site's process is killed (no orphan holding the model in memory)."""
     script = tmp_path / "site.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys, time
         sys.path.insert(0, {str(REPO)!r})
         from testing.fallback import make_app, wait_for_engine
@@ -126,7 +128,8 @@ def test_engine_binds_loopback_with_a_token_and_dies_with_its_site(models, tmp_p
         ready = app.extensions["lantern_fallback"].engine.process.ready
         print(json.dumps({{"pid": ready.pid, "port": ready.port}}), flush=True)
         time.sleep(600)
-    """))
+    """)
+    )
     site = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
     try:
         info = json.loads(site.stdout.readline())
@@ -163,7 +166,7 @@ def _listening_addresses(port: int) -> set[str]:
             address, hex_port = fields[1].rsplit(":", 1)
             if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
                 if len(address) == 8:
-                    found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+                    found.add(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
                 else:
                     found.add(address)
     return found

@@ -20,8 +20,13 @@ def models(smollm2_models):
 
 
 def ask(client, prompt: str, stream: bool, max_tokens: int = 12):
-    return client.chat(messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=max_tokens,
-                       stream=stream, stream_options={"include_usage": True} if stream else None)
+    return client.chat(
+        messages=[{"role": "user", "content": prompt}],
+        temperature=0,
+        max_tokens=max_tokens,
+        stream=stream,
+        stream_options={"include_usage": True} if stream else None,
+    )
 
 
 def idle(client) -> bool:
@@ -119,8 +124,12 @@ def test_disconnect_during_non_streaming_request_stops_generation(models):
     with running(make_app(models, MAX_CONCURRENT=1, MAX_QUEUE=0)) as c:
         c.chat(messages=FRANCE, max_tokens=1)
         conn = c.connection()
-        conn.request("POST", "/v1/chat/completions", headers={"Content-Type": "application/json"},
-                     body=json.dumps({"messages": FRANCE, "temperature": 0, "max_tokens": 1000}))
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            headers={"Content-Type": "application/json"},
+            body=json.dumps({"messages": FRANCE, "temperature": 0, "max_tokens": 1000}),
+        )
         assert wait_until(lambda: metric(c.metrics(), "lantern_fallback_active_generations") == 1, 5)
         OpenStream(conn.sock, conn, None).abort()  # gone before any answer byte
         assert wait_until(lambda: idle(c), 5)

@@ -78,8 +78,7 @@ def test_no_prompt_or_completion_text_in_logs_output_or_files(smollm2_models, al
         assert c.chat(messages=messages, model=f"model-{CANARY}").status == 404
         # A stream dropped half-way, and a busy refusal while it runs.
         s = c.open_stream(messages=messages, temperature=0, max_tokens=500)
-        completions.append("".join(e["choices"][0]["delta"].get("content", "")
-                                   for e in read_events(s.response, 6)[1:]))
+        completions.append("".join(e["choices"][0]["delta"].get("content", "") for e in read_events(s.response, 6)[1:]))
         assert c.chat(messages=messages, max_tokens=2).status == 429
         s.abort()
         assert wait_until(lambda: metric(c.metrics(), "lantern_fallback_active_generations") == 0, 5)

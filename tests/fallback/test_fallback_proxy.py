@@ -39,10 +39,30 @@ def upstream(models, tmp_path_factory):
     port = _free_port()
     with open(tmp_path_factory.mktemp("upstream") / "server.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(models / MODEL_ID / SERVER_GGUF_FILE),
-             "--model_alias", UPSTREAM_ALIAS, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-             "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(models / MODEL_ID / SERVER_GGUF_FILE),
+                "--model_alias",
+                UPSTREAM_ALIAS,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+                "--verbose",
+                "False",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}/v1"
 
         def up():
@@ -65,8 +85,11 @@ def upstream(models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proxy(models, upstream):
-    with running(make_app(models, FALLBACK_UPSTREAM=upstream, FALLBACK_UPSTREAM_MODEL=UPSTREAM_ALIAS,
-                          MAX_CONCURRENT=2, MAX_QUEUE=4)) as c:
+    with running(
+        make_app(
+            models, FALLBACK_UPSTREAM=upstream, FALLBACK_UPSTREAM_MODEL=UPSTREAM_ALIAS, MAX_CONCURRENT=2, MAX_QUEUE=4
+        )
+    ) as c:
         yield c
 
 
@@ -89,8 +112,9 @@ def test_same_answers_as_the_embedded_engine(proxy, embedded):
 
 def test_streaming_through_the_proxy(proxy):
     plain = proxy.chat(messages=FRANCE, temperature=0, max_tokens=16)
-    streamed = proxy.chat(messages=FRANCE, temperature=0, max_tokens=16, stream=True,
-                          stream_options={"include_usage": True})
+    streamed = proxy.chat(
+        messages=FRANCE, temperature=0, max_tokens=16, stream=True, stream_options={"include_usage": True}
+    )
     assert streamed.status == 200 and streamed.events[-1] == "[DONE]"
     chunks = [e for e in streamed.events[:-1] if e["choices"]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -101,8 +125,15 @@ def test_streaming_through_the_proxy(proxy):
 
 
 def test_lantern_checks_stay_in_front(models, upstream):
-    with running(make_app(models, FALLBACK_UPSTREAM=upstream, FALLBACK_UPSTREAM_MODEL=UPSTREAM_ALIAS,
-                          API_KEYS="proxy-key", MAX_TOKENS_CAP=64)) as c:
+    with running(
+        make_app(
+            models,
+            FALLBACK_UPSTREAM=upstream,
+            FALLBACK_UPSTREAM_MODEL=UPSTREAM_ALIAS,
+            API_KEYS="proxy-key",
+            MAX_TOKENS_CAP=64,
+        )
+    ) as c:
         key = {"Authorization": "Bearer proxy-key"}
         assert c.chat(messages=FRANCE).status == 401
         assert c.chat(messages=FRANCE, temperature=9, headers=key).json["error"]["param"] == "temperature"
@@ -134,8 +165,11 @@ def test_upstream_down(models):
 
 
 def test_disconnect_through_the_proxy_frees_the_slot(models, upstream):
-    with running(make_app(models, FALLBACK_UPSTREAM=upstream, FALLBACK_UPSTREAM_MODEL=UPSTREAM_ALIAS,
-                          MAX_CONCURRENT=1, MAX_QUEUE=0)) as c:
+    with running(
+        make_app(
+            models, FALLBACK_UPSTREAM=upstream, FALLBACK_UPSTREAM_MODEL=UPSTREAM_ALIAS, MAX_CONCURRENT=1, MAX_QUEUE=0
+        )
+    ) as c:
         stream = c.open_stream(messages=FRANCE, temperature=0, max_tokens=1000)
         assert len(read_events(stream.response, 4)) == 4
         assert c.chat(messages=FRANCE, max_tokens=2).status == 429

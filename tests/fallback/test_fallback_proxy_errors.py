@@ -57,9 +57,16 @@ def models(smollm2_models):
     return smollm2_models
 
 
-@pytest.mark.parametrize("mode,status,retry_after", [
-    ("bad", 400, None), ("busy", 429, "7"), ("auth", 502, None), ("broken", 502, None), ("garbage", 502, None),
-])
+@pytest.mark.parametrize(
+    "mode,status,retry_after",
+    [
+        ("bad", 400, None),
+        ("busy", 429, "7"),
+        ("auth", 502, None),
+        ("broken", 502, None),
+        ("garbage", 502, None),
+    ],
+)
 def test_upstream_answers_are_relayed(canned, models, mode, status, retry_after):
     canned.mode = mode
     base = f"http://127.0.0.1:{canned.server_address[1]}"  # bare host:port means <base>/v1

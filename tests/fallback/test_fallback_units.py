@@ -77,16 +77,38 @@ def test_admission_fifo_queue_full_and_timeout():
 
 
 def test_settings_from_env_style_values():
-    s = load_settings({"MAX_CONCURRENT": 3, "MAX_QUEUE": "0", "FALLBACK_ENABLED": "false",
-                       "API_KEYS": "a, b c", "REQUEST_TIMEOUT": 2, "FALLBACK_PRELOAD": 1})
-    assert (s.max_concurrent, s.max_queue, s.enabled, s.api_keys, s.request_timeout, s.preload) == \
-        (3, 0, False, ("a", "b", "c"), 2.0, True)
+    s = load_settings(
+        {
+            "MAX_CONCURRENT": 3,
+            "MAX_QUEUE": "0",
+            "FALLBACK_ENABLED": "false",
+            "API_KEYS": "a, b c",
+            "REQUEST_TIMEOUT": 2,
+            "FALLBACK_PRELOAD": 1,
+        }
+    )
+    assert (s.max_concurrent, s.max_queue, s.enabled, s.api_keys, s.request_timeout, s.preload) == (
+        3,
+        0,
+        False,
+        ("a", "b", "c"),
+        2.0,
+        True,
+    )
     assert s.threads >= 1 and not s.proxy
     assert load_settings({"FALLBACK_UPSTREAM": "http://h:1/v1"}).proxy
 
 
-@pytest.mark.parametrize("config", [{"MAX_CONCURRENT": 0}, {"MAX_QUEUE": "many"}, {"FALLBACK_ENABLED": "maybe"},
-                                    {"REQUEST_TIMEOUT": True}, {"MAX_TOKENS_CAP": -5}])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"MAX_CONCURRENT": 0},
+        {"MAX_QUEUE": "many"},
+        {"FALLBACK_ENABLED": "maybe"},
+        {"REQUEST_TIMEOUT": True},
+        {"MAX_TOKENS_CAP": -5},
+    ],
+)
 def test_bad_settings_fail_at_start(config):
     with pytest.raises(ConfigError, match="LANTERN_"):
         load_settings(config)

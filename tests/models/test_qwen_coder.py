@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from test_browser_webllm import _load
 
-from build_pipeline.chat_config import CHAT_CONFIG_FILE
-from build_pipeline.compiler.verify import VERIFY_FILE
+from build_pipeline.contract import CHAT_CONFIG_FILE, VERIFY_FILE
 from build_pipeline.manifest import read_manifest
 from testing.browser_harness.builds import cached_build, qwen_coder_spec
 from testing.browser_harness.server import HarnessServer, find_webllm, harness_page
@@ -55,8 +54,10 @@ def test_qwen_coder_build_is_verified_and_quality_gated(qwen_q4f32):
     ids = {t["content"]: t["id"] for t in vocab}
     assert {ids["<|im_end|>"], ids["<|endoftext|>"]} <= set(chat["conv_template"]["stop_token_ids"])
     assert chat["conv_template"]["roles"]["user"] == "<|im_start|>user\n"  # ChatML
-    print(f"\nQwen2.5-Coder-0.5B q4f32_asym: {manifest['bits_per_param']:.2f} bits/param, perplexity ratio "
-          f"{quality['ratio']:.4f} vs q0f32 over {quality['eval_tokens']} tokens")
+    print(
+        f"\nQwen2.5-Coder-0.5B q4f32_asym: {manifest['bits_per_param']:.2f} bits/param, perplexity ratio "
+        f"{quality['ratio']:.4f} vs q0f32 over {quality['eval_tokens']} tokens"
+    )
 
 
 @pytest.mark.browser
@@ -69,8 +70,9 @@ def test_qwen_coder_writes_a_reverse_function_in_chromium(qwen_q4f32, _browsers)
     start = time.monotonic()
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=1_800_000) as page:
         loaded = _load(page, server, "qwen-coder", qwen_q4f32)
-        chat = page.evaluate("a => window.lantern.chat(a)", {"prompt": QUESTION, "maxTokens": MAX_TOKENS,
-                                                              "model": "qwen-coder"})
+        chat = page.evaluate(
+            "a => window.lantern.chat(a)", {"prompt": QUESTION, "maxTokens": MAX_TOKENS, "model": "qwen-coder"}
+        )
     took = time.monotonic() - start
     assert chat["outputIds"] == cpu["token_ids"], (chat["text"], cpu["text"])
     assert chat["text"] == cpu["text"]
@@ -83,6 +85,8 @@ def test_qwen_coder_writes_a_reverse_function_in_chromium(qwen_q4f32, _browsers)
     ran = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30, check=False)
     assert ran.returncode == 0, (answer, ran.stderr)
     extra = chat["usage"]["extra"]
-    print(f"\nQwen2.5-Coder-0.5B q4f32_asym in SwiftShader: load {loaded['loadMs'] / 1000:.1f} s, "
-          f"{len(chat['outputIds'])} tokens, prefill {extra['prefill_tokens_per_s']:.2f} tok/s, decode "
-          f"{extra['decode_tokens_per_s']:.2f} tok/s, test {took:.0f} s\n{answer}")
+    print(
+        f"\nQwen2.5-Coder-0.5B q4f32_asym in SwiftShader: load {loaded['loadMs'] / 1000:.1f} s, "
+        f"{len(chat['outputIds'])} tokens, prefill {extra['prefill_tokens_per_s']:.2f} tok/s, decode "
+        f"{extra['decode_tokens_per_s']:.2f} tok/s, test {took:.0f} s\n{answer}"
+    )

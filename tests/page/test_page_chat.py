@@ -90,8 +90,9 @@ def chat_flow(serve, chromium, models, *, expect=None):
     s.page.click("#new-chat")
     assert s.page.locator(".message").count() == 0
     ask(s, "Tell a long story.", temperature=0, wait=False)
-    s.page.wait_for_function("() => window.lantern.state === 'generating' && window.lantern.lastReply.deltas >= 2",
-                             timeout=600_000)
+    s.page.wait_for_function(
+        "() => window.lantern.state === 'generating' && window.lantern.lastReply.deltas >= 2", timeout=600_000
+    )
     stops_before = s.page.evaluate("() => window.lantern.replyCount")
     s.page.click("#stop")
     s.page.wait_for_function("(n) => window.lantern.replyCount > n", arg=stops_before, timeout=120_000)

@@ -35,8 +35,9 @@ def ask(s, text: str | None = None, click: str = "#send") -> dict:
     if text is not None:
         s.page.fill("#prompt", text)
     s.page.click(click)
-    s.page.wait_for_function("(n) => window.lantern.replyCount > n && window.lantern.state === 'ready'",
-                             arg=count, timeout=60_000)
+    s.page.wait_for_function(
+        "(n) => window.lantern.replyCount > n && window.lantern.state === 'ready'", arg=count, timeout=60_000
+    )
     return s.lantern(".lastReply")
 
 
@@ -80,7 +81,9 @@ def test_copy_regenerate_edit_export_import_rename_search(serve, chromium, tiny_
     s.page.locator("#conversations li.current button.rename").click()
     s.page.fill("#conversations li .title-input", "Lantern notes")
     s.page.press("#conversations li .title-input", "Enter")
-    s.page.wait_for_function("() => document.querySelector('#conversations li button.open')?.textContent === 'Lantern notes'")
+    s.page.wait_for_function(
+        "() => document.querySelector('#conversations li button.open')?.textContent === 'Lantern notes'"
+    )
     assert s.page.evaluate(CURRENT)["title"] == "Lantern notes"
 
     # Export as Markdown and JSON.
@@ -101,7 +104,9 @@ def test_copy_regenerate_edit_export_import_rename_search(serve, chromium, tiny_
     path = tmp_path / "conversation.json"
     path.write_text(exported, encoding="utf-8")
     s.page.set_input_files("#import-file", str(path))
-    s.page.wait_for_function("() => document.querySelector('#conversations li.current button.open')?.textContent === 'Lantern notes'")
+    s.page.wait_for_function(
+        "() => document.querySelector('#conversations li.current button.open')?.textContent === 'Lantern notes'"
+    )
     assert s.page.evaluate(CURRENT) == data["conversation"]
     with s.page.expect_download() as d:
         s.page.click("#export-json")
@@ -109,11 +114,19 @@ def test_copy_regenerate_edit_export_import_rename_search(serve, chromium, tiny_
     assert s.page.locator(".message").count() == 2
 
     # A code block in an answer (imported, so its content is known) has its own copy button.
-    code = {**data["conversation"], "id": "code-conversation", "title": "Code sample",
-            "messages": [{"role": "user", "content": "Show code"}, {"role": "assistant", "content": CODE_ANSWER}]}
-    path.write_text(json.dumps({"format": "lantern.conversation", "version": 1, "conversation": code}), encoding="utf-8")
+    code = {
+        **data["conversation"],
+        "id": "code-conversation",
+        "title": "Code sample",
+        "messages": [{"role": "user", "content": "Show code"}, {"role": "assistant", "content": CODE_ANSWER}],
+    }
+    path.write_text(
+        json.dumps({"format": "lantern.conversation", "version": 1, "conversation": code}), encoding="utf-8"
+    )
     s.page.set_input_files("#import-file", str(path))
-    s.page.wait_for_function("() => document.querySelector('#conversations li.current button.open')?.textContent === 'Code sample'")
+    s.page.wait_for_function(
+        "() => document.querySelector('#conversations li.current button.open')?.textContent === 'Code sample'"
+    )
     s.page.locator(".message.assistant .copy-code").click()
     assert clipboard(s) == "print('hi')"
 
@@ -156,8 +169,10 @@ def test_accessibility_smoke_keyboard_and_labels(serve, chromium, tiny_site_mode
     reached = []
     for _ in range(len(controls) * 2 + 10):
         s.page.keyboard.press("Tab")
-        reached.append(s.page.evaluate("""() => { const e = document.activeElement;
-            return e.id || e.className || e.textContent.trim(); }"""))
+        reached.append(
+            s.page.evaluate("""() => { const e = document.activeElement;
+            return e.id || e.className || e.textContent.trim(); }""")
+        )
     assert set(controls) <= set(reached), set(controls) - set(reached)
     # The answer's actions work from the keyboard too.
     s.page.locator(".message.assistant .copy-answer").focus()

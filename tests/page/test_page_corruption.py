@@ -44,8 +44,9 @@ def assert_never_reached_the_engine(s, bad_path):
 
 
 @pytest.mark.parametrize("damage, kind", [("altered", "corrupt"), ("truncated", "truncated")])
-def test_damaged_shard_on_the_server_is_rejected_and_never_stored(serve, chromium, tiny_site_models, tmp_path,
-                                                                  damage, kind):
+def test_damaged_shard_on_the_server_is_rejected_and_never_stored(
+    serve, chromium, tiny_site_models, tmp_path, damage, kind
+):
     models = copy_models(tiny_site_models, tmp_path / "models")
     shard = models / "tiny-llama" / "q4f32_1" / SHARD
     good = shard.read_bytes()
@@ -100,14 +101,17 @@ def test_damaged_entry_in_browser_storage_is_not_trusted(serve, chromium, tiny_s
     server, s = start(serve, chromium, tiny_site_models)
     s.wait_state("downloaded")
     url = s.lantern(".selection.variant.base_url")
-    s.page.evaluate("""async (url) => {
+    s.page.evaluate(
+        """async (url) => {
       const cache = await caches.open('webllm/model');
       const key = new Request(new URL(url + 'params_shard_0.bin', location.href).href);
       const old = await cache.match(key);
       const bytes = new Uint8Array(await old.arrayBuffer());
       bytes[7] ^= 0x01;
       await cache.put(key, new Response(bytes, { headers: old.headers }));
-    }""", url)
+    }""",
+        url,
+    )
     s.page.reload()
     assert s.wait_state("needs-download", "downloaded") == "needs-download"
     assert s.lantern(".storedCheck.damaged") == [SHARD]

@@ -28,8 +28,9 @@ PIECES = """async ([conv, messages]) => {
 
 
 def server_answer(url: str, text: str, max_tokens: int) -> str:
-    body = json.dumps({"messages": [{"role": "user", "content": text}], "temperature": 0,
-                       "max_tokens": max_tokens}).encode()
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": max_tokens}
+    ).encode()
     request = urllib.request.Request(url + "/v1/chat/completions", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as r:
         return json.loads(r.read())["choices"][0]["message"]["content"]
@@ -104,8 +105,9 @@ def test_cpu_tier_chats_privately_and_answers_like_the_server(serve, chromium, s
     count = s.lantern(".replyCount")
     s.page.fill("#prompt", "Write a long story about a dragon who learns to cook.")
     s.page.click("#send")
-    s.page.wait_for_function("() => window.lantern.state === 'generating' && window.lantern.lastReply.deltas >= 3",
-                             timeout=60_000)
+    s.page.wait_for_function(
+        "() => window.lantern.state === 'generating' && window.lantern.lastReply.deltas >= 3", timeout=60_000
+    )
     s.page.click("#stop")
     s.page.wait_for_function("(n) => window.lantern.replyCount > n", arg=count, timeout=30_000)
     assert s.lantern(".lastReply.finishReason") == "abort"
@@ -121,7 +123,9 @@ def test_without_cross_origin_isolation_one_thread_and_it_says_so(serve, chromiu
             def start(status, headers, exc_info=None):
                 kept = [(k, v) for k, v in headers if k.lower() != "cross-origin-embedder-policy"]
                 return start_response(status, kept, exc_info)
+
             return app(environ, start)
+
         return wsgi
 
     server = serve(smollm2_models, wsgi_wrapper=no_isolation)
@@ -174,8 +178,9 @@ def test_software_adapter_prefers_the_cpu_tier_and_settings_switch_tiers(serve, 
     assert cpu_reply["stats"]["tier"] == "cpu" and cpu_reply["finishReason"] in ("stop", "length")
 
     s.page.select_option("#local-tier", "gpu")
-    s.page.wait_for_function("() => window.lantern.selection.tier === 'gpu' && window.lantern.state === "
-                             "'needs-download'", timeout=60_000)
+    s.page.wait_for_function(
+        "() => window.lantern.selection.tier === 'gpu' && window.lantern.state === 'needs-download'", timeout=60_000
+    )
     assert s.lantern(".selection.tier") == "gpu"
     s.page.click("#download-button")
     assert s.wait_state("ready", "engine-failed", timeout=600_000) == "ready", s.lantern(".error")
@@ -184,8 +189,9 @@ def test_software_adapter_prefers_the_cpu_tier_and_settings_switch_tiers(serve, 
     assert gpu_reply["finishReason"] in ("stop", "length") and "tier" not in gpu_reply["stats"]
 
     s.page.select_option("#local-tier", "cpu")  # already downloaded: straight back to ready
-    s.page.wait_for_function("() => window.lantern.engine.tier === 'cpu' && window.lantern.state === 'ready'",
-                             timeout=60_000)
+    s.page.wait_for_function(
+        "() => window.lantern.engine.tier === 'cpu' && window.lantern.state === 'ready'", timeout=60_000
+    )
     assert s.ask("Hello")["stats"]["tier"] == "cpu"
     assert s.page.evaluate("() => window.lanternMarker") == 1
     assert s.page.evaluate("() => localStorage.getItem('lantern.tier')") == "cpu"

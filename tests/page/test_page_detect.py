@@ -79,17 +79,31 @@ CHOOSER = """async ([caps, model, opts]) => {
            messages: r.problems.map((p) => p.message), warnings: r.warnings, reason: r.reason, summary: r.summary };
 }"""
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def _caps(features=(), limits=None, storage_available=10 * GIB, device_memory=16):
-    base = {"maxBufferSize": GIB, "maxStorageBufferBindingSize": GIB, "maxStorageBuffersPerShaderStage": 10,
-            "maxComputeWorkgroupStorageSize": 32768, "maxComputeInvocationsPerWorkgroup": 256}
+    base = {
+        "maxBufferSize": GIB,
+        "maxStorageBufferBindingSize": GIB,
+        "maxStorageBuffersPerShaderStage": 10,
+        "maxComputeWorkgroupStorageSize": 32768,
+        "maxComputeInvocationsPerWorkgroup": 256,
+    }
     return {
-        "secureContext": True, "cacheApi": True, "subtleCrypto": True, "deviceMemoryGB": device_memory,
+        "secureContext": True,
+        "cacheApi": True,
+        "subtleCrypto": True,
+        "deviceMemoryGB": device_memory,
         "storage": {"quota": storage_available, "usage": 0, "available": storage_available},
-        "webgpu": {"available": True, "name": "Test GPU", "software": False, "features": list(features),
-                   "shaderF16": "shader-f16" in features, "limits": {**base, **(limits or {})}},
+        "webgpu": {
+            "available": True,
+            "name": "Test GPU",
+            "software": False,
+            "features": list(features),
+            "shaderF16": "shader-f16" in features,
+            "limits": {**base, **(limits or {})},
+        },
     }
 
 
@@ -101,12 +115,18 @@ def _limits(model_needs: dict) -> dict:
 def _model(*quants, binding=64 * 1024 * 1024, download=80_000_000, memory=200_000_000):
     variants = []
     for q in quants:
-        variants.append({
-            "id": f"m-{q}", "quantization": q, "download_bytes": download, "estimated_gpu_memory_bytes": memory,
-            "required_features": ["shader-f16"] if "f16" in q else [],
-            "required_limits": _limits({"maxStorageBufferBindingSize": binding, "maxBufferSize": binding}),
-            "library": {"file": "lib.wasm", "url": "/x/lib.wasm"}, "files": [],
-        })
+        variants.append(
+            {
+                "id": f"m-{q}",
+                "quantization": q,
+                "download_bytes": download,
+                "estimated_gpu_memory_bytes": memory,
+                "required_features": ["shader-f16"] if "f16" in q else [],
+                "required_limits": _limits({"maxStorageBufferBindingSize": binding, "maxBufferSize": binding}),
+                "library": {"file": "lib.wasm", "url": "/x/lib.wasm"},
+                "files": [],
+            }
+        )
     return {"id": "m", "name": "Model M", "variants": variants}
 
 
@@ -128,7 +148,9 @@ def test_variant_choice_and_plain_word_errors(serve, chromium, tiny_site_models)
     assert not only_f16["ok"] and only_f16["codes"] == ["f16-missing"]
     assert "shader-f16" in only_f16["messages"][0] and "32-bit" in only_f16["messages"][0]
 
-    small = choose(_caps(limits={"maxStorageBufferBindingSize": 128 * 1024 * 1024}), _model("q4f32_1", binding=512 * 1024 * 1024))
+    small = choose(
+        _caps(limits={"maxStorageBufferBindingSize": 128 * 1024 * 1024}), _model("q4f32_1", binding=512 * 1024 * 1024)
+    )
     assert not small["ok"] and small["codes"] == ["adapter-too-small"]
     assert "maxStorageBufferBindingSize" in small["messages"][0] and "537 MB" in small["messages"][0]
 
@@ -172,15 +194,22 @@ def test_each_adapter_gets_its_own_library(serve, chromium, tiny_site_models):
     gpu = {"path": "gpu.wasm", "bytes": 10, "sha256": "b", "role": "library"}
     soft = {"path": "soft.wasm", "bytes": 7, "sha256": "c", "role": "library"}
     variant = {
-        "id": "m-q4f32_1", "download_bytes": 110,
+        "id": "m-q4f32_1",
+        "download_bytes": 110,
         "library": {"file": "gpu.wasm", "url": "/x/gpu.wasm"},
         "software_library": {"file": "soft.wasm", "url": "/x/soft.wasm"},
         "files": [shard, gpu],
         "adapters": {
-            "hardware": {"library": {"file": "gpu.wasm", "url": "/x/gpu.wasm"}, "files": [shard, gpu],
-                         "download_bytes": 110},
-            "software": {"library": {"file": "soft.wasm", "url": "/x/soft.wasm"}, "files": [shard, soft],
-                         "download_bytes": 107},
+            "hardware": {
+                "library": {"file": "gpu.wasm", "url": "/x/gpu.wasm"},
+                "files": [shard, gpu],
+                "download_bytes": 110,
+            },
+            "software": {
+                "library": {"file": "soft.wasm", "url": "/x/soft.wasm"},
+                "files": [shard, soft],
+                "download_bytes": 107,
+            },
         },
     }
     hardware = s.page.evaluate(ADAPTER_LIBRARY, [variant, False])
@@ -202,12 +231,17 @@ def test_chooser_prefers_full_quality_and_states_the_servers_words(serve, chromi
     choose = lambda caps, model, opts=None: s.page.evaluate(CHOOSER, [caps, model, opts])  # noqa: E731
 
     model = _model("q4f32_1", "q4f32_asym", "q0f32")
-    words = {"q4f32_1": (1.5, False, "≈ 50% higher perplexity than full precision"),
-             "q4f32_asym": (1.0, True, "full quality"), "q0f32": (1.0, True, "full quality")}
+    words = {
+        "q4f32_1": (1.5, False, "≈ 50% higher perplexity than full precision"),
+        "q4f32_asym": (1.0, True, "full quality"),
+        "q0f32": (1.0, True, "full quality"),
+    }
     for v in model["variants"]:
         ratio, full, label = words[v["quantization"]]
         v["quality"] = {"ratio": ratio, "full_quality": full, "label": label}
-        v["download_bytes"] = {"q4f32_1": 80_000_000, "q4f32_asym": 100_000_000, "q0f32": 540_000_000}[v["quantization"]]
+        v["download_bytes"] = {"q4f32_1": 80_000_000, "q4f32_asym": 100_000_000, "q0f32": 540_000_000}[
+            v["quantization"]
+        ]
     best = choose(_caps(), model)
     assert best["ok"] and best["quantization"] == "q4f32_asym"
     assert "full quality" in best["summary"]

@@ -19,8 +19,9 @@ def crash_gpu_process(s) -> None:
 
 
 def visible_actions(s) -> list[str]:
-    return s.page.evaluate("() => [...document.querySelectorAll('#error button')].filter((b) => !b.hidden)"
-                           ".map((b) => b.id)")
+    return s.page.evaluate(
+        "() => [...document.querySelectorAll('#error button')].filter((b) => !b.hidden).map((b) => b.id)"
+    )
 
 
 def test_gpu_loss_offers_reload_then_the_server(serve, chromium, tiny_chat_models):
@@ -28,8 +29,9 @@ def test_gpu_loss_offers_reload_then_the_server(serve, chromium, tiny_chat_model
 
     # Lost in the middle of an answer: the answer ends as failed, the page offers a reload.
     ask(s, "Tell a long story.", temperature=0, wait=False)
-    s.page.wait_for_function("() => window.lantern.state === 'generating' && window.lantern.lastReply.deltas >= 2",
-                             timeout=600_000)
+    s.page.wait_for_function(
+        "() => window.lantern.state === 'generating' && window.lantern.lastReply.deltas >= 2", timeout=600_000
+    )
     before = s.page.evaluate("() => window.lantern.replyCount")
     crash_gpu_process(s)
     s.page.wait_for_function("(n) => window.lantern.replyCount > n", arg=before, timeout=60_000)
@@ -58,8 +60,9 @@ def test_gpu_loss_offers_reload_then_the_server(serve, chromium, tiny_chat_model
 
     # Lost again while idle, in the same session: reload, and now the server as well (never used unasked).
     crash_gpu_process(s)
-    s.page.wait_for_function("() => window.lantern.error && window.lantern.error.code === 'device-lost'",
-                             timeout=60_000)
+    s.page.wait_for_function(
+        "() => window.lantern.error && window.lantern.error.code === 'device-lost'", timeout=60_000
+    )
     assert s.lantern(".deviceLosses") == 2
     assert s.lantern(".state") == "engine-failed"
     assert visible_actions(s) == ["reload-page", "offer-server"]

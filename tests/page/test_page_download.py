@@ -125,7 +125,8 @@ def test_interrupted_download_resumes_with_what_is_verified(serve, chromium, tin
     variant = s.lantern(".selection.variant")
     others = [f["path"] for f in variant["files"] if f["path"] != "params_shard_0.bin"]
     s.page.wait_for_function(
-        "(paths) => paths.every((p) => window.lantern.download.files?.[p]?.status === 'done')", arg=others)
+        "(paths) => paths.every((p) => window.lantern.download.files?.[p]?.status === 'done')", arg=others
+    )
     assert s.lantern(".download.files")["params_shard_0.bin"]["status"] == "downloading"
 
     s.page.reload()  # the tab goes away mid-download
@@ -166,8 +167,11 @@ def test_failed_download_offers_retry_and_keeps_verified_files(serve, chromium, 
 def test_remove_downloaded_model_frees_the_storage(serve, chromium, tiny_site_models):
     server, s = open_page(serve, chromium, tiny_site_models)
     # The app shell's cache (service worker) is this site's too: measure the model's part on top of it.
-    s.poll("async () => (await caches.keys()).some((k) => k.startsWith('lantern-shell-')) && "
-           "(await navigator.serviceWorker.getRegistration())?.active?.state === 'activated'", timeout=30_000)
+    s.poll(
+        "async () => (await caches.keys()).some((k) => k.startsWith('lantern-shell-')) && "
+        "(await navigator.serviceWorker.getRegistration())?.active?.state === 'activated'",
+        timeout=30_000,
+    )
     shell_usage = s.page.evaluate("async () => (await navigator.storage.estimate()).usageDetails.caches || 0")
     download(s)
     cached_usage = s.page.evaluate("async () => (await navigator.storage.estimate()).usageDetails.caches")
@@ -183,8 +187,11 @@ def test_remove_downloaded_model_frees_the_storage(serve, chromium, tiny_site_mo
     s.page.reload()
     s.wait_state("needs-download")
     # usageDetails (Chromium) splits usage by storage type: the model's Cache API part must be gone.
-    assert s.poll("async (shell) => ((await navigator.storage.estimate()).usageDetails?.caches || 0) <= shell",
-                  shell_usage, timeout=30_000)
+    assert s.poll(
+        "async (shell) => ((await navigator.storage.estimate()).usageDetails?.caches || 0) <= shell",
+        shell_usage,
+        timeout=30_000,
+    )
     assert s.page.evaluate(WEBLLM_HAS_MODEL) is False
 
 

@@ -14,12 +14,15 @@ pytestmark = pytest.mark.browser
 def cdn_headers(app):
     """What the second origin must send to a cross-origin isolated page (COEP require-corp): CORS, and
     Cross-Origin-Resource-Policy: cross-origin instead of same-origin."""
+
     def wsgi(environ, start_response):
         def start(status, headers, exc_info=None):
             kept = [(k, v) for k, v in headers if k.lower() != "cross-origin-resource-policy"]
             kept += [("Access-Control-Allow-Origin", "*"), ("Cross-Origin-Resource-Policy", "cross-origin")]
             return start_response(status, kept, exc_info)
+
         return app(environ, start)
+
     return wsgi
 
 
@@ -43,7 +46,8 @@ def test_model_files_come_from_the_cdn_verified_and_used(serve, chromium, tiny_s
     progress = s.lantern(".download")
     assert progress["rejected"] == [] and all(f["status"] == "done" for f in progress["files"].values())
     assert sorted(p.rsplit("/", 1)[1] for p in cdn.paths("/models/", status=200)) == sorted(
-        f["path"] for f in variant["files"])
+        f["path"] for f in variant["files"]
+    )
     assert site.paths("/models/") == []  # this site served the manifest (catalog), never a model file
     count = s.lantern(".replyCount")
     s.page.fill("#prompt", "Hello")

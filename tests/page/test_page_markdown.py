@@ -21,11 +21,11 @@ RENDER = """async (text) => {
 
 ATTACKS = [
     "<script>window.pwned = 1</script>",
-    "<img src=x onerror=\"window.pwned = 2\">",
-    "<iframe src=\"javascript:window.pwned=3\"></iframe>",
+    '<img src=x onerror="window.pwned = 2">',
+    '<iframe src="javascript:window.pwned=3"></iframe>',
     "[click](javascript:window.pwned=4)",
     "![tracker](http://evil.example/pixel.png)",
-    "<a href=\"http://evil.example\" onclick=\"window.pwned=5\">x</a>",
+    '<a href="http://evil.example" onclick="window.pwned=5">x</a>',
     "**<svg onload=window.pwned=6>**",
     "`<b>code</b>`",
     "```html\n<script>window.pwned=7</script>\n```",
@@ -42,8 +42,10 @@ def page(serve, chromium, tiny_site_models):
 
 
 def test_markdown_formatting(page):
-    md = "# Title\n\nSome **bold**, *em*, `code` and ~~gone~~.\n\n- one\n- two\n\n3. c\n4. d\n\n> quoted\n\n" \
-         "```py\nprint('hi')\n```\n\nA [link](https://example.org/x) here.\nsecond line\n\n---"
+    md = (
+        "# Title\n\nSome **bold**, *em*, `code` and ~~gone~~.\n\n- one\n- two\n\n3. c\n4. d\n\n> quoted\n\n"
+        "```py\nprint('hi')\n```\n\nA [link](https://example.org/x) here.\nsecond line\n\n---"
+    )
     out = page.page.evaluate(RENDER, md)
     for tag in ("h3", "strong", "em", "code", "del", "ul", "ol", "li", "blockquote", "pre", "a", "br", "hr"):
         assert tag in out["tags"], tag

@@ -145,8 +145,10 @@ def test_server_mode_answers_with_the_picked_model(serve, chromium, two_site_mod
     assert set(fallback.engines) == {SMOL}  # the tiny model's engine is not started before it is asked for
 
     pick(s, TINY)  # still server mode: the page reconnects for the tiny model
-    s.page.wait_for_function("(id) => window.lantern.state === 'ready' && "
-                             "document.getElementById('engine-status').textContent.includes(id)", arg=TINY)
+    s.page.wait_for_function(
+        "(id) => window.lantern.state === 'ready' && document.getElementById('engine-status').textContent.includes(id)",
+        arg=TINY,
+    )
     reply = s.ask("hi", timeout=300_000)
     assert reply["finishReason"] in ("stop", "length") and reply["kind"] == "server", s.lantern(".error")
     assert set(fallback.engines) == {SMOL, TINY}

@@ -68,9 +68,11 @@ def wait_shell(s, timeout: float = 60_000) -> list[str]:
     """The worker of this page's build is active, controls the page and holds only this build's cache."""
     build = s.lantern(".build")
     assert build
-    caches = s.poll("async () => { const c = await (" + SHELL + ")(); "
-                    "return c && c.length === 1 && c[0] === 'lantern-shell-' + window.lantern.build ? c : null; }",
-                    timeout=timeout)
+    caches = s.poll(
+        "async () => { const c = await (" + SHELL + ")(); "
+        "return c && c.length === 1 && c[0] === 'lantern-shell-' + window.lantern.build ? c : null; }",
+        timeout=timeout,
+    )
     assert caches == [f"lantern-shell-{build}"], caches
     return caches
 
@@ -91,7 +93,9 @@ def test_a_returning_visitor_chats_with_the_server_switched_off(chromium, smollm
         assert s.lantern(".offline") is False
         assert s.page.locator("#offline").is_hidden()
         s.page.click("#download-button")
-        assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.lantern(".error")
+        assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.lantern(
+            ".error"
+        )
         s.set_greedy()
         assert "Berlin" in s.ask(GERMANY)["text"]
         wait_shell(s)

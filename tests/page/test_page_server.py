@@ -22,8 +22,14 @@ PROMPT = "Lantern-secret-prompt 7f3a: what is the capital of France?"
 class StubOpenAI:
     """Streams a canned answer word by word as OpenAI SSE; records what it was sent."""
 
-    def __init__(self, reply="The capital of **France** is Paris.", delay=0.02, status=200, chat_status=200,
-                 model="smollm2-135m-instruct"):
+    def __init__(
+        self,
+        reply="The capital of **France** is Paris.",
+        delay=0.02,
+        status=200,
+        chat_status=200,
+        model="smollm2-135m-instruct",
+    ):
         self.reply, self.delay, self.status, self.chat_status, self.model = reply, delay, status, chat_status, model
         self.bodies: list[dict] = []
         self.disconnected = threading.Event()
@@ -36,8 +42,12 @@ class StubOpenAI:
     def _error(self, start_response, code):
         status = {404: "404 Not Found", 503: "503 Service Unavailable", 429: "429 Too Many Requests"}[code]
         extra = [("Retry-After", "3")] if code == 429 else []
-        return self._json(start_response, status, {"error": {"message": "model is loading", "type": "server_error",
-                                                             "code": str(code)}}, extra)
+        return self._json(
+            start_response,
+            status,
+            {"error": {"message": "model is loading", "type": "server_error", "code": str(code)}},
+            extra,
+        )
 
     def _stream(self):
         words = self.reply.split(" ")
@@ -46,15 +56,27 @@ class StubOpenAI:
                 delta = {"content": word if i == 0 else " " + word}
                 if i == 0:
                     delta["role"] = "assistant"
-                chunk = {"id": "c1", "object": "chat.completion.chunk", "model": self.model,
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                chunk = {
+                    "id": "c1",
+                    "object": "chat.completion.chunk",
+                    "model": self.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                }
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 time.sleep(self.delay)
-            final = {"id": "c1", "object": "chat.completion.chunk", "model": self.model,
-                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            final = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "model": self.model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
             yield f"data: {json.dumps(final)}\n\n".encode()
-            usage = {"id": "c1", "object": "chat.completion.chunk", "choices": [],
-                     "usage": {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)}}
+            usage = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "usage": {"prompt_tokens": 12, "completion_tokens": len(words), "total_tokens": 12 + len(words)},
+            }
             yield f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode()
         except GeneratorExit:
             self.disconnected.set()
@@ -68,8 +90,9 @@ class StubOpenAI:
             if self.status != 200:
                 return self._error(start_response, self.status)
             if path == "/v1/models":
-                return self._json(start_response, "200 OK",
-                                  {"object": "list", "data": [{"id": self.model, "object": "model"}]})
+                return self._json(
+                    start_response, "200 OK", {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+                )
             if path == "/v1/chat/completions" and environ["REQUEST_METHOD"] == "POST":
                 size = int(environ.get("CONTENT_LENGTH") or 0)
                 self.bodies.append(json.loads(environ["wsgi.input"].read(size)))
@@ -132,7 +155,9 @@ def test_without_consent_no_request_carries_the_prompt(serve, chromium, tiny_sit
 
 
 def test_after_consent_the_answer_streams_from_the_server(serve, chromium, tiny_site_models):
-    stub = StubOpenAI(reply="The capital of **France** is Paris. <img src=x onerror=alert(1)> <script>alert(2)</script>")
+    stub = StubOpenAI(
+        reply="The capital of **France** is Paris. <img src=x onerror=alert(1)> <script>alert(2)</script>"
+    )
     server, s = open_page(serve, chromium, tiny_site_models, stub)
     s.page.fill("#system-prompt", "You are terse.")
     s.page.locator("#system-prompt").dispatch_event("change")
@@ -218,12 +243,15 @@ def test_server_mode_can_be_chosen_explicitly_and_undone(serve, chromium, tiny_s
     assert "Download the model first" in s.page.locator("#engine-status").inner_text()
 
 
-@pytest.mark.parametrize("status, chat_status, expected", [
-    (404, 200, "doesn't offer answers from the server"),
-    (503, 200, "can't answer right now"),
-    (200, 429, "busy; try again in 3 s"),
-    (200, 503, "can't answer right now"),
-])
+@pytest.mark.parametrize(
+    "status, chat_status, expected",
+    [
+        (404, 200, "doesn't offer answers from the server"),
+        (503, 200, "can't answer right now"),
+        (200, 429, "busy; try again in 3 s"),
+        (200, 503, "can't answer right now"),
+    ],
+)
 def test_server_errors_are_explained(serve, chromium, tiny_site_models, status, chat_status, expected):
     stub = StubOpenAI(status=status, chat_status=chat_status)
     server, s = open_page(serve, chromium, tiny_site_models, stub)

@@ -129,7 +129,9 @@ def test_cli_list_and_inspect(tmp_path, tiny_hf, cli):
     configs = tmp_path / "configs"
     configs.mkdir()
     write_model_config(configs / "tiny.toml", tiny_hf, quantizations=("q4f32_1", "q0f32"))
-    assert cli("build", configs / "tiny.toml", "-q", "q4f32_1", "--no-compile", "--out", tmp_path / "out").returncode == 0
+    assert (
+        cli("build", configs / "tiny.toml", "-q", "q4f32_1", "--no-compile", "--out", tmp_path / "out").returncode == 0
+    )
     listing = cli("list", "--configs", configs, "--out", tmp_path / "out")
     assert listing.returncode == 0
     assert "tiny-llama" in listing.stdout and "q0f32     not built" in listing.stdout

@@ -22,12 +22,18 @@ IDS = {"<|im_end|>": 2, "<|im_start|>": 1, "<|eot_id|>": 9, "<|begin_of_text|>":
 CONVERSATION = [("system", "S"), ("user", "Hi there"), ("assistant", "Hello"), ("user", "Bye")]
 
 
-@pytest.mark.parametrize("template,special,specials", [
-    (CHAT_TEMPLATE, {"bos_token": "<|im_start|>"}, ["<|im_start|>", "<|im_end|>"]),
-    (QWEN_LIKE, {"bos_token": None}, ["<|im_start|>", "<|im_end|>"]),
-    (LLAMA3_LIKE, {"bos_token": "<|begin_of_text|>"}, ["<|begin_of_text|>", "<|start_header_id|>",
-                                                        "<|end_header_id|>", "<|eot_id|>"]),
-])
+@pytest.mark.parametrize(
+    "template,special,specials",
+    [
+        (CHAT_TEMPLATE, {"bos_token": "<|im_start|>"}, ["<|im_start|>", "<|im_end|>"]),
+        (QWEN_LIKE, {"bos_token": None}, ["<|im_start|>", "<|im_end|>"]),
+        (
+            LLAMA3_LIKE,
+            {"bos_token": "<|begin_of_text|>"},
+            ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        ),
+    ],
+)
 def test_derived_template_matches_jinja(template, special, specials):
     conv = derive_conv_template(template, special, specials, IDS.get)
     for msgs in (CONVERSATION, CONVERSATION[1:2], CONVERSATION[:2]):

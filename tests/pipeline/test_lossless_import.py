@@ -26,7 +26,9 @@ def _write_gguf(path, rng):
         blocks = raw.reshape(-1, size)
         scales = [208] if name == "Q6_K" else [0, 2]  # d (and dmin): keep them finite
         for off in scales:
-            blocks[:, off:off + 2] = rng.uniform(1e-3, 1e-2, len(blocks)).astype(np.float16).view(np.uint8).reshape(-1, 2)
+            blocks[:, off : off + 2] = (
+                rng.uniform(1e-3, 1e-2, len(blocks)).astype(np.float16).view(np.uint8).reshape(-1, 2)
+            )
         writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=T[name])
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -70,8 +72,17 @@ def _cpu_kernel_weights(fmt, stored):
     return out.numpy()[0].T
 
 
-@pytest.mark.parametrize("type_name,fmt", [("Q4_0", "q4g32_sym"), ("Q4_1", "q4g32_min"), ("Q4_K", "q4g32_min"),
-                                           ("Q5_0", "q8g32_sym"), ("Q6_K", "q8g16_sym"), ("Q8_0", "q8g32_sym")])
+@pytest.mark.parametrize(
+    "type_name,fmt",
+    [
+        ("Q4_0", "q4g32_sym"),
+        ("Q4_1", "q4g32_min"),
+        ("Q4_K", "q4g32_min"),
+        ("Q5_0", "q8g32_sym"),
+        ("Q6_K", "q8g16_sym"),
+        ("Q8_0", "q8g32_sym"),
+    ],
+)
 def test_compiled_kernel_reproduces_gguf_bit_for_bit(imported, type_name, fmt):
     values, item = imported[type_name]
     assert item.fmt.name == fmt and item.source_type == type_name
@@ -113,8 +124,10 @@ def test_smollm2_gguf_imports_losslessly(smollm2_gguf):
         stored += arr.nbytes
         params += count
     summary = format_summary(formats)
-    assert summary == {"q8g32_sym": {"weights": 1, "sources": ["Q8_0"]},
-                       "q4g32_min": {"weights": 120, "sources": ["Q4_1"]}}
+    assert summary == {
+        "q8g32_sym": {"weights": 1, "sources": ["Q8_0"]},
+        "q4g32_min": {"weights": 120, "sources": ["Q4_1"]},
+    }
     bits = 8 * stored / params
     print(f"\nSmolLM2-135M q4f16_asym: {bits:.3f} bits/param (the Q4_1/Q8_0 GGUF itself: ~5.75)")
     assert bits < 5.8

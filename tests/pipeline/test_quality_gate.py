@@ -35,7 +35,7 @@ def test_float_quantizer_beats_mlc_q4(tmp_path):
     from build_pipeline.weight_formats import Q4_MIN, dequantize
 
     rng = np.random.default_rng(3)
-    w = (rng.standard_normal((256, 512)) * rng.uniform(0.01, 1, (256, 1)) + rng.normal(0, 0.05, (256, 1)))
+    w = rng.standard_normal((256, 512)) * rng.uniform(0.01, 1, (256, 1)) + rng.normal(0, 0.05, (256, 1))
     w = w.astype(np.float32)
     err_asym = float(np.mean((dequantize(Q4_MIN, float_quantizer.quantize(w, Q4_MIN, "float32")) - w) ** 2))
     err_mlc = float(np.mean((dequantize_q4(*quantize_q4(w, "float32")) - w) ** 2))
@@ -82,11 +82,17 @@ def test_passing_build_records_quality(tmp_path):
     assert quality["status"] == ("warn" if quality["ratio"] > quality["warn_ratio"] else "pass")
     assert quality["ratio"] == pytest.approx(quality["perplexity"] / quality["reference_perplexity"], rel=1e-3)
     manifest = read_manifest(variant)
-    assert {k: manifest.quality[k] for k in ("perplexity", "ratio", "eval_tokens")} == \
-        {k: quality[k] for k in ("perplexity", "ratio", "eval_tokens")}
+    assert {k: manifest.quality[k] for k in ("perplexity", "ratio", "eval_tokens")} == {
+        k: quality[k] for k in ("perplexity", "ratio", "eval_tokens")
+    }
     assert manifest.weight_formats == {"q4g32_mlc": {"weights": 9, "sources": []}}
-    shown = subprocess.run([sys.executable, "-m", "build_pipeline", "inspect", str(variant)],
-                           capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[2])
+    shown = subprocess.run(
+        [sys.executable, "-m", "build_pipeline", "inspect", str(variant)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert shown.returncode == 0 and "quality: perplexity" in shown.stdout and "x over 255 tokens" in shown.stdout
 
 
@@ -112,8 +118,10 @@ def test_smollm2_default_q4_is_full_quality_and_answers_paris(tmp_path):
     settings = settings_for(model, PROFILES["gpu"])
     lib, _, _ = build_library(model.family, model.config, scheme, settings, PROFILES["gpu"], "llvm")
     q = quality.measure(model, scheme, variant, lib, settings, PROFILES["gpu"])
-    print(f"\nSmolLM2-135M q4f32_asym: perplexity {q['perplexity']:.4f} vs q0f32 {q['reference_perplexity']:.4f} "
-          f"= {q['ratio']:.5f}x over {q['eval_tokens']} tokens ({time.monotonic() - start:.0f} s)")
+    print(
+        f"\nSmolLM2-135M q4f32_asym: perplexity {q['perplexity']:.4f} vs q0f32 {q['reference_perplexity']:.4f} "
+        f"= {q['ratio']:.5f}x over {q['eval_tokens']} tokens ({time.monotonic() - start:.0f} s)"
+    )
     assert q["ratio"] <= 1.001 and q["eval_tokens"] > 2000
 
     ids, chat, tok = prompt_token_ids(variant)
@@ -122,7 +130,6 @@ def test_smollm2_default_q4_is_full_quality_and_answers_paris(tmp_path):
     text = tok.decode(out, skip_special_tokens=False)
     print(f"France -> {text!r}")
     assert "Paris" in text
-
 
 
 @pytest.mark.slow  # ~3.5 min with a cold compile cache (two WebGPU libraries + two CPU builds)

@@ -70,8 +70,11 @@ def test_config_from_gguf_metadata(smollm2):
 
 def test_conv_template_reproduces_the_jinja_template(smollm2, conv):
     msgs = [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello!"), ("user", FRANCE)]
-    jinja = render(smollm2.source.chat_template, [{"role": r, "content": c} for r, c in msgs],
-                   {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"})
+    jinja = render(
+        smollm2.source.chat_template,
+        [{"role": r, "content": c} for r, c in msgs],
+        {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"},
+    )
     assert format_prompt(conv, msgs) == jinja
     assert conv["system_message"] == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
     assert conv["stop_str"] == ["<|im_end|>"] and conv["stop_token_ids"] == [2]
@@ -80,7 +83,9 @@ def test_conv_template_reproduces_the_jinja_template(smollm2, conv):
 
 @pytest.fixture(scope="module")
 def float_reference(smollm2):
-    params = dense_params((n, a) for n, a, _ in convert(smollm2.source, smollm2.config, smollm2.family, SCHEMES["q0f32"]))
+    params = dense_params(
+        (n, a) for n, a, _ in convert(smollm2.source, smollm2.config, smollm2.family, SCHEMES["q0f32"])
+    )
     return ReferenceModel(smollm2.config, params)
 
 
@@ -125,7 +130,7 @@ def test_skipping_the_unpermute_breaks_the_model(smollm2, float_reference, token
     for i in range(c.num_hidden_layers):
         name = f"model.layers.{i}.self_attn.qkv_proj.weight"
         w = broken[name]
-        q, k, v = w[:q_rows], w[q_rows:q_rows + k_rows], w[q_rows + k_rows:]
+        q, k, v = w[:q_rows], w[q_rows : q_rows + k_rows], w[q_rows + k_rows :]
         assert np.array_equal(unpermute_rows(permute(q, c.num_attention_heads), c.num_attention_heads), q)
         broken[name] = np.concatenate([permute(q, c.num_attention_heads), permute(k, c.num_key_value_heads), v])
     answer = _answer(ReferenceModel(c, broken), tokenizer, conv, FRANCE)
@@ -133,15 +138,19 @@ def test_skipping_the_unpermute_breaks_the_model(smollm2, float_reference, token
 
 
 def test_q4f32_reference_stays_coherent(smollm2, float_reference, tokenizer, conv):
-    params = dense_params((n, a) for n, a, _ in convert(smollm2.source, smollm2.config, smollm2.family, SCHEMES["q4f32_1"]))
+    params = dense_params(
+        (n, a) for n, a, _ in convert(smollm2.source, smollm2.config, smollm2.family, SCHEMES["q4f32_1"])
+    )
     q4 = ReferenceModel(smollm2.config, params)
     for question, word in ((FRANCE, "Paris"), ("What is the capital of Germany?", "Berlin")):
         answer = _answer(q4, tokenizer, conv, question)
         assert word in answer, answer
     # Across a prompt plus some text, the float model's choice stays among the 4-bit model's top 5
     # (measured 0.82; argmax agreement alone is ~0.6: Q4_1 weights re-quantized to MLC's q4 lose more).
-    ids = tokenizer.encode(format_prompt(conv, [("user", "Name three colors.")])
-                           + "Here are three colors: red, green and blue. The sky is blue.").ids
+    ids = tokenizer.encode(
+        format_prompt(conv, [("user", "Name three colors.")])
+        + "Here are three colors: red, green and blue. The sky is blue."
+    ).ids
     float_reference.reset()
     q4.reset()
     a, b = float_reference.forward(ids), q4.forward(ids)

@@ -30,8 +30,10 @@ WASM_MAGIC = b"\0asm\x01\0\0\0"
 
 def _add_libraries(variant_dir: Path) -> dict[str, bytes]:
     """Give an f32 variant the two libraries a compiled build has (stand-in bytes of different sizes)."""
-    libs = {"library": (f"{MODEL}-q4f32_1-webgpu-gpu.wasm", WASM_MAGIC + b"g" * 3000),
-            "software_library": (f"{MODEL}-q4f32_1-webgpu-swiftshader.wasm", WASM_MAGIC + b"s" * 1700)}
+    libs = {
+        "library": (f"{MODEL}-q4f32_1-webgpu-gpu.wasm", WASM_MAGIC + b"g" * 3000),
+        "software_library": (f"{MODEL}-q4f32_1-webgpu-swiftshader.wasm", WASM_MAGIC + b"s" * 1700),
+    }
     raw = json.loads((variant_dir / MANIFEST_FILE).read_text())
     for key, (name, data) in libs.items():
         (variant_dir / name).write_bytes(data)
@@ -104,13 +106,16 @@ def test_the_built_manifest_reads_back_typed(tiny_site_models):
     assert parse_manifest(m.to_json()) == m
 
 
-@pytest.mark.parametrize("change, says", [
-    ({"context_window": "2048"}, "context_window"),
-    ({"files": [{"path": "../secret", "bytes": 1, "sha256": "00"}]}, "plain file name"),
-    ({"files": [{"path": "a.bin", "bytes": 1}]}, "files[0]: missing 'sha256'"),
-    ({"library": {"profile": "gpu"}}, "library: missing 'file'"),
-    ({"required_limits": {"maxBufferSize": True}}, "required_limits.maxBufferSize"),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"context_window": "2048"}, "context_window"),
+        ({"files": [{"path": "../secret", "bytes": 1, "sha256": "00"}]}, "plain file name"),
+        ({"files": [{"path": "a.bin", "bytes": 1}]}, "files[0]: missing 'sha256'"),
+        ({"library": {"profile": "gpu"}}, "library: missing 'file'"),
+        ({"required_limits": {"maxBufferSize": True}}, "required_limits.maxBufferSize"),
+    ],
+)
 def test_a_malformed_manifest_is_refused_naming_the_field(tiny_site_models, change, says):
     raw = json.loads((tiny_site_models / MODEL / "q4f32_1" / MANIFEST_FILE).read_text())
     with pytest.raises(ManifestError, match=says.replace("[", r"\[").replace("]", r"\]")):

@@ -81,7 +81,8 @@ def test_models_api_describes_each_built_variant_from_its_manifest(client, model
         # The device limits: the model's own needs, raised to web-llm's floor (the page checks them as given).
         assert v["required_limits"] == {
             name: max(manifest["required_limits"].get(name, 0), WEBLLM_DEVICE_FLOOR.get(name, 0))
-            for name in {*manifest["required_limits"], *WEBLLM_DEVICE_FLOOR}}
+            for name in {*manifest["required_limits"], *WEBLLM_DEVICE_FLOOR}
+        }
         assert v["context_window"] == manifest["context_window"]
         assert v["library"] is None
         assert re.fullmatch(r"[0-9a-f]{16}", v["revision"])
@@ -131,13 +132,16 @@ def test_models_api_with_no_models_is_an_empty_list(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ artifact files
-@pytest.mark.parametrize("name, mime", [
-    (TENSOR_CACHE_FILE, "application/json"),
-    (CHAT_CONFIG_FILE, "application/json"),
-    ("tokenizer.json", "application/json"),
-    ("params_shard_0.bin", "application/octet-stream"),
-    (MANIFEST_FILE, "application/json"),
-])
+@pytest.mark.parametrize(
+    "name, mime",
+    [
+        (TENSOR_CACHE_FILE, "application/json"),
+        (CHAT_CONFIG_FILE, "application/json"),
+        ("tokenizer.json", "application/json"),
+        ("params_shard_0.bin", "application/octet-stream"),
+        (MANIFEST_FILE, "application/json"),
+    ],
+)
 def test_artifact_files_have_exact_bytes_and_mime_type(client, models, name, mime):
     v = variant(client, "q4f32_1")
     response = client.get(v["base_url"] + name)
@@ -162,7 +166,10 @@ def test_content_addressed_revision_is_immutable_and_main_revalidates(client, mo
     pinned = client.get(v["base_url"] + "params_shard_0.bin")
     assert "immutable" in pinned.headers["Cache-Control"]
     assert "max-age=31536000" in pinned.headers["Cache-Control"]
-    for url in (f"/models/{MODEL}/q4f32_1/resolve/main/params_shard_0.bin", f"/models/{MODEL}/q4f32_1/params_shard_0.bin"):
+    for url in (
+        f"/models/{MODEL}/q4f32_1/resolve/main/params_shard_0.bin",
+        f"/models/{MODEL}/q4f32_1/params_shard_0.bin",
+    ):
         current = client.get(url)
         assert current.status_code == 200
         assert current.headers["Cache-Control"] == "no-cache"
@@ -197,7 +204,7 @@ def test_range_requests(client, models):
     assert tail.status_code == 206 and tail.data == data[-10:]
 
     middle = client.get(url, headers={"Range": f"bytes={n // 2}-"})
-    assert middle.status_code == 206 and middle.data == data[n // 2:]
+    assert middle.status_code == 206 and middle.data == data[n // 2 :]
 
     beyond = client.get(url, headers={"Range": f"bytes={n}-{n + 10}"})
     assert beyond.status_code == 416
@@ -234,20 +241,23 @@ def test_unknown_and_stale_revisions_are_404(models):
     assert client.get(new["base_url"] + "params_shard_0.bin").status_code == 200
 
 
-@pytest.mark.parametrize("path", [
-    "/models/../../../etc/passwd",
-    "/models/tiny-llama/q4f32_1/..%2f..%2f..%2fetc%2fpasswd",
-    "/models/tiny-llama/q4f32_1/resolve/main/..%2flantern-manifest.json",
-    "/models/tiny-llama/q4f32_1/resolve/main/%2e%2e/%2e%2e/tiny-llama.toml",
-    "/models/tiny-llama/..%2f..%2fhf/q4f32_1/config.json",
-    "/models/tiny-llama/q4f32_1/resolve/main/%2fetc%2fpasswd",
-    "/models/tiny-llama/q4f32_1/resolve/main/secret.txt",
-    "/models/tiny-llama/q4f32_1/resolve/main/.hidden",
-    "/models/tiny-llama/.q4f32_1.tmp-abc/params_shard_0.bin",
-    "/models/tiny-llama/q9f99_9/params_shard_0.bin",
-    "/models/no-such-model/q4f32_1/params_shard_0.bin",
-    "/models/tiny-llama/q4f32_1/resolve/main/params_shard_99.bin",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/models/../../../etc/passwd",
+        "/models/tiny-llama/q4f32_1/..%2f..%2f..%2fetc%2fpasswd",
+        "/models/tiny-llama/q4f32_1/resolve/main/..%2flantern-manifest.json",
+        "/models/tiny-llama/q4f32_1/resolve/main/%2e%2e/%2e%2e/tiny-llama.toml",
+        "/models/tiny-llama/..%2f..%2fhf/q4f32_1/config.json",
+        "/models/tiny-llama/q4f32_1/resolve/main/%2fetc%2fpasswd",
+        "/models/tiny-llama/q4f32_1/resolve/main/secret.txt",
+        "/models/tiny-llama/q4f32_1/resolve/main/.hidden",
+        "/models/tiny-llama/.q4f32_1.tmp-abc/params_shard_0.bin",
+        "/models/tiny-llama/q9f99_9/params_shard_0.bin",
+        "/models/no-such-model/q4f32_1/params_shard_0.bin",
+        "/models/tiny-llama/q4f32_1/resolve/main/params_shard_99.bin",
+    ],
+)
 def test_traversal_and_unlisted_files_are_404(models, path):
     vdir = models / MODEL / "q4f32_1"
     (vdir / "secret.txt").write_text("not in the manifest")

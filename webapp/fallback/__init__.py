@@ -68,8 +68,13 @@ class Fallback:
 
     def health(self):
         ok, detail = self.engine.status()
-        detail.update(active=self.admission.active, queued=self.admission.queued, max_queue=self.admission.max_queue,
-                      auth=self.keys.enabled, models=[r.id for r in self.refs])
+        detail.update(
+            active=self.admission.active,
+            queued=self.admission.queued,
+            max_queue=self.admission.max_queue,
+            auth=self.keys.enabled,
+            models=[r.id for r in self.refs],
+        )
         others = {ref_id: e.status()[1].get("state") for ref_id, e in self.engines.items() if e is not self.engine}
         if others:
             detail["other_engines"] = others
@@ -118,8 +123,15 @@ def init_app(app) -> None:
     metrics = Metrics(admission, engine)
     if hasattr(engine, "restart_listeners"):
         engine.restart_listeners.append(metrics.engine_restarts.inc)
-    service = Fallback(settings, ref, engine, admission, ApiKeys(settings.api_keys, settings.api_keys_file), metrics,
-                       refs=refs if not settings.proxy else [ref])
+    service = Fallback(
+        settings,
+        ref,
+        engine,
+        admission,
+        ApiKeys(settings.api_keys, settings.api_keys_file),
+        metrics,
+        refs=refs if not settings.proxy else [ref],
+    )
     app.extensions[EXTENSION_KEY] = service
     checks.append(service.health)
     app.register_error_handler(APIError, lambda exc: exc.response())

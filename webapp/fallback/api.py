@@ -64,18 +64,29 @@ def _auth():
 
 def _too_large(exc):
     limit = request.max_content_length
-    return APIError(413, f"The request body is larger than this server accepts ({limit} bytes).",
-                    code="request_too_large").response()
+    return APIError(
+        413, f"The request body is larger than this server accepts ({limit} bytes).", code="request_too_large"
+    ).response()
 
 
 def _http_error(exc):
-    return APIError(exc.code or 500, exc.description or exc.name, code=exc.name.lower().replace(" ", "_"),
-                    type="invalid_request_error" if (exc.code or 500) < 500 else "server_error").response()
+    return APIError(
+        exc.code or 500,
+        exc.description or exc.name,
+        code=exc.name.lower().replace(" ", "_"),
+        type="invalid_request_error" if (exc.code or 500) < 500 else "server_error",
+    ).response()
 
 
 def _model_object(ref) -> dict:
-    return {"id": ref.id, "object": "model", "created": 0, "owned_by": "lantern", "name": ref.name,
-            "engine": service().engine.kind}
+    return {
+        "id": ref.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "lantern",
+        "name": ref.name,
+        "engine": service().engine.kind,
+    }
 
 
 def list_models():
@@ -99,8 +110,9 @@ def _served(name: str | None):
 
 
 def _unknown_model(name: str) -> APIError:
-    return APIError(404, f"The model '{name[:100]}' does not exist on this server.", param="model",
-                    code="model_not_found")
+    return APIError(
+        404, f"The model '{name[:100]}' does not exist on this server.", param="model", code="model_not_found"
+    )
 
 
 def chat_completions():
@@ -155,14 +167,23 @@ def _admit(svc, deadline: float):
         lease = svc.admission.acquire(deadline)
     except QueueFull as exc:
         svc.metrics.rejected.labels("queue_full").inc()
-        raise APIError(429, f"The server is busy (all {svc.admission.slots} slots and {svc.admission.max_queue} "
-                            f"queue places taken). Retry after {exc.retry_after} s.",
-                       type="rate_limit_error", code="server_busy",
-                       headers={"Retry-After": str(exc.retry_after)}) from None
+        raise APIError(
+            429,
+            f"The server is busy (all {svc.admission.slots} slots and {svc.admission.max_queue} "
+            f"queue places taken). Retry after {exc.retry_after} s.",
+            type="rate_limit_error",
+            code="server_busy",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
     except QueueTimeout as exc:
         svc.metrics.rejected.labels("queue_timeout").inc()
-        raise APIError(503, "No generation slot became free before the request timeout.", type="server_error",
-                       code="queue_timeout", headers={"Retry-After": str(exc.retry_after)}) from None
+        raise APIError(
+            503,
+            "No generation slot became free before the request timeout.",
+            type="server_error",
+            code="queue_timeout",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
     svc.metrics.queue_wait.observe(lease.waited)
     return lease
 
@@ -174,8 +195,12 @@ def _complete(svc, job, pieces, lease, completion, started):
         outcome = job.finish_reason or "stop"
     except GenerationTimeout:
         outcome = "timeout"
-        raise APIError(504, f"The answer took longer than the request timeout ({svc.settings.request_timeout:g} s).",
-                       type="server_error", code="timeout") from None
+        raise APIError(
+            504,
+            f"The answer took longer than the request timeout ({svc.settings.request_timeout:g} s).",
+            type="server_error",
+            code="timeout",
+        ) from None
     except ClientGone:
         outcome = "disconnected"
         return Response(status=499)  # nobody is listening; the status is for the access log
@@ -183,8 +208,9 @@ def _complete(svc, job, pieces, lease, completion, started):
         raise
     except Exception as exc:  # noqa: BLE001 - one failed generation must not take the site down
         log.error("generation failed: %s", type(exc).__name__)
-        raise APIError(500, "The generation failed on the server.", type="server_error",
-                       code="generation_failed") from None
+        raise APIError(
+            500, "The generation failed on the server.", type="server_error", code="generation_failed"
+        ) from None
     finally:
         pieces.close()
         lease.release()
@@ -212,8 +238,11 @@ def _stream(svc, job, run: _Generation, completion, started):
         raise
     except GenerationTimeout:
         outcome = "timeout"
-        yield _error_event(f"The answer took longer than the request timeout ({svc.settings.request_timeout:g} s).",
-                           "server_error", "timeout")
+        yield _error_event(
+            f"The answer took longer than the request timeout ({svc.settings.request_timeout:g} s).",
+            "server_error",
+            "timeout",
+        )
     except APIError as exc:
         yield _error_event(exc.message, exc.type, exc.code or "error")
     except Exception as exc:  # noqa: BLE001 - one failed generation must not take the site down

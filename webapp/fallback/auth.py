@@ -71,8 +71,16 @@ class ApiKeys:
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise APIError(401, "Missing API key: send `Authorization: Bearer <key>`.",
-                           code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="lantern"'})
+            raise APIError(
+                401,
+                "Missing API key: send `Authorization: Bearer <key>`.",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": 'Bearer realm="lantern"'},
+            )
         if not self.is_valid(token):
-            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key",
-                           headers={"WWW-Authenticate": 'Bearer realm="lantern", error="invalid_token"'})
+            raise APIError(
+                401,
+                "Incorrect API key provided.",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": 'Bearer realm="lantern", error="invalid_token"'},
+            )

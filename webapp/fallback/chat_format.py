@@ -54,7 +54,7 @@ class StopScanner:
             if any(s.startswith(tail) for s in self.stops):
                 hold = k
                 break
-        self._buf = buf[len(buf) - hold:] if hold else ""
+        self._buf = buf[len(buf) - hold :] if hold else ""
         return buf[: len(buf) - hold], False
 
     def flush(self) -> str:

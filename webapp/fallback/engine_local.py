@@ -71,9 +71,15 @@ class LocalEngine(UpstreamEngine):
             self._format_error = f"{type(exc).__name__}: {exc}"
             return
         self.process = EngineProcess(
-            {"model": self.ref.id, "gguf": str(self.gguf), "n_ctx": self.format.context_window,
-             "slots": self.slots, "threads": self.threads, "stop_token_ids": sorted(self.format.stop_token_ids),
-             "repetition_penalty": self.format.repetition_penalty},
+            {
+                "model": self.ref.id,
+                "gguf": str(self.gguf),
+                "n_ctx": self.format.context_window,
+                "slots": self.slots,
+                "threads": self.threads,
+                "stop_token_ids": sorted(self.format.stop_token_ids),
+                "repetition_penalty": self.format.repetition_penalty,
+            },
             on_restart=self._restarted,
         )
         self.process.start()
@@ -94,26 +100,40 @@ class LocalEngine(UpstreamEngine):
         if state == "ready":
             return
         if state == "failed":
-            raise APIError(503, "The server model is unavailable (see /healthz).", type="server_error",
-                           code="model_unavailable")
+            raise APIError(
+                503, "The server model is unavailable (see /healthz).", type="server_error", code="model_unavailable"
+            )
         retry_after = 2
         process = self.process
         if state == "restarting" and process is not None and process.retry_at is not None:
             retry_after = max(1, math.ceil(process.retry_at - time.monotonic()) + 2)
-        message = ("The server engine is restarting after a crash; retry shortly." if state == "restarting"
-                   else "The model is still loading; retry shortly.")
-        raise APIError(503, message, type="server_error",
-                       code="engine_restarting" if state == "restarting" else "model_loading",
-                       headers={"Retry-After": str(retry_after)})
+        message = (
+            "The server engine is restarting after a crash; retry shortly."
+            if state == "restarting"
+            else "The model is still loading; retry shortly."
+        )
+        raise APIError(
+            503,
+            message,
+            type="server_error",
+            code="engine_restarting" if state == "restarting" else "model_loading",
+            headers={"Retry-After": str(retry_after)},
+        )
 
     def status(self) -> tuple[bool, dict]:
         proc = self.process
-        detail = {"engine": self.kind, "state": self.state, "model": self.ref.id,
-                  "gguf": str(self.gguf) if self.gguf else None, "slots": self.slots, "threads": self.threads,
-                  "isolated": True, "restarts": self.restarts}
+        detail = {
+            "engine": self.kind,
+            "state": self.state,
+            "model": self.ref.id,
+            "gguf": str(self.gguf) if self.gguf else None,
+            "slots": self.slots,
+            "threads": self.threads,
+            "isolated": True,
+            "restarts": self.restarts,
+        }
         if proc is not None and proc.ready is not None:
-            detail.update(pid=proc.ready.pid, load_seconds=proc.ready.load_seconds,
-                          cpu_features=proc.ready.system_info)
+            detail.update(pid=proc.ready.pid, load_seconds=proc.ready.load_seconds, cpu_features=proc.ready.system_info)
         if proc is not None and proc.last_exit:
             detail["last_exit"] = proc.last_exit
         if self.error:
@@ -138,14 +158,26 @@ class LocalEngine(UpstreamEngine):
 
     def _payload(self, job: Job) -> dict:
         req = job.request
-        return {"prompt_token_ids": job.prompt_ids, "max_tokens": job.max_tokens, "temperature": job.temperature,
-                "top_p": job.top_p, "seed": req.seed, "stop": job.stop, "frequency_penalty": req.frequency_penalty,
-                "presence_penalty": req.presence_penalty,
-                "timeout": max(0.1, job.deadline - time.monotonic()) + ENGINE_GRACE_SECONDS}
+        return {
+            "prompt_token_ids": job.prompt_ids,
+            "max_tokens": job.max_tokens,
+            "temperature": job.temperature,
+            "top_p": job.top_p,
+            "seed": req.seed,
+            "stop": job.stop,
+            "frequency_penalty": req.frequency_penalty,
+            "presence_penalty": req.presence_penalty,
+            "timeout": max(0.1, job.deadline - time.monotonic()) + ENGINE_GRACE_SECONDS,
+        }
 
     def _broken(self, what: str) -> APIError:
-        return APIError(503, "The server engine stopped while answering; it restarts by itself. Retry shortly.",
-                        type="server_error", code="engine_crashed", headers={"Retry-After": "2"})
+        return APIError(
+            503,
+            "The server engine stopped while answering; it restarts by itself. Retry shortly.",
+            type="server_error",
+            code="engine_crashed",
+            headers={"Retry-After": "2"},
+        )
 
     def _connection(self, timeout: float):
         """A connection to the engine process that is running now (its port changes with each restart)."""

@@ -77,9 +77,11 @@ class UpstreamEngine(BackgroundLoad):
 
     def _broken(self, what: str) -> APIError:
         """The error for an upstream that failed mid-request (`what` happened); subclasses say more."""
-        messages = {"unreachable": "The upstream server is unreachable.",
-                    "broke_off": "The upstream server broke off the answer.",
-                    "ended_early": "The upstream server ended the answer early."}
+        messages = {
+            "unreachable": "The upstream server is unreachable.",
+            "broke_off": "The upstream server broke off the answer.",
+            "ended_early": "The upstream server ended the answer early.",
+        }
         code = "upstream_unavailable" if what == "unreachable" else "upstream_error"
         return APIError(502, messages[what], type="server_error", code=code)
 
@@ -102,9 +104,15 @@ class UpstreamEngine(BackgroundLoad):
 
     def status(self) -> tuple[bool, dict]:
         ok, err = self._reachable()
-        detail = {"engine": self.kind, "state": self.state, "model": self.ref.id, "upstream": self.base_url,
-                  "upstream_model": self.upstream_model, "reachable": ok,
-                  "local_tokenizer": self.format is not None}
+        detail = {
+            "engine": self.kind,
+            "state": self.state,
+            "model": self.ref.id,
+            "upstream": self.base_url,
+            "upstream_model": self.upstream_model,
+            "reachable": ok,
+            "local_tokenizer": self.format is not None,
+        }
         if err:
             detail["error"] = err
         return ok, detail
@@ -122,14 +130,18 @@ class UpstreamEngine(BackgroundLoad):
             "stream_options": {"include_usage": True},
             "max_tokens": job.max_tokens,
         }
-        optional = {"temperature": job.temperature, "top_p": job.top_p, "seed": req.seed, "stop": job.stop or None,
-                    "frequency_penalty": req.frequency_penalty or None,
-                    "presence_penalty": req.presence_penalty or None}
+        optional = {
+            "temperature": job.temperature,
+            "top_p": job.top_p,
+            "seed": req.seed,
+            "stop": job.stop or None,
+            "frequency_penalty": req.frequency_penalty or None,
+            "presence_penalty": req.presence_penalty or None,
+        }
         body.update({k: v for k, v in optional.items() if v is not None})
         # Sample the way web-llm does (temperature + top_p only). llama.cpp-based servers otherwise add
         # top_k 40, min_p 0.05 and a 1.1 repeat penalty, so even greedy answers would differ.
-        body.update(top_k=0, min_p=0.0,
-                    repeat_penalty=self.format.repetition_penalty if self.format else 1.0)
+        body.update(top_k=0, min_p=0.0, repeat_penalty=self.format.repetition_penalty if self.format else 1.0)
         return body
 
     def generate(self, job: Job, slot: int, client_gone=None):
@@ -137,13 +149,18 @@ class UpstreamEngine(BackgroundLoad):
         remaining = job.deadline - time.monotonic()
         conn = self._connection(max(0.1, remaining))
         try:
-            conn.request("POST", f"{self.prefix}/chat/completions", body=json.dumps(self._payload(job)),
-                         headers=self._headers(slot))
+            conn.request(
+                "POST",
+                f"{self.prefix}/chat/completions",
+                body=json.dumps(self._payload(job)),
+                headers=self._headers(slot),
+            )
             resp = conn.getresponse()
         except TimeoutError:
             conn.close()
-            raise APIError(504, "The upstream server did not answer in time.", type="server_error",
-                           code="upstream_timeout") from None
+            raise APIError(
+                504, "The upstream server did not answer in time.", type="server_error", code="upstream_timeout"
+            ) from None
         except OSError:
             conn.close()
             raise self._broken("unreachable") from None
@@ -192,12 +209,17 @@ class UpstreamEngine(BackgroundLoad):
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise APIError(502, "The upstream server sent a malformed event.", type="server_error",
-                           code="upstream_error") from None
+            raise APIError(
+                502, "The upstream server sent a malformed event.", type="server_error", code="upstream_error"
+            ) from None
         if "error" in chunk:
             message = (chunk["error"] or {}).get("message") if isinstance(chunk["error"], dict) else None
-            raise APIError(502, f"The upstream server failed: {message or 'unknown error'}", type="server_error",
-                           code="upstream_error")
+            raise APIError(
+                502,
+                f"The upstream server failed: {message or 'unknown error'}",
+                type="server_error",
+                code="upstream_error",
+            )
         if isinstance(chunk.get("usage"), dict):
             job.upstream_usage = chunk["usage"]
         text = ""
@@ -253,6 +275,10 @@ def _upstream_error(resp) -> APIError:
     headers = {}
     if resp.status in (429, 503) and resp.getheader("Retry-After"):
         headers["Retry-After"] = resp.getheader("Retry-After")
-    return APIError(status, f"The upstream server refused the request ({resp.status}): {message or 'no detail'}",
-                    type="invalid_request_error" if status < 500 else "server_error",
-                    code="upstream_error", headers=headers)
+    return APIError(
+        status,
+        f"The upstream server refused the request ({resp.status}): {message or 'no detail'}",
+        type="invalid_request_error" if status < 500 else "server_error",
+        code="upstream_error",
+        headers=headers,
+    )

@@ -49,6 +49,7 @@ def load_llama(gguf: str, n_ctx: int, threads: int, **options):
 
     default_params = native.llama_model_default_params
     if not getattr(default_params, "lantern_no_extra_bufts", False):
+
         def params_without_extra_bufts():
             params = default_params()
             params.use_extra_bufts = False
@@ -76,8 +77,10 @@ class Engine:
         self.stop_token_ids = frozenset(int(i) for i in config["stop_token_ids"])
         self.repetition_penalty = float(config.get("repetition_penalty", 1.0))
         started = time.monotonic()
-        self.slots = [load_llama(config["gguf"], int(config["n_ctx"]), int(config["threads"]))
-                      for _ in range(int(config["slots"]))]
+        self.slots = [
+            load_llama(config["gguf"], int(config["n_ctx"]), int(config["threads"]))
+            for _ in range(int(config["slots"]))
+        ]
         self.locks = [threading.Lock() for _ in self.slots]
         self.load_seconds = time.monotonic() - started
 
@@ -94,8 +97,12 @@ class Engine:
         top_p = body.get("top_p")
         tokens = llm.generate(
             [int(t) for t in body["prompt_token_ids"]],
-            temp=0.0 if temperature is None else float(temperature), top_p=1.0 if top_p is None else float(top_p),
-            top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=self.repetition_penalty,
+            temp=0.0 if temperature is None else float(temperature),
+            top_p=1.0 if top_p is None else float(top_p),
+            top_k=0,
+            min_p=0.0,
+            typical_p=1.0,
+            repeat_penalty=self.repetition_penalty,
             frequency_penalty=float(body.get("frequency_penalty") or 0.0),
             presence_penalty=float(body.get("presence_penalty") or 0.0),
         )
@@ -139,8 +146,16 @@ def make_handler(engine: Engine, token: str):
         def _authorized(self) -> bool:
             if secrets.compare_digest(self.headers.get("Authorization", ""), expected):
                 return True
-            self._json(401, {"error": {"message": "engine token required", "type": "invalid_request_error",
-                                       "code": "unauthorized"}})
+            self._json(
+                401,
+                {
+                    "error": {
+                        "message": "engine token required",
+                        "type": "invalid_request_error",
+                        "code": "unauthorized",
+                    }
+                },
+            )
             return False
 
         def _json(self, status: int, body: dict) -> None:
@@ -156,8 +171,15 @@ def make_handler(engine: Engine, token: str):
                 return
             if self.path != "/v1/models":
                 return self._json(404, {"error": {"message": "unknown path", "code": "not_found"}})
-            self._json(200, {"object": "list", "data": [{"id": engine.model, "object": "model"}],
-                             "slots": len(engine.slots), "pid": os.getpid()})
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": engine.model, "object": "model"}],
+                    "slots": len(engine.slots),
+                    "pid": os.getpid(),
+                },
+            )
 
         def do_POST(self):
             if not self._authorized():
@@ -173,8 +195,16 @@ def make_handler(engine: Engine, token: str):
                 if not 0 <= slot < len(engine.slots) or not isinstance(body.get("prompt_token_ids"), list):
                     raise ValueError
             except (ValueError, TypeError):
-                return self._json(400, {"error": {"message": "expected prompt_token_ids and a valid slot",
-                                                  "type": "invalid_request_error", "code": "bad_engine_request"}})
+                return self._json(
+                    400,
+                    {
+                        "error": {
+                            "message": "expected prompt_token_ids and a valid slot",
+                            "type": "invalid_request_error",
+                            "code": "bad_engine_request",
+                        }
+                    },
+                )
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
@@ -187,9 +217,11 @@ def make_handler(engine: Engine, token: str):
                         self.wfile.write(completion.chunk({"content": text}))
                         self.wfile.flush()
                     self.wfile.write(completion.chunk({}, progress["finish_reason"] or "stop"))
-                    usage = {"prompt_tokens": len(body["prompt_token_ids"]),
-                             "completion_tokens": progress["completion_tokens"],
-                             "total_tokens": len(body["prompt_token_ids"]) + progress["completion_tokens"]}
+                    usage = {
+                        "prompt_tokens": len(body["prompt_token_ids"]),
+                        "completion_tokens": progress["completion_tokens"],
+                        "total_tokens": len(body["prompt_token_ids"]) + progress["completion_tokens"],
+                    }
                     self.wfile.write(event({"choices": [], "usage": usage}))
                     self.wfile.write(DONE)
                 except OSError:
@@ -228,8 +260,18 @@ def main(argv: list[str] | None = None) -> int:
         return LOAD_ERROR_EXIT
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(engine, token))
     server.daemon_threads = True
-    out.write(json.dumps({"event": "ready", "port": server.server_port, "pid": os.getpid(),
-                          "load_seconds": round(engine.load_seconds, 3), "system_info": info}) + "\n")
+    out.write(
+        json.dumps(
+            {
+                "event": "ready",
+                "port": server.server_port,
+                "pid": os.getpid(),
+                "load_seconds": round(engine.load_seconds, 3),
+                "system_info": info,
+            }
+        )
+        + "\n"
+    )
     out.flush()
     server.serve_forever()
     return 0

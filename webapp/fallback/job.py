@@ -40,19 +40,27 @@ class Job:
 def make_job(req: ChatRequest, fmt, max_tokens_cap: int, deadline: float) -> Job:
     """Check the request against the model's context and the server's cap; fill in the model's defaults."""
     if req.max_tokens is not None and req.max_tokens > max_tokens_cap:
-        raise invalid(f"'max_tokens' is {req.max_tokens}, more than this server allows ({max_tokens_cap}).",
-                      "max_tokens", "max_tokens_too_large")
+        raise invalid(
+            f"'max_tokens' is {req.max_tokens}, more than this server allows ({max_tokens_cap}).",
+            "max_tokens",
+            "max_tokens_too_large",
+        )
     limit = min(req.max_tokens or max_tokens_cap, max_tokens_cap)
     if fmt is None:
         return Job(req, deadline, limit, list(req.stop), req.temperature, req.top_p)
     ids = fmt.encode(req.messages)
     room = fmt.context_window - len(ids)
     if room < 1:
-        raise APIError(400, f"This model's maximum context length is {fmt.context_window} tokens, but the "
-                            f"messages use {len(ids)} tokens. Shorten the conversation.",
-                       param="messages", code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"This model's maximum context length is {fmt.context_window} tokens, but the "
+            f"messages use {len(ids)} tokens. Shorten the conversation.",
+            param="messages",
+            code="context_length_exceeded",
+        )
     return Job(
-        req, deadline,
+        req,
+        deadline,
         max_tokens=min(limit, room),
         stop=list(dict.fromkeys([*req.stop, *fmt.stop_strings])),
         temperature=fmt.temperature if req.temperature is None else req.temperature,

@@ -19,35 +19,57 @@ RATE_BUCKETS = (1, 5, 10, 20, 50, 100, 150, 200, 300, 500)
 class Metrics:
     def __init__(self, admission, engine):
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("lantern_fallback_requests", "Fallback API requests by endpoint and status",
-                                ["endpoint", "method", "status"], registry=r)
-        self.request_seconds = Histogram("lantern_fallback_request_duration_seconds",
-                                         "Whole request time, including streaming", ["endpoint"],
-                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.rejected = Counter("lantern_fallback_rejected", "Requests refused for load (queue_full, queue_timeout)",
-                                ["reason"], registry=r)
-        self.generations = Counter("lantern_fallback_generations",
-                                   "Finished generations by outcome (stop, length, timeout, disconnected, error)",
-                                   ["outcome"], registry=r)
+        self.requests = Counter(
+            "lantern_fallback_requests",
+            "Fallback API requests by endpoint and status",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "lantern_fallback_request_duration_seconds",
+            "Whole request time, including streaming",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "lantern_fallback_rejected", "Requests refused for load (queue_full, queue_timeout)", ["reason"], registry=r
+        )
+        self.generations = Counter(
+            "lantern_fallback_generations",
+            "Finished generations by outcome (stop, length, timeout, disconnected, error)",
+            ["outcome"],
+            registry=r,
+        )
         self.prompt_tokens = Counter("lantern_fallback_prompt_tokens", "Prompt tokens processed", registry=r)
         self.completion_tokens = Counter("lantern_fallback_completion_tokens", "Tokens generated", registry=r)
-        self.ttft = Histogram("lantern_fallback_time_to_first_token_seconds",
-                              "Request start to first generated token", buckets=FAST_BUCKETS, registry=r)
-        self.queue_wait = Histogram("lantern_fallback_queue_wait_seconds", "Time spent waiting for a slot",
-                                    buckets=FAST_BUCKETS, registry=r)
-        self.decode_rate = Histogram("lantern_fallback_decode_tokens_per_second",
-                                     "Per-request generation speed after the first token", buckets=RATE_BUCKETS,
-                                     registry=r)
-        self.engine_restarts = Counter("lantern_fallback_engine_restarts",
-                                       "Times the engine process died and was restarted", registry=r)
-        Gauge("lantern_fallback_queue_depth", "Requests waiting for a slot",
-              registry=r).set_function(lambda: admission.queued)
-        Gauge("lantern_fallback_active_generations", "Slots in use",
-              registry=r).set_function(lambda: admission.active)
+        self.ttft = Histogram(
+            "lantern_fallback_time_to_first_token_seconds",
+            "Request start to first generated token",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "lantern_fallback_queue_wait_seconds", "Time spent waiting for a slot", buckets=FAST_BUCKETS, registry=r
+        )
+        self.decode_rate = Histogram(
+            "lantern_fallback_decode_tokens_per_second",
+            "Per-request generation speed after the first token",
+            buckets=RATE_BUCKETS,
+            registry=r,
+        )
+        self.engine_restarts = Counter(
+            "lantern_fallback_engine_restarts", "Times the engine process died and was restarted", registry=r
+        )
+        Gauge("lantern_fallback_queue_depth", "Requests waiting for a slot", registry=r).set_function(
+            lambda: admission.queued
+        )
+        Gauge("lantern_fallback_active_generations", "Slots in use", registry=r).set_function(lambda: admission.active)
         Gauge("lantern_fallback_slots", "Concurrent generation slots", registry=r).set(admission.slots)
         Gauge("lantern_fallback_queue_capacity", "Maximum queued requests", registry=r).set(admission.max_queue)
-        Gauge("lantern_fallback_engine_ready", "1 when the engine can generate now",
-              registry=r).set_function(lambda: 1.0 if engine.state == "ready" else 0.0)
+        Gauge("lantern_fallback_engine_ready", "1 when the engine can generate now", registry=r).set_function(
+            lambda: 1.0 if engine.state == "ready" else 0.0
+        )
 
     def finished(self, job, outcome: str, started: float) -> None:
         """Record one generation that held a slot."""

@@ -68,8 +68,9 @@ def resolve_model(wanted: str | None, models_dir: Path, configs_dir: Path | None
         defaults = [s.id for s in specs if s.default] + [m.model for m in manifests if m.default]
         candidates = defaults or [s.id for s in specs] or [m.model for m in manifests]
         if not candidates:
-            raise BuildError("no model to serve: no model config and nothing built",
-                             "build a model or set LANTERN_FALLBACK_MODEL")
+            raise BuildError(
+                "no model to serve: no model config and nothing built", "build a model or set LANTERN_FALLBACK_MODEL"
+            )
         wanted = candidates[0]
     spec = next((s for s in specs if s.id == wanted), None)
     built = [m for m in manifests if m.model == wanted]
@@ -110,8 +111,10 @@ def load_chat_files(ref: ModelRef) -> tuple[dict, bytes]:
         if tokenizer.is_file():
             return json.loads(config_path.read_text()), tokenizer.read_bytes()
     if ref.spec is None:
-        raise BuildError(f"model {ref.id!r} is neither built in {ref.models_dir} nor described by a model config",
-                         "build it with `python -m build_pipeline build model_configs/<model>.toml`")
+        raise BuildError(
+            f"model {ref.id!r} is neither built in {ref.models_dir} nor described by a model config",
+            "build it with `python -m build_pipeline build model_configs/<model>.toml`",
+        )
     spec = ref.spec
     source = open_source(spec.source, spec.path.parent)
     config = get_family(spec.family).config_from_hf(source.hf_config)

@@ -17,24 +17,42 @@ class Completion:
         self.fingerprint = fingerprint
 
     def _head(self, obj: str) -> dict:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "system_fingerprint": self.fingerprint}
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+        }
 
     @staticmethod
     def usage(job) -> dict:
         prompt = job.prompt_tokens or 0
-        return {"prompt_tokens": prompt, "completion_tokens": job.completion_tokens,
-                "total_tokens": prompt + job.completion_tokens}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": job.completion_tokens,
+            "total_tokens": prompt + job.completion_tokens,
+        }
 
     def full(self, job, text: str) -> dict:
-        return {**self._head("chat.completion"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                             "finish_reason": job.finish_reason}],
-                "usage": self.usage(job)}
+        return {
+            **self._head("chat.completion"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": job.finish_reason,
+                }
+            ],
+            "usage": self.usage(job),
+        }
 
     def chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
-        body = {**self._head("chat.completion.chunk"),
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        body = {
+            **self._head("chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
         return event(body)
 
     def usage_chunk(self, job) -> bytes:

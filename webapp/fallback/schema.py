@@ -35,7 +35,8 @@ class ChatRequest:
 
 def _type_name(value) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number")
+        type(value), "number"
+    )
 
 
 def _wrong_type(param: str, expected: str, value) -> APIError:
@@ -71,8 +72,11 @@ def _content(value, i: int) -> str:
         texts = []
         for j, part in enumerate(value):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise invalid(f"'{param}[{j}]' must be a text part ({{\"type\": \"text\", \"text\": ...}}); "
-                              "only text is supported.", param, "invalid_type")
+                raise invalid(
+                    f'\'{param}[{j}]\' must be a text part ({{"type": "text", "text": ...}}); only text is supported.',
+                    param,
+                    "invalid_type",
+                )
             texts.append(part["text"])
         return "".join(texts)
     raise _wrong_type(param, "a string or an array of text parts", value)
@@ -97,8 +101,9 @@ def _messages(value) -> list[tuple[str, str]]:
         if role == "system" and i != 0:
             raise invalid("A system message is only allowed as the first message.", f"messages[{i}].role")
         if "content" not in msg or msg["content"] is None:
-            raise invalid(f"'messages[{i}].content' is required.", f"messages[{i}].content",
-                          "missing_required_parameter")
+            raise invalid(
+                f"'messages[{i}].content' is required.", f"messages[{i}].content", "missing_required_parameter"
+            )
         out.append((role, _content(msg["content"], i)))
     if out[-1][0] != "user":
         raise invalid("The last message must be from the user.", f"messages[{len(out) - 1}].role")
@@ -131,8 +136,7 @@ def _refuse_unsupported(body: dict) -> None:
         raise invalid("'logprobs' is not supported by this server.", "logprobs", "unsupported_parameter")
     fmt = body.get("response_format")
     if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") in (None, "text")):
-        raise invalid("Only response_format {\"type\": \"text\"} is supported.", "response_format",
-                      "unsupported_value")
+        raise invalid('Only response_format {"type": "text"} is supported.', "response_format", "unsupported_value")
 
 
 def parse_json_body(raw: bytes) -> dict:

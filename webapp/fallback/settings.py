@@ -95,7 +95,8 @@ def load_settings(config) -> Settings:
         upstream_api_key=_text(get("FALLBACK_UPSTREAM_API_KEY")),
         model=_text(get("FALLBACK_MODEL")),
         gguf=_text(get("FALLBACK_GGUF")),
-        threads=_number("FALLBACK_THREADS", threads, int, 1) if threads is not None
+        threads=_number("FALLBACK_THREADS", threads, int, 1)
+        if threads is not None
         else _default_threads(max_concurrent),
         preload=_bool("FALLBACK_PRELOAD", get("FALLBACK_PRELOAD", True)),
         ready_wait=_number("FALLBACK_READY_WAIT", get("FALLBACK_READY_WAIT", 15.0), float, 0.0),

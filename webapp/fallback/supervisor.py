@@ -139,8 +139,11 @@ class EngineProcess:
             if outcome == "start_died":
                 start_failures += 1
                 if start_failures >= MAX_START_FAILURES:
-                    self._set("failed", ready=None,
-                              error=f"the engine died while loading {start_failures} times in a row ({detail})")
+                    self._set(
+                        "failed",
+                        ready=None,
+                        error=f"the engine died while loading {start_failures} times in a row ({detail})",
+                    )
                     return
             else:  # it ran, then died
                 start_failures = 0
@@ -160,7 +163,11 @@ class EngineProcess:
         env["PYTHONUNBUFFERED"] = "1"
         return subprocess.Popen(
             [sys.executable, "-m", "webapp.fallback.engine_worker", json.dumps(self.config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(REPO_ROOT),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=str(REPO_ROOT),
             start_new_session=True,  # a Ctrl-C at the terminal reaches the site, which then stops the engine
         )
 
@@ -180,9 +187,17 @@ class EngineProcess:
         line = self._first_line(proc)
         message = _parse(line)
         if message.get("event") == "ready":
-            self._set("ready", error=None, retry_at=None,
-                      ready=Ready(int(message["port"]), int(message["pid"]), float(message.get("load_seconds", 0)),
-                                  str(message.get("system_info", ""))))
+            self._set(
+                "ready",
+                error=None,
+                retry_at=None,
+                ready=Ready(
+                    int(message["port"]),
+                    int(message["pid"]),
+                    float(message.get("load_seconds", 0)),
+                    str(message.get("system_info", "")),
+                ),
+            )
             assert proc.stdout is not None  # _spawn pipes it
             proc.stdout.close()
             proc.wait()

@@ -80,18 +80,25 @@ class GemmaConfig:
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", True)),
             )
         except KeyError as exc:
-            raise BuildError(f"config.json lacks {exc.args[0]!r}, which a {family} model needs",
-                             "use the model's original config.json") from None
+            raise BuildError(
+                f"config.json lacks {exc.args[0]!r}, which a {family} model needs",
+                "use the model's original config.json",
+            ) from None
         config.validate()
         return config
 
     def validate(self) -> None:
         if len(self.layer_types) != self.num_hidden_layers or set(self.layer_types) - {SLIDING, FULL}:
-            raise BuildError(f"layer_types {list(self.layer_types)} do not describe {self.num_hidden_layers} "
-                             f"layers of {SLIDING!r}/{FULL!r}", "use the model's original config.json")
+            raise BuildError(
+                f"layer_types {list(self.layer_types)} do not describe {self.num_hidden_layers} "
+                f"layers of {SLIDING!r}/{FULL!r}",
+                "use the model's original config.json",
+            )
         if not self.tie_word_embeddings:
-            raise BuildError("a Gemma model with a separate lm_head is not supported",
-                             "use an original Gemma checkpoint (they tie the output to the embedding)")
+            raise BuildError(
+                "a Gemma model with a separate lm_head is not supported",
+                "use an original Gemma checkpoint (they tie the output to the embedding)",
+            )
         self.rope_inv_freq(FULL)  # rejects unknown rope scaling
 
     def is_sliding(self, layer: int) -> bool:

@@ -79,8 +79,9 @@ class GemmaAttention(nn.Module):
         if self.config.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, positions, self.inv_freq, hd), apply_rope(k, positions, self.inv_freq, hd)
-        out = kv.attention_with_fused_qkv(self.layer_id, op.concat([q, k, v], dim=2), nh,
-                                          sm_scale=self.config.query_pre_attn_scalar ** -0.5)
+        out = kv.attention_with_fused_qkv(
+            self.layer_id, op.concat([q, k, v], dim=2), nh, sm_scale=self.config.query_pre_attn_scalar**-0.5
+        )
         return self.o_proj(op.reshape(out, (b, s, nh * hd)))
 
 
@@ -152,6 +153,7 @@ class GemmaForCausalLM(LlamaForCausalLM):
         return ["mha_sliding" if c.is_sliding(i) else "mha" for i in range(c.num_hidden_layers)]
 
 
-def create_model(config: GemmaConfig, scheme: Scheme, target, context_window: int,
-                 prefill_chunk_size: int) -> GemmaForCausalLM:
+def create_model(
+    config: GemmaConfig, scheme: Scheme, target, context_window: int, prefill_chunk_size: int
+) -> GemmaForCausalLM:
     return GemmaForCausalLM(config, scheme, target, context_window, prefill_chunk_size)

@@ -16,7 +16,7 @@ def gemma_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(np.float32(math.sqrt(2.0 / math.pi)) * (x + np.float32(0.044715) * x ** 3)))
+    return 0.5 * x * (1.0 + np.tanh(np.float32(math.sqrt(2.0 / math.pi)) * (x + np.float32(0.044715) * x**3)))
 
 
 def soft_cap(x: np.ndarray, cap: float | None) -> np.ndarray:
@@ -54,7 +54,7 @@ class GemmaReference(ReferenceModel):
             k = gemma_norm(k, p[f"{pre}.k_norm.weight"], c.rms_norm_eps)
         self.inv_freq = self.inv_freqs[c.layer_types[i]]
         q, k = self._rope(q, positions), self._rope(k, positions)
-        attn = self.attend(i, q, k, v, positions, c.query_pre_attn_scalar ** -0.5, c.attn_logit_softcapping)
+        attn = self.attend(i, q, k, v, positions, c.query_pre_attn_scalar**-0.5, c.attn_logit_softcapping)
         return attn @ p[f"{pre}.o_proj.weight"].T
 
     def mlp(self, i: int, h: np.ndarray) -> np.ndarray:

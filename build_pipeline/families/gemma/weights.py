@@ -24,8 +24,7 @@ def weight_map(config: GemmaConfig) -> list[Param]:
 
         params += [
             norm(f"{hf}.input_layernorm"),
-            Param(f"{attn}.qkv_proj.weight", tuple(f"{attn}.{p}_proj.weight" for p in "qkv"), "linear",
-                  (qkv_rows, h)),
+            Param(f"{attn}.qkv_proj.weight", tuple(f"{attn}.{p}_proj.weight" for p in "qkv"), "linear", (qkv_rows, h)),
         ]
         if c.qk_norm:
             params += [norm(f"{attn}.q_norm", hd), norm(f"{attn}.k_norm", hd)]
@@ -33,8 +32,12 @@ def weight_map(config: GemmaConfig) -> list[Param]:
             Param(f"{attn}.o_proj.weight", (f"{attn}.o_proj.weight",), "linear", (h, c.num_attention_heads * hd)),
             norm(f"{hf}.post_attention_layernorm"),
             norm(f"{hf}.pre_feedforward_layernorm"),
-            Param(f"{hf}.mlp.gate_up_proj.weight", (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
-                  "linear", (2 * ffn, h)),
+            Param(
+                f"{hf}.mlp.gate_up_proj.weight",
+                (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
+                "linear",
+                (2 * ffn, h),
+            ),
             Param(f"{hf}.mlp.down_proj.weight", (f"{hf}.mlp.down_proj.weight",), "linear", (h, ffn)),
             norm(f"{hf}.post_feedforward_layernorm"),
         ]

@@ -65,8 +65,7 @@ class LlamaDecoderLayer(nn.Module):
         super().__init__()
         self.input_layernorm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False, dtype=scheme.dtype)
         self.self_attn = LlamaAttention(c, scheme, layer_id)
-        self.post_attention_layernorm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False,
-                                                   dtype=scheme.dtype)
+        self.post_attention_layernorm = nn.RMSNorm(c.hidden_size, -1, c.rms_norm_eps, bias=False, dtype=scheme.dtype)
         self.mlp = LlamaMLP(c, scheme, layer_id)
 
     def forward(self, x: nn.Tensor, kv: PagedKVCache) -> nn.Tensor:
@@ -152,8 +151,9 @@ class LlamaForCausalLM(nn.Module):
         hidden = self.model(input_embed, paged_kv_cache)
         return self._logits(hidden), paged_kv_cache
 
-    def create_tir_paged_kv_cache(self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size,
-                                  support_sliding_window) -> PagedKVCache:
+    def create_tir_paged_kv_cache(
+        self, max_batch_size, max_total_seq_len, prefill_chunk_size, page_size, support_sliding_window
+    ) -> PagedKVCache:
         c = self.config
         in_cache = self.kv_rope_mode == RopeMode.NORMAL
         rope_scale, rope_scaling = rope_scaling_for_kv_cache(c) if in_cache else (1.0, {})
@@ -225,7 +225,8 @@ class LlamaForCausalLM(nn.Module):
         return spec
 
 
-def create_model(config: LlamaConfig, scheme: Scheme, target, context_window: int,
-                 prefill_chunk_size: int) -> LlamaForCausalLM:
+def create_model(
+    config: LlamaConfig, scheme: Scheme, target, context_window: int, prefill_chunk_size: int
+) -> LlamaForCausalLM:
     """The compiled model for `config` under `scheme`, with its KV cache kernels built for `target`."""
     return LlamaForCausalLM(config, scheme, target, context_window, prefill_chunk_size)

@@ -17,19 +17,23 @@ def weight_map(config: LlamaConfig) -> list[Param]:
         attn = f"{hf}.self_attn"
         params += [
             Param(f"{hf}.input_layernorm.weight", (f"{hf}.input_layernorm.weight",), "norm", (h,)),
-            Param(f"{attn}.qkv_proj.weight", tuple(f"{attn}.{p}_proj.weight" for p in "qkv"), "linear",
-                  (qkv_rows, h)),
+            Param(f"{attn}.qkv_proj.weight", tuple(f"{attn}.{p}_proj.weight" for p in "qkv"), "linear", (qkv_rows, h)),
         ]
         if c.qkv_bias:
-            params.append(Param(f"{attn}.qkv_proj.bias", tuple(f"{attn}.{p}_proj.bias" for p in "qkv"), "bias",
-                                (qkv_rows,)))
+            params.append(
+                Param(f"{attn}.qkv_proj.bias", tuple(f"{attn}.{p}_proj.bias" for p in "qkv"), "bias", (qkv_rows,))
+            )
         if c.qk_norm:
             params += [Param(f"{attn}.{p}_norm.weight", (f"{attn}.{p}_norm.weight",), "norm", (hd,)) for p in "qk"]
         params += [
             Param(f"{attn}.o_proj.weight", (f"{attn}.o_proj.weight",), "linear", (h, c.num_attention_heads * hd)),
             Param(f"{hf}.post_attention_layernorm.weight", (f"{hf}.post_attention_layernorm.weight",), "norm", (h,)),
-            Param(f"{hf}.mlp.gate_up_proj.weight", (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
-                  "linear", (2 * ffn, h)),
+            Param(
+                f"{hf}.mlp.gate_up_proj.weight",
+                (f"{hf}.mlp.gate_proj.weight", f"{hf}.mlp.up_proj.weight"),
+                "linear",
+                (2 * ffn, h),
+            ),
             Param(f"{hf}.mlp.down_proj.weight", (f"{hf}.mlp.down_proj.weight",), "linear", (h, ffn)),
         ]
     params.append(Param("model.norm.weight", ("model.norm.weight",), "norm", (h,)))

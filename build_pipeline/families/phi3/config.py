@@ -38,16 +38,27 @@ class Phi3Config(LlamaConfig):
                 factor = max_pos / original
                 attention_scale = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
             if len(scaling["short_factor"]) != rotary_dim // 2:
-                raise BuildError(f"longrope short_factor has {len(scaling['short_factor'])} entries, "
-                                 f"the rotary dimension {rotary_dim} needs {rotary_dim // 2}",
-                                 "use the model's original config.json")
+                raise BuildError(
+                    f"longrope short_factor has {len(scaling['short_factor'])} entries, "
+                    f"the rotary dimension {rotary_dim} needs {rotary_dim // 2}",
+                    "use the model's original config.json",
+                )
             max_pos = original  # the short factors only hold up to the original length
         if cfg.get("sliding_window") and int(cfg["sliding_window"]) < max_pos - 1:
-            raise BuildError(f"Phi-3 sliding window {cfg['sliding_window']} is shorter than the context",
-                             "build Phi-3.5-mini / Phi-4-mini (their window spans the whole context)")
-        config = cls.from_hf(cfg, family="phi3", head_dim=head_dim, rotary_dim=rotary_dim,
-                             rope_attention_scale=float(attention_scale), original_max_position_embeddings=original,
-                             max_position_embeddings=max_pos, rope_scaling=scaling)
+            raise BuildError(
+                f"Phi-3 sliding window {cfg['sliding_window']} is shorter than the context",
+                "build Phi-3.5-mini / Phi-4-mini (their window spans the whole context)",
+            )
+        config = cls.from_hf(
+            cfg,
+            family="phi3",
+            head_dim=head_dim,
+            rotary_dim=rotary_dim,
+            rope_attention_scale=float(attention_scale),
+            original_max_position_embeddings=original,
+            max_position_embeddings=max_pos,
+            rope_scaling=scaling,
+        )
         assert isinstance(config, Phi3Config)  # from_hf builds `cls`
         return config
 

@@ -43,6 +43,7 @@ class Phi3ForCausalLM(LlamaForCausalLM):
             layer.self_attn = Phi3Attention(c, scheme, i)  # same parameters, same place in the order
 
 
-def create_model(config: Phi3Config, scheme: Scheme, target, context_window: int,
-                 prefill_chunk_size: int) -> Phi3ForCausalLM:
+def create_model(
+    config: Phi3Config, scheme: Scheme, target, context_window: int, prefill_chunk_size: int
+) -> Phi3ForCausalLM:
     return Phi3ForCausalLM(config, scheme, target, context_window, prefill_chunk_size)
