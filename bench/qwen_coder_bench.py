@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 from bench.support import cli
+from build_pipeline.contract import MANIFEST_FILE, VERIFY_FILE
+from build_pipeline.manifest import read_manifest
 
 CONFIG = "qwen2.5-coder-0.5b-instruct.toml"
 EMBEDDING = 151_936 * 896  # the largest tensor group
@@ -38,7 +40,6 @@ def _child(args: list[str]) -> tuple[float, float, int]:
 
 
 def build_variants(gguf: Path, out: Path, quants: list[str]) -> dict:
-    from build_pipeline.manifest import read_manifest
     from build_pipeline.paths import model_configs_dir
 
     _, baseline, _ = _child([sys.executable, "-c", "import tvm, build_pipeline.build, build_pipeline.compiler"])
@@ -66,8 +67,8 @@ def build_variants(gguf: Path, out: Path, quants: list[str]) -> dict:
         results["variants"][q] = {
             "seconds": seconds,
             "rss_mb": rss,
-            "bits": m["bits_per_param"],
-            "ratio": (m.get("quality") or {}).get("ratio"),
+            "bits": m.bits_per_param,
+            "ratio": (m.quality or {}).get("ratio"),
         }
     return results
 
@@ -104,22 +105,22 @@ def swiftshader_decode(variant: Path, steps: int = 8) -> dict:
     from playwright.sync_api import sync_playwright
 
     from testing import chromium
-    from testing.browser_harness.server import HarnessServer, harness_page
+    from testing.browser_harness.server import GREEDY, HarnessServer, harness_page
 
-    greedy = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
-    manifest = json.loads((variant / "lantern-manifest.json").read_text())
-    ids = json.loads((variant / "verify.json").read_text())["prompt_token_ids"]
+    manifest = read_manifest(variant)
+    ids = json.loads((variant / VERIFY_FILE).read_text())["prompt_token_ids"]
     with (
         sync_playwright() as pw,
         HarnessServer() as server,
         harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page,
     ):
         url = server.add("qwen", variant)
-        lib = manifest["software_library"]["file"]
+        assert manifest.software_library is not None, "no software-adapter library in this build"
+        lib = manifest.software_library["file"]
         start = time.perf_counter()
         page.evaluate(
             "a => window.lantern.load(a)",
-            {"modelId": "qwen", "modelUrl": url, "chatOpts": greedy, "libUrl": f"{url}/resolve/main/{lib}"},
+            {"modelId": "qwen", "modelUrl": url, "chatOpts": GREEDY, "libUrl": f"{url}/resolve/main/{lib}"},
         )
         load_s = time.perf_counter() - start
         step = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids, "steps": steps, "model": "qwen"})
@@ -136,7 +137,7 @@ def run() -> dict:
     with tempfile.TemporaryDirectory(prefix="lantern-bench-qwen-") as tmp:
         results = build_variants(gguf, Path(tmp), quants)
         f32 = Path(tmp) / "qwen2.5-coder-0.5b-instruct" / "q4f32_asym"
-        if (f32 / "lantern-manifest.json").is_file():
+        if (f32 / MANIFEST_FILE).is_file():
             results["cpu_decode"] = cpu_decode(f32, gguf)
             if not os.environ.get("LANTERN_BENCH_SKIP_BROWSER"):
                 results["swiftshader"] = swiftshader_decode(f32)

@@ -16,6 +16,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from build_pipeline.manifest import read_manifest
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 WEBLLM_CANDIDATES = (
@@ -125,3 +127,26 @@ def harness_page(server: HarnessServer, browser, timeout_ms: int = 900_000):
         yield page
     finally:
         context.close()
+
+
+# web-llm chat options that make it decode greedily (the CPU build's greedy answer is the yardstick).
+GREEDY = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
+
+
+def load_variant(
+    page, server, name: str, variant: Path, library: str = "software_library", package: bool = False
+) -> dict:
+    """Load a built variant with one of its libraries (SwiftShader is a software adapter: by default
+    the library built for software adapters, as the site's page would pick). package=True goes through
+    web-llm's model-package path (mlc-model-manifest.json + `_metadata.artifact`), the plain contract otherwise."""
+    url = server.add(name, variant)
+    manifest = read_manifest(variant)
+    lib = getattr(manifest, library)["file"]
+    # chatOpts only matter for forwardTokensAndSample (it samples with the config defaults);
+    # chat requests pass the greedy settings explicitly.
+    args = {"modelId": name, "modelUrl": url, "libUrl": f"{url}/resolve/main/{lib}", "chatOpts": GREEDY}
+    if package:
+        args["modelManifest"] = manifest.package_manifest
+    loaded = page.evaluate("a => window.lantern.load(a)", args)
+    assert loaded["packaged"] is package
+    return loaded

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from build_pipeline.contract import PACKAGE_MANIFEST_FILE, VERIFY_FILE
-from build_pipeline.manifest import read_manifest
 from testing.browser_harness.builds import build, smollm2_spec, tiny_spec
-from testing.browser_harness.server import HarnessServer, find_webllm, harness_page
+from testing.browser_harness.server import HarnessServer, find_webllm, harness_page, load_variant
 from testing.chromium import CHROMIUM
 
 pytestmark = [
@@ -26,24 +25,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (make system-deps)"),
     pytest.mark.skipif(find_webllm() is None, reason="web-llm bundle missing (make install)"),
 ]
-GREEDY = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "frequency_penalty": 0, "presence_penalty": 0}
-
-
-def _load(page, server, name: str, variant: Path, library: str = "software_library", package: bool = False) -> dict:
-    """Load a built variant with one of its libraries (SwiftShader is a software adapter: by default
-    the library built for software adapters, as the site's page would pick). package=True goes through
-    web-llm's model-package path (mlc-model-manifest.json + `_metadata.artifact`), the plain contract otherwise."""
-    url = server.add(name, variant)
-    manifest = read_manifest(variant)
-    lib = getattr(manifest, library)["file"]
-    # chatOpts only matter for forwardTokensAndSample (it samples with the config defaults);
-    # chat requests pass the greedy settings explicitly.
-    args = {"modelId": name, "modelUrl": url, "libUrl": f"{url}/resolve/main/{lib}", "chatOpts": GREEDY}
-    if package:
-        args["modelManifest"] = manifest.package_manifest
-    loaded = page.evaluate("a => window.lantern.load(a)", args)
-    assert loaded["packaged"] is package
-    return loaded
 
 
 def _cpu_penalized_greedy(
@@ -110,7 +91,7 @@ def test_tiny_model_greedy_tokens_match_cpu_build(tmp_path, family, _browsers):
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
         gpu = page.evaluate("window.lantern.gpuInfo()")
         assert gpu["ok"] and "shader-f16" not in gpu["features"], gpu
-        loaded = _load(page, server, "tiny", variant)
+        loaded = load_variant(page, server, "tiny", variant)
         chat = _check_against_verify(page, "tiny", variant)
         report = json.loads((variant / VERIFY_FILE).read_text())
         # logit_bias runs apply_logit_bias_inplace on the GPU: a +100 bias makes greedy pick that token.
@@ -140,10 +121,10 @@ def test_tiny_quantized_gguf_asym_matches_cpu_build(tmp_path, _browsers):
 
     variant = build(tiny_quantized_gguf_spec(tmp_path, eval_tokens=1024), "q4f32_asym", tmp_path / "out")
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
-        _load(page, server, "tiny-q", variant)
+        load_variant(page, server, "tiny-q", variant)
         _check_against_verify(page, "tiny-q", variant)
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
-        _load(page, server, "tiny-q-gpu", variant, library="library")
+        load_variant(page, server, "tiny-q-gpu", variant, library="library")
         _check_against_verify(page, "tiny-q-gpu", variant)
 
 
@@ -153,7 +134,7 @@ def test_tiny_model_gpu_profile_library_matches_cpu_build(tmp_path, _browsers):
     spec = tiny_spec(tmp_path)
     variant = build(spec, "q4f32_1", tmp_path / "out")
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
-        _load(page, server, "tiny-gpu", variant, library="library")
+        load_variant(page, server, "tiny-gpu", variant, library="library")
         _check_against_verify(page, "tiny-gpu", variant)
 
 
@@ -163,7 +144,7 @@ def test_tiny_model_through_the_model_package_matches_cpu_build(tmp_path, _brows
     spec = tiny_spec(tmp_path)
     variant = build(spec, "q4f32_1", tmp_path / "out")
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
-        _load(page, server, "tiny-package", variant, package=True)
+        load_variant(page, server, "tiny-package", variant, package=True)
         _check_against_verify(page, "tiny-package", variant, raw=False)
 
         # The check is real: weights that are not the library's are refused before anything loads.
@@ -173,7 +154,7 @@ def test_tiny_model_through_the_model_package_matches_cpu_build(tmp_path, _brows
         package["weights"]["parameter_schema_id"] = "sha256:" + "0" * 64
         (other / PACKAGE_MANIFEST_FILE).write_text(json.dumps(package))
         with pytest.raises(Exception, match="parameter schema IDs differ"):
-            _load(page, server, "tiny-mismatched", other, package=True)
+            load_variant(page, server, "tiny-mismatched", other, package=True)
 
 
 @pytest.mark.slow
@@ -189,7 +170,7 @@ def test_smollm2_q4f32_answers_match_cpu_build(tmp_path_factory, _browsers):
     built = time.monotonic() - start
     answers = {}
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=1_800_000) as page:
-        loaded = _load(page, server, "smollm2", variant)
+        loaded = load_variant(page, server, "smollm2", variant)
         answers["What is the capital of France?"] = _check_against_verify(page, "smollm2", variant)
         assert "Paris" in answers["What is the capital of France?"]["text"]
         question = "What is the capital of Germany?"

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_browser_webllm import _load
 
 from build_pipeline.contract import CHAT_CONFIG_FILE, VERIFY_FILE
 from build_pipeline.manifest import read_manifest
 from testing.browser_harness.builds import cached_build, qwen_coder_spec
-from testing.browser_harness.server import HarnessServer, find_webllm, harness_page
+from testing.browser_harness.server import HarnessServer, find_webllm, harness_page, load_variant
 from testing.chromium import CHROMIUM
 
 pytestmark = pytest.mark.slow
@@ -42,12 +41,13 @@ def test_qwen_coder_build_is_verified_and_quality_gated(qwen_q4f32):
     manifest = read_manifest(qwen_q4f32)
     report = json.loads((qwen_q4f32 / VERIFY_FILE).read_text())
     assert report["passed"], report.get("summary")
-    quality = manifest["quality"]
+    quality = manifest.quality
+    assert quality is not None
     # Lossless import: the same weights as the q0f32 reference, so the same perplexity (default gate 1.05).
     assert quality["status"] == "pass" and quality["ratio"] <= 1.001, quality
     assert quality["eval_tokens"] >= 1000
     # Every GGUF tensor type of this file (Q4_K, Q5_0, Q6_K, Q8_0) is imported without re-rounding.
-    sources = {s for f in manifest["weight_formats"].values() for s in f["sources"]}
+    sources = {s for f in manifest.weight_formats.values() for s in f["sources"]}
     assert {"Q4_K", "Q5_0", "Q6_K", "Q8_0"} <= {p for s in sources for p in s.split("+")}, sources
     chat = json.loads((qwen_q4f32 / CHAT_CONFIG_FILE).read_text())
     vocab = json.loads((qwen_q4f32 / "tokenizer.json").read_text())["added_tokens"]
@@ -55,7 +55,7 @@ def test_qwen_coder_build_is_verified_and_quality_gated(qwen_q4f32):
     assert {ids["<|im_end|>"], ids["<|endoftext|>"]} <= set(chat["conv_template"]["stop_token_ids"])
     assert chat["conv_template"]["roles"]["user"] == "<|im_start|>user\n"  # ChatML
     print(
-        f"\nQwen2.5-Coder-0.5B q4f32_asym: {manifest['bits_per_param']:.2f} bits/param, perplexity ratio "
+        f"\nQwen2.5-Coder-0.5B q4f32_asym: {manifest.bits_per_param:.2f} bits/param, perplexity ratio "
         f"{quality['ratio']:.4f} vs q0f32 over {quality['eval_tokens']} tokens"
     )
 
@@ -69,7 +69,7 @@ def test_qwen_coder_writes_a_reverse_function_in_chromium(qwen_q4f32, _browsers)
     cpu = cpu_chat(qwen_q4f32, QUESTION, max_new_tokens=MAX_TOKENS)
     start = time.monotonic()
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=1_800_000) as page:
-        loaded = _load(page, server, "qwen-coder", qwen_q4f32)
+        loaded = load_variant(page, server, "qwen-coder", qwen_q4f32)
         chat = page.evaluate(
             "a => window.lantern.chat(a)", {"prompt": QUESTION, "maxTokens": MAX_TOKENS, "model": "qwen-coder"}
         )

@@ -49,7 +49,7 @@ def test_hub_gguf_config_builds_offline_from_source_file(tmp_path, tiny_gguf, cl
     assert offline.returncode == 2 and "--source-file" in offline.stderr
     built = cli("build", cfg, "--no-compile", "--out", out, "--source-file", tiny_gguf)
     assert built.returncode == 0, built.stderr
-    chat = json.loads((out / "tiny-hub" / "q4f32_1" / "mlc-chat-config.json").read_text())
+    chat = json.loads((out / "tiny-hub" / "q4f32_1" / CHAT_CONFIG_FILE).read_text())
     tok = json.loads((out / "tiny-hub" / "q4f32_1" / "tokenizer.json").read_text())
     stop_id = {t["content"]: t["id"] for t in tok["added_tokens"]}["<|endoftext|>"]  # not the tiny model's eos
     assert stop_id in chat["conv_template"]["stop_token_ids"]
