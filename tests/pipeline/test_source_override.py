@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from build_pipeline.contract import CHAT_CONFIG_FILE
 from build_pipeline.errors import BuildError
 from build_pipeline.model_config import load_model_config, needs_hub, with_source_file
 from testing import pypi_gguf
