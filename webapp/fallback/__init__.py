@@ -23,7 +23,7 @@ from webapp.fallback.engine_upstream import UpstreamEngine
 from webapp.fallback.errors import APIError
 from webapp.fallback.limits import Admission
 from webapp.fallback.metrics import Metrics
-from webapp.fallback.model_files import served_models
+from webapp.fallback.model_files import ModelRef, served_models
 from webapp.fallback.settings import Settings, load_settings
 
 EXTENSION_KEY = "lantern_fallback"
@@ -40,25 +40,25 @@ class Fallback:
     """
 
     settings: Settings
-    ref: object  # model_files.ModelRef
-    engine: object  # LocalEngine | UpstreamEngine
+    ref: ModelRef
+    engine: UpstreamEngine  # a LocalEngine (llama.cpp in a child process) is an UpstreamEngine too
     admission: Admission
     keys: ApiKeys
     metrics: Metrics
-    refs: list = field(default_factory=list)
-    engines: dict = field(default_factory=dict)
+    refs: list[ModelRef] = field(default_factory=list)
+    engines: dict[str, UpstreamEngine] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.refs:
             self.refs = [self.ref]
         self.engines.setdefault(self.ref.id, self.engine)
 
-    def find(self, name: str | None):
+    def find(self, name: str | None) -> ModelRef | None:
         """The served model a request names (None: the default), or None when it names no served model."""
         return next((r for r in self.refs if r.accepts(name)), None)
 
-    def engine_for(self, ref):
+    def engine_for(self, ref: ModelRef) -> UpstreamEngine:
         """The model's engine, made (not started) on first use."""
         with self._lock:
             engine = self.engines.get(ref.id)
@@ -66,7 +66,7 @@ class Fallback:
                 engine = self.engines[ref.id] = _make_engine(ref, self.settings, default=False)
             return engine
 
-    def health(self):
+    def health(self) -> tuple[str, bool, dict]:
         ok, detail = self.engine.status()
         detail.update(
             active=self.admission.active,
@@ -95,7 +95,7 @@ class Fallback:
         return True
 
 
-def _make_engine(ref, settings: Settings, default: bool = True):
+def _make_engine(ref: ModelRef, settings: Settings, default: bool = True) -> UpstreamEngine:
     """`default`: the model LANTERN_FALLBACK_GGUF (an explicit weights file) belongs to."""
     if settings.proxy:
         return UpstreamEngine(ref, settings)
