@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -37,19 +38,24 @@ def _load_imported(source, param):
     return values, join_rows([imp for _, imp in loaded], values)
 
 
-def _quantize(scheme: Scheme, param, source) -> tuple[np.ndarray, list[np.ndarray], str, str | None]:
-    """(float32 values, stored tensors, format name, GGUF source type or None) of one linear/embedding."""
+def _quantize(scheme: Scheme, param, source) -> tuple[tuple[int, ...], list[np.ndarray], str, str | None]:
+    """(float shape, stored tensors, format name, GGUF source type or None) of one linear/embedding.
+
+    Only the shape of the float values is returned: they are dropped before the lossless import packs its
+    integers, so a large embedding is never held as float32 and packed at once (peak build memory)."""
     if scheme.kind == "asym" and getattr(source, "load_imported", None) is not None:
         missing = [s for s in param.sources if s not in source.tensor_names]
         if not missing:
             values, imported = _load_imported(source, param)
+            shape = values.shape
             if imported is not None:
-                return values, imported.stored(scheme.dtype), imported.fmt.name, imported.source_type
-            return values, float_quantizer.quantize(values, Q4_MIN, scheme.dtype), Q4_MIN.name, None
+                del values
+                return shape, imported.stored(scheme.dtype), imported.fmt.name, imported.source_type
+            return shape, float_quantizer.quantize(values, Q4_MIN, scheme.dtype), Q4_MIN.name, None
     w = _load_group(source, param)
     if scheme.kind == "asym":
-        return w, float_quantizer.quantize(w, Q4_MIN, scheme.dtype), Q4_MIN.name, None
-    return w, list(quantize_q4(w, scheme.dtype)), MLC_Q4.name, None
+        return w.shape, float_quantizer.quantize(w, Q4_MIN, scheme.dtype), Q4_MIN.name, None
+    return w.shape, list(quantize_q4(w, scheme.dtype)), MLC_Q4.name, None
 
 
 def convert(
@@ -62,12 +68,13 @@ def convert(
     for param in family.weight_map(config):
         quantize = scheme.quantized and param.kind in ("linear", "embedding")
         if quantize:
-            w, stored, fmt_name, source_type = _quantize(scheme, param, source)
+            shape, stored, fmt_name, source_type = _quantize(scheme, param, source)
         else:
             w = _load_group(source, param)
-        if param.shape is not None and tuple(w.shape) != param.shape:
+            shape = w.shape
+        if param.shape is not None and tuple(shape) != param.shape:
             raise BuildError(
-                f"{param.name} has shape {tuple(w.shape)} but the config implies {param.shape}",
+                f"{param.name} has shape {tuple(shape)} but the config implies {param.shape}",
                 "the weights do not match config.json; re-download the model",
             )
         if quantize:
@@ -75,12 +82,13 @@ def convert(
             if formats is not None:
                 formats[base] = {"format": fmt_name, "source_type": source_type}
             for i, (suffix, arr) in enumerate(zip(get_format(fmt_name).tensor_suffixes(), stored, strict=True)):
-                yield f"{base}.{suffix}", arr, w.size if i == 0 else 0
+                yield f"{base}.{suffix}", arr, math.prod(shape) if i == 0 else 0
+            del stored
         else:
             if formats is not None and param.kind in ("linear", "embedding"):
                 formats[param.name.removesuffix(".weight")] = {"format": FLOAT.name, "source_type": None}
             yield param.name, w.astype(scheme.dtype, copy=False), w.size
-        del w
+            del w
 
 
 def dense_params(named_tensors, formats: dict[str, str] | None = None) -> dict[str, np.ndarray]:

@@ -63,10 +63,19 @@ class Imported:
 
     def stored(self, scale_dtype: str) -> list[np.ndarray]:
         """The tensors as written to the shards (q_weight, q_scale[, q_min])."""
-        out = [pack(self.q, self.fmt), self.scale.astype(scale_dtype)]
+        out = [_pack_rows(self.q, self.fmt), self.scale.astype(scale_dtype)]
         if self.minimum is not None:  # formats with a minimum (fmt.has_min)
             out.append(self.minimum.astype(scale_dtype))
         return out
+
+
+def _pack_rows(q: np.ndarray, fmt: WeightFormat, rows: int = 4096) -> np.ndarray:
+    """`pack` a block of rows at a time: its uint32 temporaries for a whole 151,936-row embedding are over
+    1 GB, the build's peak (issue 12's memory bound); packed, the same rows are 136 MB."""
+    out = np.empty((q.shape[0], q.shape[1] // fmt.per_word), dtype=np.uint32)
+    for start in range(0, q.shape[0], rows):
+        out[start : start + rows] = pack(q[start : start + rows], fmt)
+    return out
 
 
 def _f16(blocks: np.ndarray, offset: int) -> np.ndarray:
