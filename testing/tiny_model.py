@@ -77,6 +77,13 @@ def hf_config(tie: bool = True, qkv_bias: bool = False, family: str | None = Non
     }
 
 
+def tiny_llama_config(**extra):
+    """The tiny Llama's parsed family config (context 512), for tests that compile without weights."""
+    from build_pipeline.families import get_family
+
+    return get_family("llama").config_from_hf(hf_config(max_position_embeddings=512, **extra))
+
+
 def weights(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
     """HF-named float32 weights; sizes large enough that greedy choices are not near-ties."""
     rng = np.random.default_rng(seed)

@@ -22,11 +22,11 @@ from build_pipeline.compiler.profiles import PROFILES, resolve_profiles
 from build_pipeline.contract import VERIFY_FILE, library_file_name
 from build_pipeline.errors import BuildError
 from build_pipeline.families import get_family
-from build_pipeline.families.llama.config import LlamaConfig
 from build_pipeline.manifest import read_manifest
 from build_pipeline.quantization import get_scheme
 from build_pipeline.tensor_cache import read_index
 from testing.browser_harness.builds import build, tiny_spec
+from testing.tiny_model import tiny_llama_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -118,30 +118,12 @@ def test_webgpu_library_interface_and_kernels(tiny_q4f32):
         assert k["lines"] <= PROFILES["swiftshader"].limits.max_wgsl_lines
 
 
-def _tiny_config(**kw):
-    base = dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        vocab_size=265,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=True,
-        max_position_embeddings=512,
-    )
-    base.update(kw)
-    return LlamaConfig(**base)
-
-
 def test_decode_linears_are_single_fused_kernels_without_transposes():
     """q4 linears compile to one kernel each (dequantize fused in), no transposes, f32 logits."""
     scheme = get_scheme("q4f32_1")
     prof = PROFILES["swiftshader"]
     ex, _ = compile_executable(
-        get_family("llama"), _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof, webgpu_target()
+        get_family("llama"), tiny_llama_config(), scheme, LibrarySettings(256, 64, prof.name), prof, webgpu_target()
     )
     kernels = limits.split_kernels(webgpu_source(ex))
     assert not [n for n in kernels if "transpose" in n and "kv_cache" not in n]
@@ -159,7 +141,7 @@ def test_f16_variant_uses_shader_f16_and_fits_gpu_limits():
     assert prof.name == "gpu"  # f16 needs shader-f16, i.e. a real GPU: no software library
     assert [p.name for p in resolve_profiles(None, scheme)] == ["gpu"]
     ex, meta = compile_executable(
-        get_family("llama"), _tiny_config(), scheme, LibrarySettings(256, 64, prof.name), prof, webgpu_target()
+        get_family("llama"), tiny_llama_config(), scheme, LibrarySettings(256, 64, prof.name), prof, webgpu_target()
     )
     src = webgpu_source(ex)
     assert "enable f16;" in src
@@ -224,7 +206,7 @@ def test_family_without_model_definition_is_a_clear_build_error():
 
     fake = dataclasses.replace(get_family("llama"), name="gpt2", model_module="build_pipeline.families.gpt2.model")
     with pytest.raises(BuildError, match="no compiler model definition"):
-        export_ir(fake, _tiny_config(), get_scheme("q4f32_1"), webgpu_target(), LibrarySettings(256, 64, "gpu"))
+        export_ir(fake, tiny_llama_config(), get_scheme("q4f32_1"), webgpu_target(), LibrarySettings(256, 64, "gpu"))
 
 
 def test_rebuild_is_served_from_the_cache(tiny_root, tiny_q4f32):
@@ -248,7 +230,7 @@ def test_rebuild_is_served_from_the_cache(tiny_root, tiny_q4f32):
 def test_cache_key_covers_what_changes_the_library():
     from build_pipeline.compiler import cache
 
-    cfg = _tiny_config().to_dict()
+    cfg = tiny_llama_config().to_dict()
     base = LibrarySettings(256, 64, "swiftshader").to_dict()
     key = cache.library_key("webgpu", cfg, "q4f32_1", base, 1)[0]
     assert key == cache.library_key("webgpu", dict(cfg), "q4f32_1", dict(base), 1)[0]

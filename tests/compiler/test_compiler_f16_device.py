@@ -37,22 +37,10 @@ def test_f16_kernels_compile_on_an_f16_device(f16_device, quant):
     from build_pipeline.compiler.module import LibrarySettings
     from build_pipeline.compiler.profiles import resolve_profiles
     from build_pipeline.families import get_family
-    from build_pipeline.families.llama.config import LlamaConfig
     from build_pipeline.quantization import get_scheme
+    from testing.tiny_model import tiny_llama_config
 
-    config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        vocab_size=265,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=True,
-        max_position_embeddings=512,
-    )
+    config = tiny_llama_config()
     scheme = get_scheme(quant)
     prof = resolve_profiles(None, scheme)[0]
     ex, _ = compile_executable(
