@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from build_pipeline.families import Family, ModelConfig
 from build_pipeline.gguf_import import join_rows
 from build_pipeline.quantization import Scheme, quantize_q4
 from build_pipeline.sources import SourceModel
-from build_pipeline.tensor_cache import iter_tensors, read_formats
+from build_pipeline.tensor_cache import iter_tensors, read_formats, read_index, read_tensor
 from build_pipeline.weight_formats import FLOAT, MLC_Q4, Q4_MIN, dequantize, get_format
 
 
@@ -114,34 +114,31 @@ def dense_variant_params(variant_dir) -> dict[str, np.ndarray]:
     return dense_params(iter_tensors(variant_dir), read_formats(variant_dir))
 
 
-DEQUANT_ROWS = 16384
+DEQUANT_ROWS = 4096
 
 
-def _dequantize_rows(fmt, stored: list[np.ndarray]) -> np.ndarray:
-    """dequantize() a block of output rows at a time into one float32 array: its float temporaries are
-    several times the weight's size, which for a 151,936-row embedding dominated a build's peak memory."""
-    rows = stored[0].shape[0]
-    first = dequantize(fmt, [t[:DEQUANT_ROWS] for t in stored])
-    if rows <= DEQUANT_ROWS:
-        return first
-    out = np.empty((rows, *first.shape[1:]), dtype=np.float32)
-    out[:DEQUANT_ROWS] = first
-    for i in range(DEQUANT_ROWS, rows, DEQUANT_ROWS):
-        out[i : i + DEQUANT_ROWS] = dequantize(fmt, [t[i : i + DEQUANT_ROWS] for t in stored])
+def _dequantize_rows(fmt, read_rows: Callable[[int, int], list[np.ndarray]], rows: int) -> np.ndarray:
+    """dequantize() a block of output rows at a time into one float32 array, reading only that block's
+    stored tensors (`read_rows(start, stop)`): the stored bytes and the float temporaries of a whole
+    151,936-row embedding at once dominated a build's peak memory."""
+    out: np.ndarray | None = None
+    for start in range(0, rows, DEQUANT_ROWS):
+        block = dequantize(fmt, read_rows(start, min(start + DEQUANT_ROWS, rows)))
+        if out is None:
+            out = np.empty((rows, *block.shape[1:]), dtype=np.float32)
+        out[start : start + len(block)] = block
+    assert out is not None
     return out
 
 
 class LazyDenseParams(Mapping):
-    """dense_variant_params without holding them: each weight is dequantized from the memory-mapped shards
+    """dense_variant_params without holding them: each weight is dequantized from the shards
     when it is read and dropped after use, so a reference forward pass holds one float32 weight at a time
     (Qwen2.5-0.5B's dense weights are 2.5 GB; its largest, the embedding, 545 MB)."""
 
     def __init__(self, variant_dir: Path):
-        from build_pipeline.tensor_cache import read_formats, read_index
-
         variant_dir = Path(variant_dir)
-        # name -> (shard path, record): each read is a plain file read, not a memory map, so the bytes
-        # leave the process with the array instead of staying resident as mapped pages.
+        # name -> (shard path, record), read by tensor_cache.read_tensor when asked for
         self._records = {
             rec["name"]: (variant_dir / shard["dataPath"], rec)
             for shard in read_index(variant_dir)["records"]
@@ -155,15 +152,17 @@ class LazyDenseParams(Mapping):
         ]
 
     def _read(self, name: str) -> np.ndarray:
-        path, rec = self._records[name]
-        count = int(np.prod(rec["shape"]))
-        return np.fromfile(path, dtype=rec["dtype"], count=count, offset=rec["byteOffset"]).reshape(rec["shape"])
+        return read_tensor(*self._records[name])
 
     def __getitem__(self, name: str) -> np.ndarray:
         base = name.removesuffix(".weight")
         if f"{base}.q_weight" in self._records:
             fmt = get_format(self._formats.get(base, MLC_Q4.name))
-            return _dequantize_rows(fmt, [self._read(f"{base}.{s}") for s in fmt.tensor_suffixes()])
+            names = [f"{base}.{s}" for s in fmt.tensor_suffixes()]
+            rows = self._records[names[0]][1]["shape"][0]
+            return _dequantize_rows(
+                fmt, lambda a, b: [read_tensor(*self._records[n], rows=(a, b)) for n in names], rows
+            )
         if name not in self._records:
             raise KeyError(name)
         return self._read(name).astype(np.float32, copy=False)

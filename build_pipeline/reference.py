@@ -10,7 +10,7 @@ the config); a family with a different block overrides the per-step methods (`em
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -118,20 +118,40 @@ class ReferenceModel:
         x = x + self.attention(i, rms_norm(x, p[f"{pre}.input_layernorm.weight"], c.rms_norm_eps), positions)
         return x + self.mlp(i, rms_norm(x, p[f"{pre}.post_attention_layernorm.weight"], c.rms_norm_eps))
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        x = rms_norm(x, self.p["model.norm.weight"], self.config.rms_norm_eps)
-        head = self.p["lm_head.weight"] if "lm_head.weight" in self.p else self.p["model.embed_tokens.weight"]
+    def final_norm(self, x: np.ndarray) -> np.ndarray:
+        return rms_norm(x, self.p["model.norm.weight"], self.config.rms_norm_eps)
+
+    def head(self) -> np.ndarray:
+        """The output projection [vocab, hidden]: lm_head, or the tied embedding."""
+        return self.p["lm_head.weight"] if "lm_head.weight" in self.p else self.p["model.embed_tokens.weight"]
+
+    def project(self, x: np.ndarray, head: np.ndarray) -> np.ndarray:
+        """Logits of final-normed hidden states."""
         return x @ head.T
 
-    def forward(self, tokens) -> np.ndarray:
-        """Run `tokens` after whatever is cached; return logits [len(tokens), vocab] (float32)."""
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.project(self.final_norm(x), self.head())
+
+    def logit_blocks(self, x: np.ndarray, rows: int) -> Iterator[np.ndarray]:
+        """logits(x) `rows` positions at a time, the head read once: a window's logits over a 151,936-token
+        vocabulary are 311 MB, more than the head itself (peak build memory in the quality stage)."""
+        x, head = self.final_norm(x), self.head()
+        for i in range(0, len(x), rows):
+            yield self.project(x[i : i + rows], head)
+
+    def hidden(self, tokens) -> np.ndarray:
+        """Run `tokens` after whatever is cached; return the last layer's hidden states [len(tokens), hidden]."""
         tokens = np.asarray(tokens, dtype=np.int64)
         positions = np.arange(self.pos, self.pos + len(tokens))
         x = self.embed(tokens)
         for i in range(self.config.num_hidden_layers):
             x = self.block(i, x, positions)
         self.pos += len(tokens)
-        return self.logits(x)
+        return x
+
+    def forward(self, tokens) -> np.ndarray:
+        """Run `tokens` after whatever is cached; return logits [len(tokens), vocab] (float32)."""
+        return self.logits(self.hidden(tokens))
 
     def generate_greedy(self, prompt_ids, max_new_tokens: int, stop_ids=()) -> list[int]:
         """Greedy decode after a fresh reset; stops on any of `stop_ids` (not included).

@@ -2,9 +2,10 @@
 perplexity runs in seconds, not minutes.
 
 Unscheduled, TVM lowers `matmul[s, o] = sum_k x[s, k] * w[o, k]` to scalar loops with the reduction
-innermost (~8 tokens/s for SmolLM2-135M prefill). Here each linear's dequantize block writes the weight
-as [k, o] (once per call, in parallel over rows), and the matmul runs a register tile of LANES
-outputs per token and k step, vectorized over contiguous output columns and parallel over column blocks. The
+innermost (~8 tokens/s for SmolLM2-135M prefill) after materialising the whole dequantized weight. Here
+the output rows are split into blocks of LANES, in parallel; each block's weight slab is dequantized
+inside the block (as [k, LANES] for prefill), once per call, and the prefill matmul runs a register
+tile of LANES outputs per token and k step, vectorized over the slab's contiguous columns. The
 WebGPU libraries are untouched (dlight / schedules.py); the parity check verifies this build as before.
 """
 
@@ -31,22 +32,26 @@ def schedule_linear(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
     if not isinstance(out_extent, tirx.IntImm) or int(out_extent) % LANES:
         return None
     tokens = sch.get(loops[-3]).extent
-    if isinstance(tokens, tirx.IntImm) and int(tokens) == 1:
-        return None  # decode: one token per call, where a transposed copy of the weight costs more than it saves
-    # Weight as [k, o]: the matmul's innermost (vectorized) loop then reads contiguous memory.
-    sch.transform_layout(dq, ("write", 0), lambda o, i: (i, o))
-    d_o, d_i = sch.get_loops(dq)
-    sch.reorder(d_i, d_o)
-    sch.parallel(d_i)
+    decode = isinstance(tokens, tirx.IntImm) and int(tokens) == 1
     *lead, s, o, k = loops
-    # Tokens are not split: a split of the symbolic length would need a guard, which TVM refuses to
-    # vectorize under. One token x LANES outputs per k step; the [k, LANES] weight slab stays in cache.
     oo, oi = sch.split(o, [None, LANES])
-    sch.reorder(*lead, oo, s, k, oi)
-    sch.vectorize(oi)  # before decompose_reduction: TVM vectorizes only complete/reduction blocks
+    if decode:
+        # One token: each output is a dot product over a contiguous weight row, in parallel over row blocks.
+        sch.reorder(*lead, oo, s, oi, k)
+    else:
+        # The dequantized slab as [k, LANES]: the matmul's innermost (vectorized) loop reads contiguous memory.
+        sch.transform_layout(dq, ("write", 0), lambda o, i: (i, o))
+        # Tokens are not split: a split of the symbolic length would need a guard, which TVM refuses to
+        # vectorize under. One token x LANES outputs per k step; the [k, LANES] weight slab stays in cache.
+        sch.reorder(*lead, oo, s, k, oi)
+        sch.vectorize(oi)  # before decompose_reduction: TVM vectorizes only complete/reduction blocks
     sch.parallel(oo)
+    # Each block of LANES output rows is dequantized where it is used, once per call: the whole float32
+    # weight is never materialised (a 151,936-row lm_head would be a 545 MB workspace, kept by TVM's pool).
+    sch.compute_at(dq, oo)
     init = sch.decompose_reduction(mm, k)
-    sch.vectorize(sch.get_loops(init)[-1])
+    if not decode:
+        sch.vectorize(sch.get_loops(init)[-1])
     return sch.mod["main"]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from build_pipeline.compiler.cache import libs_root
 from build_pipeline.contract import CHAT_CONFIG_FILE, TOKENIZER_FILE, VERIFY_FILE
 from build_pipeline.convert import LazyDenseParams
 from build_pipeline.errors import BuildError
+from build_pipeline.memory import release_freed_memory
 from build_pipeline.paths import cache_dir
 from build_pipeline.tensor_cache import iter_tensors, read_index
 
@@ -58,35 +60,43 @@ class CompiledModel:
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), self.dev)
         self.metadata = json.loads(str(self.vm["_metadata"]()))
         wanted = {p["name"]: p for p in self.metadata["params"]}
-        arrays = {}
-        for name, arr in iter_tensors(variant_dir):
-            if name in wanted:
-                spec = wanted[name]
-                if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
-                    raise BuildError(
-                        f"tensor {name} is {arr.dtype}{list(arr.shape)} in the shards but the library "
-                        f"expects {spec['dtype']}{spec['shape']}",
-                        "rebuild the variant; the compiler and the converter disagree (a bug)",
-                    )
-                arrays[name] = np.ascontiguousarray(arr)
-        missing = [n for n in wanted if n not in arrays]
+        order = [r["name"] for shard in read_index(variant_dir)["records"] for r in shard["records"]]
+        missing = [n for n in wanted if n not in order]
         if missing:
             raise BuildError(
                 f"the library needs parameters missing from tensor-cache.json: {missing[:5]}",
                 "rebuild the variant (compiler/converter mismatch)",
             )
-        order = [r["name"] for shard in read_index(variant_dir)["records"] for r in shard["records"]]
-        if order != list(wanted):
+        if [n for n in order if n in wanted] != list(wanted):
             raise BuildError(
                 "the library's _metadata params are not in tensor-cache.json order",
                 "keep the nn.Module's attribute order equal to the family's weight_map (a bug)",
             )
-        self.params = [tvm.runtime.tensor(arrays[p["name"]], self.dev) for p in self.metadata["params"]]
+        # Each tensor goes to the device as it is read: the shards' bytes are never held twice (peak memory).
+        self.params = []
+        for name, arr in iter_tensors(variant_dir):
+            if name not in wanted:
+                continue
+            spec = wanted[name]
+            if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
+                raise BuildError(
+                    f"tensor {name} is {arr.dtype}{list(arr.shape)} in the shards but the library "
+                    f"expects {spec['dtype']}{spec['shape']}",
+                    "rebuild the variant; the compiler and the converter disagree (a bug)",
+                )
+            self.params.append(tvm.runtime.tensor(arr, self.dev))
         get = tvm.get_global_func
         self._add_seq = get("vm.builtin.kv_state_add_sequence")
         self._begin = get("vm.builtin.kv_state_begin_forward")
         self._end = get("vm.builtin.kv_state_end_forward")
         self.kv = None
+
+    def close(self) -> None:
+        """Free the weights, KV cache and VM now and return their memory to the OS, so the next step (the
+        numpy reference) does not stack its peak on top of them."""
+        self.params, self.kv = [], None
+        del self.vm
+        release_freed_memory()
 
     def reset(self, context_window: int) -> None:
         import tvm_ffi  # comes with TVM (heavy): only when a compiled model is run
@@ -118,10 +128,17 @@ class CompiledModel:
 
     def all_logits(self, ids: list[int], context_window: int) -> np.ndarray:
         """Fresh sequence, teacher-forced: float32 logits of every position [len(ids), vocab], through
-        the CPU build's `prefill_all_logits` one prefill chunk at a time (the quality gate's path)."""
+        the CPU build's `prefill_all_logits` one prefill chunk at a time (the llama.cpp parity tests' path)."""
+        return np.concatenate(list(self.iter_logits(ids, context_window)))
+
+    def iter_logits(self, ids: list[int], context_window: int, chunk: int | None = None) -> Iterator[np.ndarray]:
+        """all_logits one chunk at a time (at most `chunk` tokens, default the prefill chunk): the quality gate
+        scores each block as it comes, since a whole window's logits over a 151,936-token vocabulary are
+        311 MB (peak build memory)."""
         import tvm_ffi  # comes with TVM (heavy): only when a compiled model is run
 
-        tvm, chunk, out = self.tvm, self.metadata["prefill_chunk_size"], []
+        tvm = self.tvm
+        chunk = min(chunk or self.metadata["prefill_chunk_size"], self.metadata["prefill_chunk_size"])
         try:
             fn = self.vm["prefill_all_logits"]
         except Exception:  # noqa: BLE001  (tvm raises its own error types for a missing function)
@@ -134,8 +151,7 @@ class CompiledModel:
             self._begin(self.kv, tvm_ffi.Shape((0,)), tvm_ffi.Shape((len(piece),)))
             logits = fn(tvm.runtime.tensor(embed, self.dev), self.kv, self.params)[0].numpy()
             self._end(self.kv)
-            out.append(logits[0])
-        return np.concatenate(out)
+            yield logits[0]
 
     def greedy(self, ids: list[int], steps: int, context_window: int) -> tuple[list[int], list[np.ndarray]]:
         """Fresh sequence: prefill `ids`, then `steps` greedy tokens (ignoring stop tokens).
@@ -199,6 +215,7 @@ def run_parity(
 
     t0 = time.monotonic()
     raw, steps_logits = compiled.greedy(ids, max_new_tokens, context_window)
+    compiled.close()  # its weights are not held while the reference runs (peak build memory)
     generated, finish = cut_at_stop(raw, stop_ids, max_new_tokens)
     timings["compiled_run"] = time.monotonic() - t0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,5 +91,9 @@ class Reference(Protocol):
     def reset(self) -> None: ...
 
     def forward(self, tokens: Any) -> np.ndarray: ...
+
+    def hidden(self, tokens: Any) -> np.ndarray: ...
+
+    def logit_blocks(self, x: np.ndarray, rows: int) -> Iterator[np.ndarray]: ...
 
     def generate_greedy(self, prompt_ids: Any, max_new_tokens: int, stop_ids: Any = ()) -> list[int]: ...

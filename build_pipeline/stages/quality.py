@@ -4,9 +4,9 @@ The parity check (verify.py) proves the compiled model computes what the referen
 variant's own weights*; it cannot see quality lost in quantization. This gate can: it runs the
 verified CPU library teacher-forced over a fixed English text shipped in the repo
 (build_pipeline/data/eval.txt, the same for every model), in windows of up to WINDOW tokens, through
-the CPU build's `prefill_all_logits` (every position's logits in one call per chunk), and compares the
-perplexity with the q0f32 build of the same model. The q0f32 reference is built on the side when the
-run does not include it (weights staged in a temp dir, library from the cache) and its figure cached.
+the CPU build's `prefill_all_logits` (every position's logits, SCORE_ROWS positions per call), and compares the
+perplexity with the unquantized (q0f32) model's: the family's numpy reference on the source's float
+weights, read one tensor at a time (convert.SourceDenseParams), its figure cached.
 
 Result: `quality = {perplexity, reference_perplexity, ratio, eval_tokens, ...}` in verify.json and the
 manifest. Past `max_ratio` (default 1.05) the build fails; past `warn_ratio` (1.02) it warns.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from build_pipeline.compiler.verify import CompiledModel, cached_report_path, cp
 from build_pipeline.contract import TOKENIZER_FILE, VERIFY_FILE
 from build_pipeline.convert import SourceDenseParams
 from build_pipeline.errors import BuildError
+from build_pipeline.memory import release_freed_memory
 from build_pipeline.paths import cache_dir
 from build_pipeline.quantization import get_scheme
 from build_pipeline.stages.compile import settings_for
@@ -37,6 +39,7 @@ from build_pipeline.stages.shards import write_params
 
 EVAL_TEXT = Path(__file__).resolve().parents[1] / "data" / "eval.txt"
 WINDOW = 512
+SCORE_ROWS = 64  # positions scored per block of logits (64 x 151,936 float32 = 39 MB)
 DEFAULT_MAX_RATIO = 1.05
 DEFAULT_WARN_RATIO = 1.02
 REFERENCE_SCHEME = "q0f32"
@@ -75,28 +78,40 @@ def windows(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size) if len(ids[i : i + size]) > 1]
 
 
-def window_nll(logits: np.ndarray, win: list[int], rows: int = 64) -> float:
-    """Summed NLL of win[1:] given logits for win[:-1] (or all of win), in float64 a few rows at a time: a
-    window of a 151,936-token vocabulary is 311 MB of float32 logits, and whole-window float64 copies
-    were 3 GB of a build's peak memory."""
+def block_nll(logits: np.ndarray, targets: list[int], rows: int = 16) -> float:
+    """Summed NLL of `targets` given one block of logits (a row each, extra rows ignored), in float64 a few
+    rows at a time: float64 temporaries of a 64-row block over a 151,936-token vocabulary are 78 MB each."""
     total = 0.0
-    for i in range(0, len(win) - 1, rows):
-        block = logits[i : min(i + rows, len(win) - 1)].astype(np.float64)
+    for i in range(0, len(targets), rows):
+        block = logits[i : min(i + rows, len(targets))].astype(np.float64)
         top = block.max(axis=1)
         lse = top + np.log(np.exp(block - top[:, None]).sum(axis=1))
-        total += float((lse - block[np.arange(len(block)), win[i + 1 : i + 1 + len(block)]]).sum())
+        total += float((lse - block[np.arange(len(block)), targets[i : i + len(block)]]).sum())
+    return total
+
+
+def window_score(blocks: Iterable[np.ndarray], win: list[int]) -> float:
+    """Summed NLL of win[1:] from consecutive logit blocks over win (positions 0, 1, ...), one block at a time:
+    a window's logits over a 151,936-token vocabulary are 311 MB of float32, so they are never held whole."""
+    total, start = 0.0, 0
+    for block in blocks:
+        targets = win[start + 1 : start + 1 + len(block)]
+        if targets:
+            total += block_nll(block, targets)
+        start += len(block)
     return total
 
 
 def perplexity(lib_path: Path, variant_dir: Path, ids: list[int], window: int) -> dict:
     """Teacher-forced perplexity of a compiled CPU library over `ids` (float64 log-sum-exp)."""
     model = CompiledModel(lib_path, variant_dir)
+    context = max(window, model.metadata["context_window_size"])
     nll, count, start = 0.0, 0, time.monotonic()
     with threadpool_limits(limits=1, user_api="blas"):
         for win in windows(ids, window):
-            logits = model.all_logits(win, max(window, model.metadata["context_window_size"]))
-            nll += window_nll(logits, win)
+            nll += window_score(model.iter_logits(win, context, SCORE_ROWS), win)
             count += len(win) - 1
+    model.close()
     return {
         "perplexity": float(np.exp(nll / count)),
         "eval_tokens": count,
@@ -111,8 +126,9 @@ def reference_model_perplexity(model, ids: list[int], window: int) -> dict:
     with threadpool_limits(limits=1, user_api="blas"):
         for win in windows(ids, window):
             ref.reset()
-            nll += window_nll(ref.forward(win[:-1]), win)
+            nll += window_score(ref.logit_blocks(ref.hidden(win[:-1]), SCORE_ROWS), win)
             count += len(win) - 1
+            release_freed_memory()  # the window's float32 weights and temporaries, before the next one
     return {
         "perplexity": float(np.exp(nll / count)),
         "eval_tokens": count,

@@ -71,6 +71,11 @@ class GemmaReference(ReferenceModel):
         x = x + norm("post_attention_layernorm", self.attention(i, norm("input_layernorm", x), positions))
         return x + norm("post_feedforward_layernorm", self.mlp(i, norm("pre_feedforward_layernorm", x)))
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        x = gemma_norm(x, self.p["model.norm.weight"], self.config.rms_norm_eps)
-        return soft_cap(x @ self.p["model.embed_tokens.weight"].T, self.config.final_logit_softcapping)
+    def final_norm(self, x: np.ndarray) -> np.ndarray:
+        return gemma_norm(x, self.p["model.norm.weight"], self.config.rms_norm_eps)
+
+    def head(self) -> np.ndarray:
+        return self.p["model.embed_tokens.weight"]
+
+    def project(self, x: np.ndarray, head: np.ndarray) -> np.ndarray:
+        return soft_cap(x @ head.T, self.config.final_logit_softcapping)
