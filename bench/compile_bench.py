@@ -141,19 +141,11 @@ def decode_kernel_calls(model, scheme, profile) -> list[dict]:
 
     from build_pipeline.compiler.library import webgpu_target
     from build_pipeline.compiler.module import export_ir
+    from build_pipeline.compiler.pipeline import fusion_passes
 
     target = webgpu_target()
     mod, _ = export_ir(model.family, model.config, scheme, target, _settings(model, profile))
-    passes = [
-        relax.backend.DispatchSampling(),
-        relax.backend.DispatchSortScan(),
-        relax.transform.LegalizeOps(),
-        relax.transform.RewriteDataflowReshape(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]
+    passes = fusion_passes(target)
     with target:
         mod = tvm.transform.Sequential(passes)(mod)
     calls = []

@@ -52,13 +52,13 @@ def attach_metadata(metadata: dict):
     return _pass
 
 
-def build_pipeline(target, profile: profiles.Profile, metadata: dict):
-    """Library dispatch, legalize, fuse, schedule (per profile), lower; `_metadata` after memory planning."""
-    is_gpu = "gpu" in target.keys
+def fusion_passes(target) -> list:
+    """Library dispatch, legalize and fuse: the passes before scheduling (also what the compile bench
+    inspects kernels after)."""
     passes = []
-    if is_gpu:
+    if "gpu" in target.keys:
         passes += [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
-    passes += [
+    return passes + [
         relax.transform.LegalizeOps(),
         # Reshapes become free views *before* FuseOps can glue them into copy kernels.
         relax.transform.RewriteDataflowReshape(),
@@ -68,6 +68,12 @@ def build_pipeline(target, profile: profiles.Profile, metadata: dict):
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
     ]
+
+
+def build_pipeline(target, profile: profiles.Profile, metadata: dict):
+    """fusion_passes, schedule (per profile), lower; `_metadata` after memory planning."""
+    is_gpu = "gpu" in target.keys
+    passes = fusion_passes(target)
     if is_gpu:
         passes.append(profile.schedule_pass(target))
     else:
