@@ -9,7 +9,7 @@ import { formatBytes } from "./format.js";
 import { expandDownload } from "./loading.js";
 import { startLocalEngine, unloadLocal } from "./local-run.js";
 import { reconnectServer } from "./server-mode.js";
-import { TIER_KEY, clearFailure, currentModel, fail, lantern, log, shared, state, variant } from "./record.js";
+import { MODEL_KEY, TIER_KEY, clearFailure, currentModel, fail, lantern, log, shared, state, variant } from "./record.js";
 import { applyModelDefaults } from "./settings.js";
 import * as view from "./view.js";
 
@@ -169,6 +169,7 @@ export async function switchModel(modelId) {
   }
   await unloadLocal();
   log("model", { model: modelId });
+  localStorage.setItem(MODEL_KEY, modelId);
   await reselect(modelId);
   $("model-picker").value = lantern.model;
   if (lantern.mode === "server") await reconnectServer();
@@ -207,10 +208,13 @@ function needsText(v) {
 }
 
 /** The model picker: every built model with its size, quality and needs (the build this device would run);
- * the config's default model first and selected until the user picks another. */
+ * the config's default model first and selected until the user picks another (remembered across visits
+ * while that model is still served). */
 export function showModelPicker(catalog) {
   const picker = $("model-picker");
-  const selected = lantern.model || (catalog.models.find((m) => m.default) || catalog.models[0] || {}).id;
+  const remembered = catalog.models.find((m) => m.id === localStorage.getItem(MODEL_KEY));
+  const fallback = remembered || catalog.models.find((m) => m.default) || catalog.models[0] || {};
+  const selected = lantern.model || fallback.id;
   picker.replaceChildren(...catalog.models.map((m) => {
     const option = document.createElement("option");
     option.value = m.id;

@@ -7,6 +7,7 @@ import { createState } from "./state.js";
 import * as view from "./view.js";
 
 export const TIER_KEY = "lantern.tier"; // localStorage: "auto" | "gpu" | "cpu" (Settings: which local engine)
+export const MODEL_KEY = "lantern.model"; // localStorage: the model last picked (the config's default until then)
 export const MODE_KEY = "lantern.mode"; // sessionStorage: server mode lasts as long as the consent does
 export const DEVICE_LOSSES_KEY = "lantern.deviceLosses"; // sessionStorage: GPU losses survive the reload they ask for
 

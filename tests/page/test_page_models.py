@@ -88,6 +88,12 @@ def test_the_page_switches_between_two_built_models(serve, chromium, two_site_mo
     assert s.lantern(".cache.cachedBytes") == tiny_bytes and s.lantern(".storedCheck.damaged") == []
     assert model_files_fetched(server, TINY) == fetched_tiny
     assert s.lantern(".stateErrors") == []
+
+    # The pick is remembered: a reload starts on the tiny model, from its verified cache.
+    s.page.reload()
+    assert s.wait_state("downloaded", "needs-download") == "downloaded"
+    assert s.lantern(".model") == TINY and s.page.evaluate(OPTIONS)[1]["selected"]
+    assert model_files_fetched(server, TINY) == fetched_tiny
     print(f"\nmeasured: smollm2 stored {smol_bytes} B, tiny stored {tiny_bytes} B, freed {removal['bytes']} B")
 
 
