@@ -4,7 +4,7 @@ TVM 0.27's KV cache attention kernels (tvm/relax/frontend/nn/llm/_prefill_kernel
 _kernel_common.py) have no soft-cap step, and mlc-llm builds Gemma 2 without its cap: a different model.
 This rewrite adds it to every attention kernel the cache uses. Each kernel computes the scaled score
 s = q.k * sm_scale * log2(e) (log2 space, for the online softmax's exp2), stores it once into the buffer
-its softmax reads, and masks with a separate store (-5e4). That one store becomes C * tanh(s / C) with
+its softmax reads, and masks with a separate store (-5e4, scaled in one kernel). That one store becomes C * tanh(s / C) with
 C = cap * log2(e), which is cap * tanh(x / cap) of the natural-space score x = s / log2(e), exactly;
 masked scores stay -5e4. The tanh argument is clamped to +-15, where float32 tanh is already +-1: the
 same value, and no overflow in a backend that computes tanh from exponentials.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 
 from build_pipeline.errors import BuildError
 
@@ -78,7 +79,7 @@ def _unsupported(kernel: str, problem: str) -> BuildError:
     )
 
 
-def cap_attention_scores(mod, kernels: dict[str, object], cap: float):
+def cap_attention_scores(mod, kernels: dict[str, Any], cap: float):
     """`mod` with scores soft-capped at `cap` in each of `kernels` ({role: GlobalVar} of the KV cache's
     attention PrimFuncs); no other function changes."""
     import tvm_ffi  # heavy (TVM): only when compiling
@@ -96,7 +97,7 @@ def cap_attention_scores(mod, kernels: dict[str, object], cap: float):
         tvm_ffi.structural_walk(func, (tirx.BufferStore, stores.append))
         found = [p for s in stores if (p := _pattern_of(s)) is not None]
         if len(found) != 1:
-            what = ", ".join(f"{p.buffer} <- {p.source}" for p in found) or "none"
+            what = "; ".join(f"{p.kernels}: {p.buffer} <- {p.source}" for p in found) or "none"
             raise _unsupported(name, f"expected one score store, found {len(found)} ({what})")
 
         def rewrite(store):
