@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from build_pipeline.compiler.attention_softcap import cap_attention_scores
 from build_pipeline.errors import BuildError
 from build_pipeline.families import Family, ModelConfig
 
@@ -41,6 +42,25 @@ UNUSED_KV_ARGS = {
     20: "tree-mask-prefill-paged",
     21: "tree-mask-prefill-ragged",
 }
+# The constructor's attention kernels: ("tirx", PrimFunc) pairs, or () where absent (trimmed, or MLA).
+ATTENTION_KV_ARGS = {
+    15: "prefill-ragged",
+    16: "prefill-paged",
+    17: "decode-paged",
+    18: "sliding-window-prefill",
+    19: "sliding-window-decode",
+    20: "tree-mask-prefill-paged",
+    21: "tree-mask-prefill-ragged",
+    22: "mla-prefill",
+}
+
+
+def _check_kv_create(call) -> None:
+    if len(call.args) - 1 != KV_CREATE_NARGS:
+        raise BuildError(
+            f"unexpected paged KV cache constructor ({len(call.args) - 1} args)",
+            "install apache-tvm==0.27.0.post1, the version Lantern targets",
+        )
 
 
 def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", keep_sliding_window: bool = False):
@@ -62,11 +82,7 @@ def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", kee
             call = super().visit_call_(call)
             args = list(call.args)
             if args and isinstance(args[0], relax.ExternFunc) and args[0].global_symbol == KV_CREATE:
-                if len(args) - 1 != KV_CREATE_NARGS:
-                    raise BuildError(
-                        f"unexpected paged KV cache constructor ({len(args) - 1} args)",
-                        "install apache-tvm==0.27.0.post1, the version Lantern targets",
-                    )
+                _check_kv_create(call)
                 for pos in unused:
                     args[pos + 1] = relax.prim_value(0) if pos == 14 else relax.Tuple([])
                 found.append(True)
@@ -79,6 +95,27 @@ def trim_kv_cache_kernels(mod, func_name: str = "create_tir_paged_kv_cache", kee
     if not found:
         raise BuildError("the model's KV cache constructor was not found", "this is a compiler bug")
     return mod
+
+
+def kv_cache_attention_kernels(mod, func_name: str = "create_tir_paged_kv_cache") -> dict:
+    """{role: GlobalVar} of the attention kernels the KV cache constructor passes (those it will run)."""
+    from tvm import relax  # heavy (TVM): only when compiling
+
+    kernels: dict = {}
+
+    def visit(expr):
+        if not (isinstance(expr, relax.Call) and expr.args and isinstance(expr.args[0], relax.ExternFunc)):
+            return
+        if expr.args[0].global_symbol != KV_CREATE:
+            return
+        _check_kv_create(expr)
+        for pos, role in ATTENTION_KV_ARGS.items():
+            arg = expr.args[pos + 1]
+            if isinstance(arg, relax.Tuple) and len(arg.fields) == 2:
+                kernels[role] = arg.fields[1]
+
+    relax.analysis.post_order_visit(mod[func_name], visit)
+    return kernels
 
 
 def prune_unreferenced_kernels(mod):
@@ -116,6 +153,8 @@ def export_ir(family: Family, config: ModelConfig, scheme, target, settings: Lib
     params = [(name, [int(d) for d in p.shape], str(p.dtype)) for name, p in named_params]
     sliding = model.layer_sliding_window is not None
     mod = prune_unreferenced_kernels(trim_kv_cache_kernels(mod, keep_sliding_window=sliding))
+    if model.attention_logit_softcap is not None:
+        mod = cap_attention_scores(mod, kv_cache_attention_kernels(mod), model.attention_logit_softcap)
     mod = attach_logit_functions(mod, config.vocab_size, gpu="gpu" in target.keys)
     # Symbolic sizes the memory planner may assume (web-llm never exceeds them).
     bounds = {

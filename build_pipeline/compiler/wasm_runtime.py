@@ -31,7 +31,7 @@ from build_pipeline.errors import BuildError
 SUPPORT_DIR = Path(__file__).resolve().with_name("runtime_support")
 RUNTIME_UNITS = ("wasm_runtime", "webgpu_runtime", "tvmjs_support")
 # Bump when the staging/filtering recipe below changes meaning.
-_RECIPE_VERSION = 1
+_RECIPE_VERSION = 2
 # -fwasm-exceptions: a failing TVM check becomes a JS Error with its message and the
 # instance stays usable; without it emcc turns every throw into an abort that reaches
 # JS as "[object Object]". Costs ~35% wasm size; imports stay the same.
@@ -183,6 +183,67 @@ def _stage_sources(stage: Path) -> None:
         raise WasmBuildError("tvm/web/emcc/tvmjs_support.cc changed layout", changed)
     (out / "tvmjs_support.cc").write_text(support[:cut].replace(rpc_header, "") + "\n")
     shutil.copy(emcc_dir / "webgpu_runtime.cc", out / "webgpu_runtime.cc")
+    _patch_layer_sliding_window_aux(stage / "src" / "runtime" / "vm")
+
+
+# TVM 0.27's PlainPagedKVCacheAuxDataManager (attn_utils.h: every device except CUDA and the CPU, so WebGPU)
+# keeps one device array per depth for each page-table array. When a model mixes `mha` and `mha_sliding`
+# layers, the KV cache copies the sliding-window page table (indptr, indices, length info, rope offsets)
+# into the same per-depth arrays as the full one (paged_kv_cache.cc), so once a sequence passes the window
+# the global layers attend only to the window. (The CPU build's cached manager gives every copy its own
+# space: it is exact.) The fix gives the sliding-window copies their own slots, depth + MaxBlockDepth;
+# the cached manager ignores the depth argument.
+_SLIDING_SLOT = "d + kPagedKVCacheMaxBlockDepth"
+_AUX_PATCHES = {
+    "attn_utils.h": [
+        (
+            "    cur_append_length_indptr_device_ = Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device);\n",
+            "    // Lantern: slots kPagedKVCacheMaxBlockDepth.. hold the per-layer sliding-window page tables.\n"
+            "    for (int d = 0; d < kPagedKVCacheMaxBlockDepth; ++d) {\n"
+            "      page_indptr_on_depths_device_.push_back(Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device));\n"
+            "      page_indices_on_depths_device_.push_back(Tensor::Empty({num_total_pages}, dtype_aux_, device));\n"
+            "      length_info_on_depths_device_.push_back(Tensor::Empty({3, reserved_num_seqs}, dtype_aux_, device));\n"
+            "      k_rope_pos_offset_on_depths_device_.push_back(Tensor::Empty({reserved_num_seqs}, dtype_aux_, device));\n"
+            "    }\n"
+            "    cur_append_length_indptr_device_ = Tensor::Empty({reserved_num_seqs + 1}, dtype_aux_, device);\n",
+        )
+    ],
+    "paged_kv_cache.cc": [
+        (
+            f"&{name}_sliding_window_on_depths_host_[d], d);",
+            f"&{name}_sliding_window_on_depths_host_[d], {_SLIDING_SLOT});",
+        )
+        for name in ("page_indptr", "page_indices", "k_rope_pos_offset")
+    ]
+    + [
+        (
+            "layer_sliding_window_length_info_on_depths_view_[d] =\n"
+            "            aux_data_manager_->CopyLengthInfoOnDepthAsync(&last_page_len_on_depths_host_[d],\n"
+            "                                                          &sliding_window_offset_on_depths_host_[d],\n"
+            "                                                          &sink_size_on_depths_host_[d], d);",
+            "layer_sliding_window_length_info_on_depths_view_[d] =\n"
+            "            aux_data_manager_->CopyLengthInfoOnDepthAsync(&last_page_len_on_depths_host_[d],\n"
+            "                                                          &sliding_window_offset_on_depths_host_[d],\n"
+            f"                                                          &sink_size_on_depths_host_[d], {_SLIDING_SLOT});",
+        )
+    ],
+}
+
+
+def _patch_layer_sliding_window_aux(vm_dir: Path) -> None:
+    """Apply _AUX_PATCHES to the staged runtime sources; each must match exactly once."""
+    for name, patches in _AUX_PATCHES.items():
+        path = vm_dir / name
+        text = path.read_text()
+        for old, new in patches:
+            if text.count(old) != 1:
+                raise WasmBuildError(
+                    f"TVM's {name} changed: the per-layer sliding-window fix (wasm_runtime.py) no longer applies",
+                    "update _AUX_PATCHES in build_pipeline/compiler/wasm_runtime.py for this TVM version, or "
+                    + _REINSTALL,
+                )
+            text = text.replace(old, new)
+        path.write_text(text)
 
 
 def ensure_runtime(cache_root: Path) -> list[Path]:

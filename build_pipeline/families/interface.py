@@ -79,6 +79,9 @@ class CausalLM(Protocol):
     # Window of the KV cache's `mha_sliding` layers (TVM's per-layer sliding window), None if it has none:
     # the compiler then keeps the sliding-window attention kernels it otherwise drops.
     layer_sliding_window: int | None
+    # Attention-logit soft-cap (scores -> cap * tanh(scores / cap) before softmax; Gemma 2), None if none:
+    # the compiler adds it to the KV cache's attention kernels (compiler/attention_softcap.py).
+    attention_logit_softcap: float | None
 
     def export_tvm(self, spec: Any, **kwargs: Any) -> Any: ...
 

@@ -82,6 +82,29 @@ def tiny_quantized_gguf_spec(root: Path, **config_kw):
     return load_model_config(cfg)
 
 
+def tiny_family_gguf_spec(
+    root: Path, family: str, quantizations=("q4f32_1",), gguf_extra: dict | None = None, **config_kw
+):
+    """A ModelSpec for tiny_families' random `family` model (a GGUF, as llama.cpp's converter writes it;
+    `gguf_extra`: config.json keys replaced)."""
+    from build_pipeline.model_config import load_model_config
+    from testing.tiny_families import write_gguf
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = write_gguf(root / f"tiny-{family}.gguf", family, **(gguf_extra or {}))
+    cfg = write_model_config(
+        root / f"tiny-{family}.toml",
+        path,
+        quantizations=quantizations,
+        model_id=f"tiny-{family}",
+        source_type="gguf",
+        family=family,
+        **config_kw,
+    )
+    return load_model_config(cfg)
+
+
 def qwen_coder_spec():
     """Qwen2.5-Coder-0.5B-Instruct's model config pointed at its GGUF fetched from PyPI (sha256-checked)."""
     from build_pipeline.model_config import load_model_config, with_source_file

@@ -114,6 +114,24 @@ def test_tiny_model_greedy_tokens_match_cpu_build(tmp_path, family, _browsers):
         )
 
 
+def test_tiny_gemma2_soft_caps_and_mixed_windows_match_cpu_build(tmp_path, _browsers):
+    """Tiny Gemma 2, q4f32_1: attention soft-cap 2 in the WGSL attention kernels, final-logit cap 5,
+    alternating sliding (24) and global layers, chunks of 16. Both libraries reproduce the CPU build's
+    greedy tokens (verified against the numpy reference) in stock web-llm. The 76-token prompt runs every
+    capped kernel (ragged and paged prefill, decode, their sliding-window pairs) and passes the window,
+    which needs the runtime's per-layer sliding-window fix (wasm_runtime._AUX_PATCHES): without it the
+    global layers see only the window and the tokens differ (with or without the caps)."""
+    from testing.browser_harness.builds import tiny_family_gguf_spec
+    from testing.tiny_families import PREFILL_CHUNK
+
+    spec = tiny_family_gguf_spec(tmp_path, "gemma2", prefill_chunk_size=PREFILL_CHUNK)
+    variant = build(spec, "q4f32_1", tmp_path / "out")
+    for name, library in (("tiny-gemma2", "software_library"), ("tiny-gemma2-gpu", "library")):
+        with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
+            load_variant(page, server, name, variant, library=library)
+            _check_against_verify(page, name, variant)
+
+
 def test_tiny_quantized_gguf_asym_matches_cpu_build(tmp_path, _browsers):
     """q4f32_asym from a GGUF with Q8_0/Q4_0/Q4_1/Q5_0 tensors: every new weight format's WGSL kernels
     (both libraries) reproduce the CPU build's greedy tokens in stock web-llm."""

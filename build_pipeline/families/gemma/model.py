@@ -9,8 +9,9 @@ That kind windows only the cached tokens: a prefill chunk attends to itself unwi
 whose whole window lies inside its chunk gets an empty cached part (NaN). Both vanish when
 prefill_chunk_size < sliding_window (measured: exact at window - 1, NaN at window), so larger chunks
 are refused.
-Gemma 2's attention-logit soft-capping has no counterpart in the cache's attention kernels: building it
-fails with a BuildError (mlc-llm silently ignores the cap; Lantern does not build a different model).
+Gemma 2's attention-logit soft-cap has no step in the cache's attention kernels (mlc-llm silently drops
+it): the model declares it (attention_logit_softcap) and the compiler rewrites the kernels to apply it
+(compiler/attention_softcap.py). Its final-logit soft-cap is applied here, after the lm_head.
 """
 
 from __future__ import annotations
@@ -35,13 +36,6 @@ def check_expressible(c: GemmaConfig, prefill_chunk_size: int) -> None:
             f"{c.sliding_window}: TVM 0.27's per-layer sliding-window attention does not window tokens "
             "within one prefill chunk",
             f"set prefill_chunk_size to at most {c.sliding_window - 1} in the model config",
-        )
-    if c.attn_logit_softcapping is not None:
-        raise BuildError(
-            f"{c.family} attention-logit soft-capping (cap {c.attn_logit_softcapping:g}) cannot be compiled: "
-            "TVM 0.27's paged-KV-cache attention kernels, which web-llm's library must use, have no "
-            "soft-cap step",
-            "build a Gemma 3 model instead, or serve this Gemma 2 model through the llama.cpp server fallback",
         )
 
 
@@ -139,10 +133,13 @@ class GemmaForCausalLM(LlamaForCausalLM):
         self.context_window, self.prefill_chunk_size = context_window, prefill_chunk_size
         sliding = any(c.is_sliding(i) for i in range(c.num_hidden_layers))
         self.layer_sliding_window = c.sliding_window if sliding else None
+        self.attention_logit_softcap = c.attn_logit_softcapping
         self.model = GemmaModel(c, scheme)
 
     def _logits(self, x: nn.Tensor) -> nn.Tensor:
-        return self.model.embed_tokens.lm_head(self.model.norm(x))
+        logits = self.model.embed_tokens.lm_head(self.model.norm(x))
+        cap = self.config.final_logit_softcapping
+        return logits if cap is None else op.tanh(logits / cap) * cap
 
     def embed(self, input_ids: nn.Tensor):
         """Token embeddings times sqrt(hidden) (Gemma scales here, before the first layer)."""

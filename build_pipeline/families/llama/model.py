@@ -117,6 +117,7 @@ class LlamaForCausalLM(nn.Module):
     # RopeMode.NONE in a subclass whose layers rotate q/k themselves (Gemma's per-layer bases, Phi-3's
     # partial longrope): the cache then only stores and attends.
     kv_rope_mode = RopeMode.NORMAL
+    attention_logit_softcap: float | None = None  # see CausalLM (families/interface.py)
 
     def __init__(self, c: LlamaConfig, scheme: Scheme, target, context_window: int, prefill_chunk_size: int):
         super().__init__()
