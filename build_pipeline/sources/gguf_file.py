@@ -6,13 +6,17 @@ import importlib.metadata
 import importlib.util
 import mmap
 import re
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from build_pipeline.errors import BuildError
 from build_pipeline.families import family_of_gguf_arch
 from build_pipeline.families.llama.config import LlamaConfig
+from build_pipeline.memory import release_freed_memory
 from build_pipeline.sources import SourceModel
 from build_pipeline.sources.gguf_tokenizer import tokenizer_files_from_gguf
 
@@ -99,18 +103,50 @@ def unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _dequantize_in_chunks(gguf, tensor, rows_per_chunk: int = 4096) -> np.ndarray:
-    """Dequantize a block of rows at a time into one float32 array (bounded temporaries)."""
+@dataclass(frozen=True)
+class TensorRef:
+    """Where one tensor's bytes are in the file, mapped only while it is read: the GGUFReader itself
+    (hundreds of MB of per-field Python objects for a 151,936-token vocabulary) is dropped once the
+    metadata is read, and a tensor's file pages leave the process with its map (peak build memory)."""
+
+    path: Path
+    name: str
+    tensor_type: Any  # gguf.GGMLQuantizationType
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+
+    @classmethod
+    def of(cls, path: Path, tensor) -> TensorRef:
+        data = tensor.data
+        return cls(path, tensor.name, tensor.tensor_type, data.dtype, tuple(data.shape), int(tensor.data_offset))
+
+    @property
+    def data(self) -> np.ndarray:
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
+
+
+def _drop_pages(data: np.ndarray) -> None:
+    """Drop a memory map's pages read so far from this process (they count in its RSS until unmapped); the
+    map is read-only, so a later access just reads the file again."""
+    mapped = getattr(data, "_mmap", None)
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def _dequantize_in_chunks(gguf, tensor: TensorRef, rows_per_chunk: int = 4096) -> np.ndarray:
+    """Dequantize a block of rows at a time into one float32 array (bounded temporaries and file pages)."""
     data = tensor.data
     if data.ndim < 2 or data.shape[0] <= rows_per_chunk:
         return gguf.quants.dequantize(data, tensor.tensor_type).astype(np.float32, copy=False)
-    first = gguf.quants.dequantize(data[:rows_per_chunk], tensor.tensor_type)
-    out = np.empty((data.shape[0], *first.shape[1:]), dtype=np.float32)
-    out[:rows_per_chunk] = first
-    for start in range(rows_per_chunk, data.shape[0], rows_per_chunk):
-        out[start : start + rows_per_chunk] = gguf.quants.dequantize(
-            data[start : start + rows_per_chunk], tensor.tensor_type
-        )
+    out: np.ndarray | None = None
+    for start in range(0, data.shape[0], rows_per_chunk):
+        block = gguf.quants.dequantize(data[start : start + rows_per_chunk], tensor.tensor_type)
+        if out is None:
+            out = np.empty((data.shape[0], *block.shape[1:]), dtype=np.float32)
+        out[start : start + len(block)] = block
+        _drop_pages(data)
+    assert out is not None
     return out
 
 
@@ -160,6 +196,10 @@ def _field(reader, key, default=None):
     if f is None:
         return default
     return f.contents()
+
+
+def _arch_field(reader, arch: str, key: str, default=None):
+    return _field(reader, f"{arch}.{key}", default)
 
 
 def _arch_config(arch: str, meta, reader) -> dict:
@@ -219,14 +259,9 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
     arch = _field(reader, "general.architecture")
     family = family_of_gguf_arch(arch, path.name)
 
-    def meta(key, default=None):
-        return _field(reader, f"{arch}.{key}", default)
+    meta = partial(_arch_field, reader, arch)
 
-    tensors = {}
-    for t in reader.tensors:
-        name = hf_name(t.name, arch)
-        if name is not None:
-            tensors[name] = t
+    tensors = {name: TensorRef.of(path, t) for t in reader.tensors if (name := hf_name(t.name, arch)) is not None}
     n_head = int(meta("attention.head_count"))
     n_kv = int(meta("attention.head_count_kv", n_head))
     hidden = int(meta("embedding_length"))
@@ -270,17 +305,8 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
     permuted = {"self_attn.q_proj": n_head, "self_attn.k_proj": n_kv} if arch == "llama" else {}
     norm_shift = _NORM_SHIFT.get(arch, 0.0)
 
-    def release_pages() -> None:
-        """Drop the file pages read so far from this process (they count in its RSS until unmapped); the
-        mapping is read-only, so a later access just reads the file again."""
-        mapped = getattr(reader.data, "_mmap", None)
-        if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
-            mapped.madvise(mmap.MADV_DONTNEED)
-
     def load(name: str) -> np.ndarray:
-        w = _load(name)
-        release_pages()
-        return w
+        return _load(name)
 
     def _load(name: str) -> np.ndarray:
         t = tensors[name]
@@ -306,21 +332,21 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
         values = _load(name)
         kind = t.tensor_type.name
         if not gguf_import.supported(kind) or values.ndim != 2:
-            release_pages()
             return values, None
-        raw = np.asarray(t.data).reshape(values.shape[0], -1)
+        data = t.data
+        raw = np.asarray(data).reshape(values.shape[0], -1)
         for key, heads in permuted.items():
             if f".{key}." in name:
                 raw = unpermute_rows(raw, heads)
         imported = gguf_import.import_tensor(kind, raw, values)
-        release_pages()
+        _drop_pages(data)
         return values, imported
 
     tok_files, chat_template = tokenizer_files_from_gguf(reader, path) if tokenizer else ({}, None)
     # Everything needed from the metadata is read: gguf's per-field objects for a 151,936-token vocabulary
-    # and its merges are ~380 MB of Python objects that a build would otherwise carry to the end.
-    reader.fields.clear()
-    release_pages()
+    # and its merges are ~490 MB of Python objects that a build would otherwise carry to the end.
+    del reader, meta, freqs
+    release_freed_memory()
     return SourceModel(
         origin=str(path),
         hf_config=hf_config,
