@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ from build_pipeline import float_quantizer
 from build_pipeline.errors import BuildError
 from build_pipeline.families import Family, ModelConfig
 from build_pipeline.gguf_import import join_rows
+from build_pipeline.memory import rows_in_blocks
 from build_pipeline.quantization import Scheme, quantize_q4
 from build_pipeline.sources import SourceModel
 from build_pipeline.tensor_cache import iter_tensors, read_formats, read_index, read_tensor
@@ -117,20 +118,6 @@ def dense_variant_params(variant_dir) -> dict[str, np.ndarray]:
 DEQUANT_ROWS = 4096
 
 
-def _dequantize_rows(fmt, read_rows: Callable[[int, int], list[np.ndarray]], rows: int) -> np.ndarray:
-    """dequantize() a block of output rows at a time into one float32 array, reading only that block's
-    stored tensors (`read_rows(start, stop)`): the stored bytes and the float temporaries of a whole
-    151,936-row embedding at once dominated a build's peak memory."""
-    out: np.ndarray | None = None
-    for start in range(0, rows, DEQUANT_ROWS):
-        block = dequantize(fmt, read_rows(start, min(start + DEQUANT_ROWS, rows)))
-        if out is None:
-            out = np.empty((rows, *block.shape[1:]), dtype=np.float32)
-        out[start : start + len(block)] = block
-    assert out is not None
-    return out
-
-
 class LazyDenseParams(Mapping):
     """dense_variant_params without holding them: each weight is dequantized from the shards
     when it is read and dropped after use, so a reference forward pass holds one float32 weight at a time
@@ -160,8 +147,11 @@ class LazyDenseParams(Mapping):
             fmt = get_format(self._formats.get(base, MLC_Q4.name))
             names = [f"{base}.{s}" for s in fmt.tensor_suffixes()]
             rows = self._records[names[0]][1]["shape"][0]
-            return _dequantize_rows(
-                fmt, lambda a, b: [read_tensor(*self._records[n], rows=(a, b)) for n in names], rows
+            # A block of rows at a time, reading only that block's stored bytes.
+            return rows_in_blocks(
+                rows,
+                DEQUANT_ROWS,
+                lambda a, b: dequantize(fmt, [read_tensor(*self._records[n], rows=(a, b)) for n in names]),
             )
         if name not in self._records:
             raise KeyError(name)

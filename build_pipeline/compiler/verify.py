@@ -109,22 +109,25 @@ class CompiledModel:
 
     def forward(self, ids: list[int]) -> np.ndarray:
         """One web-llm forward of <= prefill_chunk_size tokens; float32 logits of the last token."""
-        import tvm_ffi  # comes with TVM (heavy): only when a compiled model is run
-
-        tvm = self.tvm
-        embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(ids, dtype=np.int32), self.dev), self.params)
-        embed = embed.numpy().reshape(1, len(ids), -1)
-        self._begin(self.kv, tvm_ffi.Shape((0,)), tvm_ffi.Shape((len(ids),)))
-        fn = self.vm["prefill" if len(ids) > 1 else "decode"]
-        out = fn(tvm.runtime.tensor(embed, self.dev), self.kv, self.params)
-        self._end(self.kv)
-        logits = out[0].numpy()
+        logits = self._step(self.vm["prefill" if len(ids) > 1 else "decode"], ids)
         if logits.dtype != np.float32 or logits.shape[:2] != (1, 1):
             raise BuildError(
                 f"the library returned logits {logits.dtype}{list(logits.shape)}, web-llm needs float32 [1, 1, vocab]",
                 "this is a compiler bug",
             )
         return logits[0, 0]
+
+    def _step(self, fn, ids: list[int]) -> np.ndarray:
+        """Embed `ids`, run `fn` on them through the KV cache as one forward, return its logits output."""
+        import tvm_ffi  # comes with TVM (heavy): only when a compiled model is run
+
+        tvm = self.tvm
+        embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(ids, dtype=np.int32), self.dev), self.params)
+        embed = embed.numpy().reshape(1, len(ids), -1)
+        self._begin(self.kv, tvm_ffi.Shape((0,)), tvm_ffi.Shape((len(ids),)))
+        out = fn(tvm.runtime.tensor(embed, self.dev), self.kv, self.params)
+        self._end(self.kv)
+        return out[0].numpy()
 
     def all_logits(self, ids: list[int], context_window: int) -> np.ndarray:
         """Fresh sequence, teacher-forced: float32 logits of every position [len(ids), vocab], through
@@ -135,9 +138,6 @@ class CompiledModel:
         """all_logits one chunk at a time (at most `chunk` tokens, default the prefill chunk): the quality gate
         scores each block as it comes, since a whole window's logits over a 151,936-token vocabulary are
         311 MB (peak build memory)."""
-        import tvm_ffi  # comes with TVM (heavy): only when a compiled model is run
-
-        tvm = self.tvm
         chunk = min(chunk or self.metadata["prefill_chunk_size"], self.metadata["prefill_chunk_size"])
         try:
             fn = self.vm["prefill_all_logits"]
@@ -145,13 +145,7 @@ class CompiledModel:
             raise BuildError("the CPU library has no prefill_all_logits", "rebuild it (stale compiler cache)") from None
         self.reset(context_window)
         for start in range(0, len(ids), chunk):
-            piece = ids[start : start + chunk]
-            embed = self.vm["embed"](tvm.runtime.tensor(np.asarray(piece, dtype=np.int32), self.dev), self.params)
-            embed = embed.numpy().reshape(1, len(piece), -1)
-            self._begin(self.kv, tvm_ffi.Shape((0,)), tvm_ffi.Shape((len(piece),)))
-            logits = fn(tvm.runtime.tensor(embed, self.dev), self.kv, self.params)[0].numpy()
-            self._end(self.kv)
-            yield logits[0]
+            yield self._step(fn, ids[start : start + chunk])[0]
 
     def greedy(self, ids: list[int], steps: int, context_window: int) -> tuple[list[int], list[np.ndarray]]:
         """Fresh sequence: prefill `ids`, then `steps` greedy tokens (ignoring stop tokens).

@@ -16,7 +16,7 @@ import numpy as np
 from build_pipeline.errors import BuildError
 from build_pipeline.families import family_of_gguf_arch
 from build_pipeline.families.llama.config import LlamaConfig
-from build_pipeline.memory import release_freed_memory
+from build_pipeline.memory import release_freed_memory, rows_in_blocks
 from build_pipeline.sources import SourceModel
 from build_pipeline.sources.gguf_tokenizer import tokenizer_files_from_gguf
 
@@ -139,15 +139,13 @@ def _dequantize_in_chunks(gguf, tensor: TensorRef, rows_per_chunk: int = 4096) -
     data = tensor.data
     if data.ndim < 2 or data.shape[0] <= rows_per_chunk:
         return gguf.quants.dequantize(data, tensor.tensor_type).astype(np.float32, copy=False)
-    out: np.ndarray | None = None
-    for start in range(0, data.shape[0], rows_per_chunk):
-        block = gguf.quants.dequantize(data[start : start + rows_per_chunk], tensor.tensor_type)
-        if out is None:
-            out = np.empty((data.shape[0], *block.shape[1:]), dtype=np.float32)
-        out[start : start + len(block)] = block
+
+    def block(start: int, stop: int) -> np.ndarray:
+        values = gguf.quants.dequantize(data[start:stop], tensor.tensor_type)
         _drop_pages(data)
-    assert out is not None
-    return out
+        return values
+
+    return rows_in_blocks(data.shape[0], rows_per_chunk, block)
 
 
 def llama3_rope_scaling(divisors: np.ndarray, hf_config: dict, file_name: str) -> dict | None:
@@ -306,9 +304,6 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
     norm_shift = _NORM_SHIFT.get(arch, 0.0)
 
     def load(name: str) -> np.ndarray:
-        return _load(name)
-
-    def _load(name: str) -> np.ndarray:
         t = tensors[name]
         try:
             w = _dequantize_in_chunks(gguf, t)
@@ -329,7 +324,7 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
         from build_pipeline import gguf_import
 
         t = tensors[name]
-        values = _load(name)
+        values = load(name)
         kind = t.tensor_type.name
         if not gguf_import.supported(kind) or values.ndim != 2:
             return values, None
