@@ -107,41 +107,74 @@ export function renderConversation() {
   });
 }
 
+/** How long a stopped engine may take to hand back its own last words before the page ends the answer
+ * itself: a Stop always ends the answer on screen within a second, whatever the engine is doing. */
+const STOP_GRACE_MS = 250;
+
+/** The answer streaming now: its Stop signal exists from the moment Send is accepted. */
+let current = null;
+
+/** `run`'s result, or, once `signal` is aborted and `run` has not settled within the grace period,
+ * `stoppedResult()`; a run that fails after a Stop counts as stopped, not as an error. The engine winds
+ * the stopped run down on its own (its next answer waits for that). */
+function untilStopped(run, signal, stoppedResult) {
+  const settled = run.then((result) => ({ result }), (error) => ({ error }));
+  const stopped = new Promise((resolve) => {
+    const onAbort = () => setTimeout(() => resolve({ result: stoppedResult() }), STOP_GRACE_MS);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([settled, stopped]).then(({ result, error }) => {
+    if (!error) return result;
+    if (signal.aborted) return stoppedResult();
+    throw error;
+  });
+}
+
 /** Answer the conversation as it stands (its last message is the user's). */
 async function answer(engine) {
   const conversation = chat.conversation;
   const { systemPrompt, temperature, maxTokens } = settings();
+  // Busy (and Stop live) before the first await, so a Stop right after Send is never lost.
+  const controller = new AbortController();
+  current = { controller };
+  shared.busy = true;
+  view.setBusy(true);
+  state.go("generating");
   conversation.mode = engine.kind;
   conversation.systemPrompt = systemPrompt;
   lantern.conversationId = conversation.id;
   const bubble = view.addMessage("assistant", "");
-  await saveConversation(conversation);
-  await refreshConversations();
-
-  shared.busy = true;
-  view.setBusy(true);
-  state.go("generating");
   let frame = 0;
   let latest = "";
   const started = performance.now();
   lantern.lastReply = { text: "", finishReason: null, stats: null, kind: engine.kind, deltas: 0, startedAt: started };
   try {
-    const result = await engine.chat(engineMessages(conversation, systemPrompt), { temperature, maxTokens }, (delta, full) => {
-      latest = full;
-      lantern.lastReply.text = full;
-      lantern.lastReply.deltas += 1;
-      if (!frame) {
-        frame = requestAnimationFrame(() => {
-          frame = 0;
-          view.updateMessage(bubble, latest);
-        });
-      }
-    });
+    await saveConversation(conversation);
+    await refreshConversations();
+    const messages = engineMessages(conversation, systemPrompt);
+    const run = controller.signal.aborted
+      ? Promise.resolve({ text: "", finishReason: "abort", stats: null })
+      : engine.chat(messages, { temperature, maxTokens, signal: controller.signal }, (delta, full) => {
+        if (controller.signal.aborted) return; // words after a Stop are not shown
+        latest = full;
+        lantern.lastReply.text = full;
+        lantern.lastReply.deltas += 1;
+        if (!frame) {
+          frame = requestAnimationFrame(() => {
+            frame = 0;
+            view.updateMessage(bubble, latest);
+          });
+        }
+      });
+    const result = await untilStopped(run, controller.signal,
+      () => ({ text: latest, finishReason: "abort", stats: null }));
     if (frame) cancelAnimationFrame(frame);
-    const stopped = result.finishReason === "abort";
-    view.updateMessage(bubble, result.text, { stopped });
-    conversation.messages.push({ role: "assistant", content: result.text, finishReason: result.finishReason, stats: result.stats });
-    Object.assign(lantern.lastReply, { text: result.text, finishReason: result.finishReason, stats: result.stats });
+    const text = controller.signal.aborted ? latest : result.text;
+    const finishReason = controller.signal.aborted ? "abort" : result.finishReason;
+    view.updateMessage(bubble, text, { stopped: finishReason === "abort" });
+    conversation.messages.push({ role: "assistant", content: text, finishReason, stats: result.stats });
+    Object.assign(lantern.lastReply, { text, finishReason, stats: result.stats });
     view.showStats(result.stats, engine.kind);
     if (engine.tier === "cpu" && shared.localEngine === engine) view.setEngineStatus(readyText(variant(), result.stats));
   } catch (err) {
@@ -157,20 +190,33 @@ async function answer(engine) {
       fail(e.code, e.message);
     }
   } finally {
-    shared.busy = false;
-    view.setBusy(false);
+    await finishAnswer(conversation);
+  }
+}
+
+/** Every answer ends here, however it ended: saved, listed, back to ready, counted. A failing save or
+ * render is reported, never allowed to leave the page busy. */
+async function finishAnswer(conversation) {
+  current = null;
+  try {
     await saveConversation(conversation);
     await refreshConversations();
-    if (state.is("generating")) state.go("ready");
+  } catch (err) {
+    fail("save-failed", `This answer could not be saved in the browser: ${err.message || err}`);
+  }
+  shared.busy = false;
+  view.setBusy(false);
+  if (state.is("generating")) state.go("ready");
+  try {
     renderConversation();
+  } finally {
     lantern.replyCount += 1;
   }
 }
 
+/** Stop: ends the answer on screen at once (see untilStopped) and tells its engine to stop computing. */
 export function stop() {
-  const engine = activeEngine();
-  if (shared.busy && engine) {
-    log("stop");
-    engine.stop();
-  }
+  if (!current || current.controller.signal.aborted) return;
+  log("stop");
+  current.controller.abort();
 }

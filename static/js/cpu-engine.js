@@ -15,6 +15,8 @@ import { promptPieces, promptTokenIds } from "./prompt.js";
 import { AnswerStream } from "./stream.js";
 
 const WLLAMA = new URL("../vendor/wllama/", import.meta.url);
+/** A stopped answer ends within one token; a worker silent for this long has crashed and is replaced. */
+const STUCK_MS = 15_000;
 
 /** Cuts streamed text at the first stop string, holding back only a tail that could still become one. */
 class StopScanner {
@@ -66,8 +68,10 @@ export class CpuEngine {
     this.requestedThreads = threads;
     this.wllama = null;
     this.chatConfig = null;
-    this.kvTokens = []; // what the context holds now: a follow-up turn re-reads only what changed
-    this.aborted = false;
+    this.kvTokens = []; // what the context holds now (null: unknown): a follow-up turn re-reads only what changed
+    this.running = Promise.resolve(); // the answer being computed, stopped ones included
+    this.modelBlob = null;
+    this.restarts = 0; // workers replaced after they stopped answering
     this.threads = 1;
   }
 
@@ -77,23 +81,41 @@ export class CpuEngine {
     const config = fileWithRole(v, "chat_config");
     const gguf = fileWithRole(v, "gguf");
     this.chatConfig = await (await cached(scopeFor(config), fileUrl(v, config.path))).json();
-    const blob = await (await cached(scopeFor(gguf), fileUrl(v, gguf.path))).blob();
+    this.modelBlob = await (await cached(scopeFor(gguf), fileUrl(v, gguf.path))).blob();
+    onProgress({ fraction: 0.5, text: `Starting the model on your processor (${this.requestedThreads} thread${this.requestedThreads > 1 ? "s" : ""})…` });
+    await this.startWorker();
+    onProgress({ fraction: 1, text: "Ready." });
+  }
+
+  /** wllama's worker on the stored GGUF (a Blob backed by browser storage, not a copy in memory). */
+  async startWorker() {
     const { Wllama } = await import("../vendor/wllama/index.js");
-    this.threads = this.requestedThreads;
     this.wllama = new Wllama({
       "single-thread/wllama.wasm": new URL("single-thread/wllama.wasm", WLLAMA).href,
       "multi-thread/wllama.wasm": new URL("multi-thread/wllama.wasm", WLLAMA).href,
     }, { suppressNativeLog: true });
-    onProgress({ fraction: 0.5, text: `Starting the model on your processor (${this.threads} thread${this.threads > 1 ? "s" : ""})…` });
     try {
-      await this.wllama.loadModel([blob], { n_ctx: v.context_window, n_batch: 512, n_threads: this.threads });
+      await this.wllama.loadModel([this.modelBlob], {
+        n_ctx: this.variant.context_window, n_batch: 512, n_threads: this.requestedThreads,
+      });
     } catch (err) {
-      await this.unload();
+      this.stopWorker();
       throw new EngineError("engine-failed", `The model could not start on your processor: ${err.message || err}`);
     }
     this.threads = this.wllama.getNumThreads();
+    this.kvTokens = [];
     await this.warmSystemPrompt();
-    onProgress({ fraction: 1, text: "Ready." });
+  }
+
+  /** Ends wllama's worker at once: a worker that crashed never answers wllama's own exit call. */
+  stopWorker() {
+    const w = this.wllama;
+    this.wllama = null;
+    this.kvTokens = [];
+    if (!w) return;
+    const worker = w.proxy && w.proxy.worker;
+    if (worker) worker.terminate();
+    else w.exit().catch(() => {});
   }
 
   /** Read the model's default system prompt into the context now, while the user is still typing: every
@@ -114,11 +136,35 @@ export class CpuEngine {
     return new Set([...(c.conv_template.stop_token_ids || []), ...eos]);
   }
 
-  async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {
+  /** One answer at a time: wllama's context is one sequence, so an answer starts only once a stopped one
+   * has wound down (within one token; the page does not wait for that to show the Stop). */
+  chat(messages, options = {}, onDelta = () => {}) {
+    const run = this.afterPrevious(this.running).then(() => this.generate(messages, options, onDelta));
+    this.running = run.then(() => {}, () => {});
+    return run;
+  }
+
+  /** Waits for the previous answer to end. A worker that stays silent that long has crashed (wllama then
+   * leaves its calls pending for ever): it is replaced by a fresh one, so a crash costs one answer. */
+  async afterPrevious(previous) {
+    let timer;
+    const silent = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(true), STUCK_MS);
+    });
+    const stuck = await Promise.race([previous.then(() => false), silent]);
+    clearTimeout(timer);
+    if (!stuck) return;
+    this.restarts += 1;
+    this.stopWorker();
+    await this.startWorker();
+  }
+
+  async generate(messages, { temperature, maxTokens, signal } = {}, onDelta = () => {}) {
     const w = this.wllama;
+    if (!w) throw new EngineError("engine-failed", "The model on your processor was unloaded.");
     const c = this.chatConfig;
     const conv = c.conv_template;
-    this.aborted = false;
+    const stopped = () => Boolean(signal && signal.aborted);
     const answer = new AnswerStream(onDelta);
     const started = answer.started;
     const ids = await promptTokenIds(conv, messages, (text) => w.tokenize(text, true));
@@ -128,12 +174,15 @@ export class CpuEngine {
         "This conversation is longer than the model can keep in mind. Start a new chat to continue.");
     }
     const limit = Math.min(maxTokens ?? room, room);
+    if (stopped()) return { text: "", finishReason: "abort", stats: null };
     // Keep the context's common prefix with this prompt (at least one token must be decoded for logits).
+    const held = this.kvTokens || [];
     let keep = 0;
-    while (keep < Math.min(this.kvTokens.length, ids.length - 1) && this.kvTokens[keep] === ids[keep]) keep += 1;
-    if (keep === 0) {
+    while (keep < Math.min(held.length, ids.length - 1) && held[keep] === ids[keep]) keep += 1;
+    if (keep === 0 || !this.kvTokens) {
+      keep = 0;
       await w.kvClear();
-    } else if (keep < this.kvTokens.length) {
+    } else if (keep < held.length) {
       try {
         await w.kvRemove(keep, -1);
       } catch {
@@ -145,8 +194,14 @@ export class CpuEngine {
       temp: temperature ?? c.temperature ?? 0.7, top_p: c.top_p ?? 0.95, top_k: 0, min_p: 0, typ_p: 1,
       penalty_repeat: c.repetition_penalty ?? 1, penalty_freq: 0, penalty_present: 0,
     }, ids);
-    this.kvTokens = ids.slice(0, keep);
-    await w.decode(ids.slice(keep), {});
+    // A Stop between two of the prompt's batches leaves the context holding part of it: unknown until read.
+    this.kvTokens = null;
+    try {
+      await w.decode(ids.slice(keep), { abortSignal: signal });
+    } catch (err) {
+      if (stopped()) return { text: "", finishReason: "abort", stats: null };
+      throw err;
+    }
     this.kvTokens = ids.slice();
     const promptDone = performance.now();
 
@@ -157,7 +212,7 @@ export class CpuEngine {
     let finishReason = "length";
     let completion = 0;
     while (completion < limit) {
-      if (this.aborted) {
+      if (stopped()) {
         finishReason = "abort";
         break;
       }
@@ -192,20 +247,14 @@ export class CpuEngine {
     };
   }
 
-  stop() {
-    this.aborted = true;
-  }
-
   async unload() {
-    const w = this.wllama;
-    this.wllama = null;
-    this.kvTokens = [];
-    if (w) {
-      try {
-        await w.exit();
-      } catch {
-        /* the worker is gone either way */
-      }
-    }
+    // A stopped answer still winding down finishes its token first; a silent worker is ended regardless.
+    let timer;
+    await Promise.race([this.running, new Promise((resolve) => {
+      timer = setTimeout(resolve, 5000);
+    })]);
+    clearTimeout(timer);
+    this.stopWorker();
+    this.modelBlob = null;
   }
 }

@@ -1,8 +1,9 @@
 // One client interface for both ways of answering:
 //   engine.kind                      "local" | "server"
 //   await engine.load(onProgress)    get ready (local: web-llm in a worker from the verified cache)
-//   await engine.chat(messages, {temperature, maxTokens}, onDelta) -> {text, finishReason, stats}
-//   engine.stop()                    end the current answer early (finishReason "abort")
+//   await engine.chat(messages, {temperature, maxTokens, signal}, onDelta) -> {text, finishReason, stats}
+//                                    aborting `signal` (the page's Stop) ends the answer early, finishReason
+//                                    "abort"; answers run one at a time, a new one after a stopped one ends
 //   await engine.unload()
 // stats = {ttftSeconds, decodeTokensPerSecond, promptTokens, completionTokens, source}.
 
@@ -83,6 +84,7 @@ export class LocalEngine {
       this.rejectLost = reject;
     });
     this.lostSignal.catch(() => {});
+    this.running = Promise.resolve(); // the answer being computed, stopped ones included
   }
 
   markLost(detail) {
@@ -130,8 +132,22 @@ export class LocalEngine {
     }
   }
 
-  async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {
+  /** One answer at a time: web-llm's worker queues requests anyway, and a stopped answer must have ended
+   * before the next one starts (so its interrupt cannot land on the new one). */
+  chat(messages, options = {}, onDelta = () => {}) {
+    const run = this.running.then(() => this.generate(messages, options, onDelta));
+    this.running = run.then(() => {}, () => {});
+    return run;
+  }
+
+  async generate(messages, { temperature, maxTokens, signal } = {}, onDelta = () => {}) {
     const answer = new AnswerStream(onDelta);
+    // web-llm clears its interrupt flag when a request starts, so a Stop that reaches the worker before
+    // that would be lost: it is sent again with every chunk that arrives after it, until the stream ends.
+    const interrupt = () => {
+      if (this.engine) this.engine.interruptGenerate();
+    };
+    if (signal) signal.addEventListener("abort", interrupt, { once: true });
     try {
       const request = {
         messages, stream: true, stream_options: { include_usage: true },
@@ -141,19 +157,23 @@ export class LocalEngine {
       if (temperature != null) request.temperature = temperature;
       if (maxTokens != null) request.max_tokens = maxTokens;
       if (this.lost) throw this.lost;
+      if (signal && signal.aborted) return { text: "", finishReason: "abort", stats: null };
       const chunks = await this.untilLost(this.engine.chat.completions.create(request));
-      await answer.read(chunks, (p) => this.untilLost(p));
+      await answer.read(chunks, (p) => this.untilLost(p), () => {
+        if (signal && signal.aborted) interrupt();
+      });
     } catch (err) {
       throw await this.explain(err);
+    } finally {
+      if (signal) signal.removeEventListener("abort", interrupt);
     }
-    return { text: answer.text, finishReason: answer.finishReason, stats: answer.stats("engine") };
-  }
-
-  stop() {
-    if (this.engine) this.engine.interruptGenerate();
+    const finishReason = signal && signal.aborted ? "abort" : answer.finishReason;
+    return { text: answer.text, finishReason, stats: answer.stats("engine") };
   }
 
   async unload() {
+    // A stopped answer still winding down ends within a token; a lost device may never answer at all.
+    await Promise.race([this.running, this.lostSignal, new Promise((resolve) => setTimeout(resolve, 5000))]).catch(() => {});
     try {
       // On a lost device web-llm may never answer; terminating the worker frees everything anyway.
       if (this.engine && !this.lost) await this.engine.unload();
@@ -233,8 +253,14 @@ export class ServerEngine {
     if (this.model !== ids[0]) await fetch(`/v1/models/${encodeURIComponent(this.model)}`, { cache: "no-store" }).catch(() => {});
   }
 
-  async chat(messages, { temperature, maxTokens } = {}, onDelta = () => {}) {
-    this.controller = new AbortController();
+  async chat(messages, { temperature, maxTokens, signal } = {}, onDelta = () => {}) {
+    const controller = new AbortController();
+    this.controller = controller;
+    const abort = () => controller.abort();
+    if (signal) {
+      if (signal.aborted) abort();
+      signal.addEventListener("abort", abort, { once: true });
+    }
     const answer = new AnswerStream(onDelta);
     const body = { model: this.model, messages, stream: true, stream_options: { include_usage: true } };
     if (temperature != null) body.temperature = temperature;
@@ -246,7 +272,7 @@ export class ServerEngine {
         body: JSON.stringify(body),
         cache: "no-store",
         credentials: "same-origin",
-        signal: this.controller.signal,
+        signal: controller.signal,
       });
       if (!response.ok) throw await errorFromResponse(response);
       await answer.read(serverChunks(response.body));
@@ -259,16 +285,14 @@ export class ServerEngine {
         throw new EngineError("server-error", `The connection to the server failed: ${err.message || err}`);
       }
     } finally {
-      this.controller = null;
+      if (signal) signal.removeEventListener("abort", abort);
+      if (this.controller === controller) this.controller = null;
     }
     return { text: answer.text, finishReason: answer.finishReason, stats: answer.stats("client") };
   }
 
-  stop() {
-    if (this.controller) this.controller.abort();
-  }
-
+  /** Leaving server mode ends an answer still streaming from it. */
   async unload() {
-    this.stop();
+    if (this.controller) this.controller.abort();
   }
 }

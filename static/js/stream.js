@@ -31,14 +31,16 @@ export class AnswerStream {
     if (chunk.usage) this.usage = chunk.usage;
   }
 
-  /** Read every chunk of an async iterable; `guard(promise)` may end the wait early (a lost GPU). What was
-   * read stays on this object when the stream fails or is stopped. */
-  async read(chunks, guard = (p) => p) {
+  /** Read every chunk of an async iterable; `guard(promise)` may end the wait early (a lost GPU);
+   * `afterChunk()` runs after each one. What was read stays on this object when the stream fails or is
+   * stopped. */
+  async read(chunks, guard = (p) => p, afterChunk = () => {}) {
     const it = chunks[Symbol.asyncIterator]();
     for (;;) {
       const { value, done } = await guard(it.next());
       if (done) return;
       this.take(value);
+      afterChunk();
     }
   }
 
