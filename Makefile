@@ -9,6 +9,11 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_MODEL := model_configs/smollm2-135m-instruct.toml
+# What `make run` builds: the variants the page picks (it prefers the smallest full-quality build, and the
+# lossless q4f*_asym imports are that). The unquantized q0f32/q0f16 are never picked over them and cost
+# minutes of compiling; build them on request: `make build-model MODEL_QUANTS="q0f32 q0f16"`. (The quality
+# gate's q0f32 reference perplexity needs no q0f32 build: it is computed from the source and cached.)
+MODEL_QUANTS ?= q4f32_asym q4f16_asym
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # command (or file) the project needs -> Debian package that provides it (only missing ones are
 # installed; a machine with Node.js from elsewhere keeps it). Mesa's lavapipe Vulkan driver gives the
@@ -36,7 +41,7 @@ help:
 	@echo "make test       install test needs and run every test (what CI runs)"
 	@echo "make lint       ruff (lint + format check), mypy and eslint, as make test runs them"
 	@echo "make test-fast  quick subset for iterating (no full SmolLM2 compile, no long browser runs)"
-	@echo "make build-model  build the default model's variants into dist/models"
+	@echo "make build-model  build the default model's variants the page uses into dist/models (MODEL_QUANTS)"
 	@echo "make bench      benchmarks (ratios against peers measured in the same run)"
 
 # Debian packages: emcc links the WebGPU model library, chromium runs the browser tests.
@@ -99,8 +104,9 @@ install: system-deps $(VENV)/.installed-app static/vendor/web-llm/index.js $(WLL
 install-test: install $(VENV)/.installed-test
 
 build-model: install
-	$(PY) -m build_pipeline build $(DEFAULT_MODEL) --if-missing
+	$(PY) -m build_pipeline build $(DEFAULT_MODEL) --if-missing $(addprefix -q ,$(MODEL_QUANTS))
 
+# gunicorn, one process with threads (webapp/__main__.py): not Flask's development server.
 run: build-model
 	$(PY) -m webapp --host $(HOST) --port $(PORT)
 

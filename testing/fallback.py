@@ -82,19 +82,29 @@ class Reply:
 
 
 class Client:
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
+    """`source`: the loopback address this client connects from (127.0.0.0/8 is all local), so one test
+    can play several clients that the server tells apart by address."""
+
+    def __init__(self, host: str, port: int, source: str | None = None, headers: dict | None = None):
+        self.host, self.port, self.source = host, port, source
+        self.default_headers = dict(headers or {})
         self.url = f"http://{host}:{port}"
 
+    def as_client(self, source: str | None = None, headers: dict | None = None) -> Client:
+        """Another client of the same server: from another loopback address and/or with other headers."""
+        return Client(self.host, self.port, source, headers)
+
     def connection(self, timeout: float = 120):
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        source = (self.source, 0) if self.source else None
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout, source_address=source)
 
     def request(
         self, method: str, path: str, body=None, headers=None, raw: bytes | None = None, timeout: float = 120
     ) -> Reply:
         conn = self.connection(timeout)
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        hdrs = {"Content-Type": "application/json", **(headers or {})} if data is not None else dict(headers or {})
+        extra = {**self.default_headers, **(headers or {})}
+        hdrs = {"Content-Type": "application/json", **extra} if data is not None else extra
         try:
             conn.request(method, path, body=data, headers=hdrs)
             resp = conn.getresponse()
@@ -123,10 +133,23 @@ class Client:
         return self.open("POST", "/v1/chat/completions", body)
 
     def open(self, method: str, path: str, body) -> OpenStream:
+        stream = self.send(method, path, body)
+        stream.response = stream.conn.getresponse()
+        return stream
+
+    def send(self, method: str, path: str, body) -> OpenStream:
+        """Send a request without waiting for its answer (e.g. one that will queue); read it later with
+        `stream.conn.getresponse()`, or drop it with `stream.abort()`."""
         conn = self.connection()
-        conn.request(method, path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        conn.request(
+            method, path, body=json.dumps(body), headers={"Content-Type": "application/json", **self.default_headers}
+        )
         sock = conn.sock  # http.client drops it from `conn` once the response says "Connection: close"
-        return OpenStream(sock, conn, conn.getresponse())
+        return OpenStream(sock, conn, None)
+
+    def send_chat(self, **body) -> OpenStream:
+        body.setdefault("model", MODEL_ID)
+        return self.send("POST", "/v1/chat/completions", body)
 
 
 @dataclass

@@ -18,7 +18,9 @@ def create_app(config: dict | None = None) -> Flask:
         MODELS_DIR=str(models_dir()),
         MAX_CONTENT_LENGTH=int(os.environ.get("LANTERN_MAX_BODY_BYTES", 256 * 1024)),
     )
-    app.config.from_prefixed_env("LANTERN")
+    # Raw strings, never JSON-decoded: `LANTERN_API_KEYS=null` must not mean "no keys", nor `1e3` the key
+    # "1000.0". Each setting's reader (fallback/settings.py, security.py) parses and checks its own value.
+    app.config.from_prefixed_env("LANTERN", loads=str)
     if config:
         app.config.update(config)
     app.config["MODELS_DIR"] = str(Path(app.config["MODELS_DIR"]))

@@ -1,5 +1,10 @@
 """GET /healthz: 200 only when every check passes, with a body saying what was checked.
 
+Anyone may ask whether the site is healthy (`{"status": ...}` and the status code, what load balancers and
+the page's offline check read). What was checked (paths, engine pid, CPU features, models, queue) is only
+for a request made on this machine directly (from loopback, to a loopback host name, not forwarded by a
+proxy) or carrying a valid API key: it maps the deployment for an attacker otherwise.
+
 Other parts of the app add checks by appending callables to
 `app.extensions.setdefault("lantern_health_checks", [])`; each returns `(name, ok, detail_dict)`.
 A check that raises counts as failed (a health endpoint must not 500 because one probe broke).
@@ -7,9 +12,12 @@ A check that raises counts as failed (a health endpoint must not 500 because one
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+import ipaddress
+
+from flask import Blueprint, current_app, jsonify, request
 
 from webapp.artifacts import store
+from webapp.security import LOOPBACK_HOSTS
 
 bp = Blueprint("health", __name__)
 CHECKS_KEY = "lantern_health_checks"
@@ -39,11 +47,36 @@ def run_checks() -> list[dict]:
     return results
 
 
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP")
+
+
+def from_this_machine() -> bool:
+    """A request straight from loopback to a loopback name: not a client that a reverse proxy relayed."""
+    try:
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        loopback = False
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    relayed = any(name in request.headers for name in FORWARDING_HEADERS)
+    return loopback and host.lower() in LOOPBACK_HOSTS and not relayed
+
+
+def may_see_details() -> bool:
+    """Loopback, or a valid API key (only when the fallback has keys configured)."""
+    if from_this_machine():
+        return True
+    keys = getattr(current_app.extensions.get("lantern_fallback"), "keys", None)
+    return keys is not None and keys.admits(request.headers.get("Authorization"))
+
+
 @bp.get("/healthz")
 def healthz():
     checks = run_checks()
     healthy = all(c["ok"] for c in checks)
-    response = jsonify({"status": "ok" if healthy else "unavailable", "checks": checks})
+    body: dict = {"status": "ok" if healthy else "unavailable"}
+    if may_see_details():
+        body["checks"] = checks
+    response = jsonify(body)
     response.status_code = 200 if healthy else 503
     response.headers["Cache-Control"] = "no-store"
     return response

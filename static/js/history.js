@@ -2,7 +2,7 @@
 
 import { chat, renderConversation, setEditing } from "./chat.js";
 import { fileName, matchesTitle, parseImport, saveFile, toJson, toMarkdown } from "./conversations.js";
-import { fail, lantern, log, shared } from "./record.js";
+import { clearFailure, fail, lantern, log, shared } from "./record.js";
 import { deleteConversation, getConversation, listConversations, saveConversation } from "./store.js";
 import * as view from "./view.js";
 
@@ -52,19 +52,40 @@ export async function exportConversation(kind) {
   else saveFile(fileName(saved, "md"), "text/markdown", toMarkdown(saved));
 }
 
+const PROBLEMS_SHOWN = 3;
+
+/** Import a JSON export: every conversation in it that fits is stored (and the last one opened); the
+ * ones that do not are named in the error banner. */
 export async function importConversation(file) {
   if (!file || shared.busy) return;
-  let imported;
+  let parsed;
   try {
-    imported = parseImport(await file.text());
+    parsed = parseImport(await file.text());
   } catch (err) {
     fail("import-failed", `Could not import ${file.name}: ${err.message}`);
     return;
   }
-  if (await getConversation(imported.id)) imported.id = crypto.randomUUID(); // never overwrite one of yours
-  await saveConversation(imported, { touch: false });
-  log("imported", { id: imported.id });
-  await openConversation(imported.id);
+  const { conversations, problems } = parsed;
+  for (const imported of conversations) {
+    if (await getConversation(imported.id)) imported.id = crypto.randomUUID(); // never overwrite one of yours
+    await saveConversation(imported, { touch: false });
+    log("imported", { id: imported.id });
+  }
+  if (problems.length) reportRefused(file.name, conversations.length, problems);
+  else if (lantern.error?.code?.startsWith("import-")) clearFailure(); // an earlier import's complaint is moot
+  if (conversations.length) await openConversation(conversations.at(-1).id);
+}
+
+function reportRefused(name, imported, problems) {
+  log("import-refused", { problems });
+  const shown = problems.slice(0, PROBLEMS_SHOWN).join("; ");
+  const more = problems.length > PROBLEMS_SHOWN ? ` (and ${problems.length - PROBLEMS_SHOWN} more)` : "";
+  if (!imported) {
+    fail("import-failed", `Could not import ${name}: ${shown}${more}.`);
+  } else {
+    fail("import-partial", `Imported ${imported} of ${imported + problems.length} conversations from ${name}; `
+      + `left out ${shown}${more}.`);
+  }
 }
 
 export function newChat() {

@@ -80,3 +80,30 @@ def test_every_key_is_compared(monkeypatch):
     assert keys.is_valid("k1") and len(calls) == 3
     calls.clear()
     assert not keys.is_valid("nope") and len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "env,key,lookalikes",
+    [
+        ("1e3", "1e3", ["1000.0", "1000"]),
+        ("true", "true", ["True", "1"]),
+    ],
+    ids=["number-like", "boolean-like"],
+)
+def test_keys_from_the_environment_are_taken_verbatim(models, monkeypatch, env, key, lookalikes):
+    """Never JSON-decoded: `1e3` is the key "1e3", not 1000.0; `true` is "true", not True."""
+    monkeypatch.setenv("LANTERN_API_KEYS", env)
+    with running(make_app(models, FALLBACK_PRELOAD=False)) as c:
+        assert c.get("/metrics", bearer(key)).status == 200
+        for other in lookalikes:
+            assert_401(c.get("/metrics", bearer(other)))
+
+
+@pytest.mark.parametrize("value", ["null", ""])
+def test_api_keys_set_but_empty_refuse_to_start(models, monkeypatch, value):
+    """`LANTERN_API_KEYS=null` used to mean "no keys": the API open to anyone, silently."""
+    from webapp.fallback.settings import ConfigError
+
+    monkeypatch.setenv("LANTERN_API_KEYS", value)
+    with pytest.raises(ConfigError, match="LANTERN_API_KEYS is set but holds no key"):
+        make_app(models)

@@ -9,7 +9,7 @@ import pytest
 
 from webapp.fallback.chat_format import StopScanner
 from webapp.fallback.engine_upstream import split_base_url
-from webapp.fallback.limits import Admission, QueueFull, QueueTimeout
+from webapp.fallback.limits import Admission, ClientLeft, ClientLimit, QueueFull, QueueTimeout
 from webapp.fallback.settings import ConfigError, load_settings
 
 
@@ -76,6 +76,69 @@ def test_admission_fifo_queue_full_and_timeout():
     blocker.release()
 
 
+def _queue(adm, client, order, gone=None):
+    """Start a thread that queues for a slot as `client`, records its turn, and keeps the slot."""
+    leases = []
+
+    def wait():
+        try:
+            leases.append(adm.acquire(time.monotonic() + 5, client, gone))
+            order.append(client)
+        except ClientLeft:
+            order.append(f"{client} left")
+
+    before = adm.queued
+    t = threading.Thread(target=wait)
+    t.start()
+    while adm.queued == before and t.is_alive():
+        time.sleep(0.005)
+    return t, leases
+
+
+def test_admission_caps_each_client_and_serves_the_lighter_client_first():
+    """A client at its cap is refused (ClientLimit, not QueueFull) while others still get in; a freed
+    slot goes to the waiting client holding fewer slots, even if it came later."""
+    adm = Admission(slots=2, max_queue=4, per_client=3)
+    a1, a2 = adm.acquire(time.monotonic() + 1, "a"), adm.acquire(time.monotonic() + 1, "a")
+    order: list[str] = []
+    ta, la = _queue(adm, "a", order)
+    with pytest.raises(ClientLimit) as capped:
+        adm.acquire(time.monotonic() + 1, "a")
+    assert capped.value.limit == 3 and capped.value.retry_after >= 1
+    tb, lb = _queue(adm, "b", order)  # came after a's third request
+    a1.release()
+    tb.join(2)
+    assert order == ["b"]  # b holds no slot, a holds one: b goes first
+    a2.release()
+    ta.join(2)
+    assert order == ["b", "a"]
+    for lease in [*la, *lb]:
+        lease.release()
+    assert adm.active == 0 and adm.queued == 0
+    # A client gets back the slot its cache is in when that slot is free.
+    x = adm.acquire(time.monotonic() + 1, "x")
+    y = adm.acquire(time.monotonic() + 1, "y")
+    slot_x = x.slot
+    y.release()
+    x.release()
+    again = adm.acquire(time.monotonic() + 1, "x")
+    assert again.slot == slot_x
+    again.release()
+
+
+def test_admission_drops_a_queued_request_whose_client_left():
+    adm = Admission(slots=1, max_queue=2)
+    held = adm.acquire(time.monotonic() + 1, "a")
+    left = threading.Event()
+    order: list[str] = []
+    t, _ = _queue(adm, "b", order, gone=left.is_set)
+    left.set()
+    t.join(2)
+    assert order == ["b left"] and adm.queued == 0  # gone while the slot was still held
+    held.release()
+    assert adm.active == 0
+
+
 def test_settings_from_env_style_values():
     s = load_settings(
         {
@@ -85,6 +148,7 @@ def test_settings_from_env_style_values():
             "API_KEYS": "a, b c",
             "REQUEST_TIMEOUT": 2,
             "FALLBACK_PRELOAD": 1,
+            "MAX_PER_CLIENT": "3",
         }
     )
     assert (s.max_concurrent, s.max_queue, s.enabled, s.api_keys, s.request_timeout, s.preload) == (
@@ -95,6 +159,7 @@ def test_settings_from_env_style_values():
         2.0,
         True,
     )
+    assert s.max_per_client == 3 and load_settings({}).max_per_client == 4
     assert s.threads >= 1 and not s.proxy
     assert load_settings({"FALLBACK_UPSTREAM": "http://h:1/v1"}).proxy
 
@@ -107,6 +172,7 @@ def test_settings_from_env_style_values():
         {"FALLBACK_ENABLED": "maybe"},
         {"REQUEST_TIMEOUT": True},
         {"MAX_TOKENS_CAP": -5},
+        {"MAX_PER_CLIENT": 0},
     ],
 )
 def test_bad_settings_fail_at_start(config):

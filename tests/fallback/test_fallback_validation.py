@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from testing.fallback import FRANCE, MODEL_ID, make_app, metric, running
@@ -140,3 +142,79 @@ def test_max_tokens_is_clamped_to_the_remaining_context(client):
 def test_missing_model_means_the_served_one(client):
     r = client.request("POST", "/v1/chat/completions", {"messages": FRANCE, "max_tokens": 2, "temperature": 0})
     assert r.status == 200 and r.json["model"] == MODEL_ID
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 60_000,  # the issue's 100,000 would pass this client's 64 KB body limit
+        b'{"messages": ' + b"[" * 25_000 + b"]" * 25_000 + b"}",
+        b'{"a": ' * 8_000 + b"1" + b"}" * 8_000,
+    ],
+    ids=["open-brackets", "deep-array", "deep-object"],
+)
+def test_deeply_nested_json_is_a_400(client, raw):
+    """Python's JSON parser recurses per level: 100,000 `[` used to end in a RecursionError and a 500.
+    (Well within the body limit: a thousand levels are enough to hit the recursion limit.)"""
+    err = assert_openai_error(client.request("POST", "/v1/chat/completions", raw=raw), 400, "invalid_json")
+    assert "nested too deeply" in err["message"]
+
+
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ('{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}', "messages[0].content"),
+        ('{"messages": [{"role": "user", "content": "\\udfff"}]}', "messages[0].content"),
+        (
+            '{"messages": [{"role": "user", "content": [{"type": "text", "text": "a\\udc00"}]}]}',
+            "messages[0].content[0].text",
+        ),
+        ('{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud800"]}', "stop"),
+        ('{"messages": [{"role": "user", "content": "hi"}], "model": "\\ud83d"}', "model"),
+    ],
+    ids=["content", "low-surrogate", "text-part", "stop", "model"],
+)
+def test_lone_surrogates_are_a_400(client, body, param):
+    """A `\\ud800` escape decodes to half a UTF-16 pair, which the tokenizer cannot take (it was a 500)."""
+    err = assert_openai_error(
+        client.request("POST", "/v1/chat/completions", raw=body.encode()), 400, "invalid_value", param
+    )
+    assert "surrogate" in err["message"]
+
+
+def test_a_lone_surrogate_is_a_400_and_a_pair_is_text(client):
+    """Half a pair was a 500 from the tokenizer; an escaped pair (here U+1F600) is one character, answered."""
+    lone = '{"messages": [{"role": "user", "content": "\\ud83d hi"}], "max_tokens": 2, "temperature": 0}'
+    pair = '{"messages": [{"role": "user", "content": "\\ud83d\\ude00 hi"}], "max_tokens": 2, "temperature": 0}'
+    err = assert_openai_error(client.request("POST", "/v1/chat/completions", raw=lone.encode()), 400)
+    assert err["param"] == "messages[0].content" and "surrogate" in err["message"]
+    assert client.request("POST", "/v1/chat/completions", raw=pair.encode()).status == 200
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""]
+)
+def test_chat_needs_a_json_content_type(client, content_type):
+    """A page on another site can POST these without a CORS preflight; JSON it cannot."""
+    before = metric(client.metrics(), "lantern_fallback_generations_total")
+    body = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}'
+    headers = {"Content-Type": content_type} if content_type else {}
+    conn = client.connection()
+    try:
+        conn.putrequest("POST", "/v1/chat/completions", skip_accept_encoding=True)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        status, payload, ctype = resp.status, resp.read(), resp.getheader("Content-Type", "")
+    finally:
+        conn.close()
+    assert status == 415 and ctype.startswith("application/json")
+    err = json.loads(payload)["error"]
+    assert err["code"] == "unsupported_media_type" and "application/json" in err["message"]
+    assert metric(client.metrics(), "lantern_fallback_generations_total") == before
+    # The same body declared as JSON (with a charset parameter, as browsers send it) is answered.
+    ok = client.request(
+        "POST", "/v1/chat/completions", raw=body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert ok.status == 200

@@ -72,6 +72,7 @@ class Fallback:
             active=self.admission.active,
             queued=self.admission.queued,
             max_queue=self.admission.max_queue,
+            max_per_client=self.admission.per_client,
             auth=self.keys.enabled,
             models=[r.id for r in self.refs],
         )
@@ -119,7 +120,7 @@ def init_app(app) -> None:
         return
     ref = refs[0]
     engine = _make_engine(ref, settings)
-    admission = Admission(settings.max_concurrent, settings.max_queue)
+    admission = Admission(settings.max_concurrent, settings.max_queue, settings.max_per_client)
     metrics = Metrics(admission, engine)
     if hasattr(engine, "restart_listeners"):
         engine.restart_listeners.append(metrics.engine_restarts.inc)

@@ -1,8 +1,11 @@
 """The OpenAI-compatible HTTP API: GET /v1/models and POST /v1/chat/completions (streaming or not).
 
-A chat request is checked completely (auth, body, model, context, max_tokens) before it may queue for
-a slot, and the slot is released on every way out: normal end, error, timeout, and the client going
-away mid-stream (werkzeug closes the response iterable, which closes the generation).
+A chat request is checked (auth, body, model, max_tokens, and a size bound on the context) before it
+may queue for a slot; the per-client limit and the queue decide whether it waits or gets 429. Only
+with a slot held is the prompt tokenized (and checked exactly against the context), so no flood of
+large bodies can make the site tokenize more than one prompt per slot at a time. The slot is released
+on every way out: normal end, error, timeout, and the client going away while queued or mid-stream
+(werkzeug closes the response iterable, which closes the generation).
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webapp.fallback import access_log
+from webapp.fallback.clients import cache_tag, client_key
 from webapp.fallback.errors import APIError
-from webapp.fallback.job import ClientGone, GenerationTimeout, make_job
-from webapp.fallback.limits import QueueFull, QueueTimeout
+from webapp.fallback.job import ClientGone, GenerationTimeout, check_limits, make_job
+from webapp.fallback.limits import ClientLeft, ClientLimit, QueueFull, QueueTimeout
 from webapp.fallback.pump import Pump
 from webapp.fallback.responses import DONE, Completion, event
 from webapp.fallback.schema import parse_chat_request
@@ -123,10 +127,16 @@ def chat_completions():
     engine = svc.engine_for(ref)
     deadline = started + svc.settings.request_timeout
     engine.wait_ready(deadline)
-    job = make_job(req, engine.format, svc.settings.max_tokens_cap, deadline)
-    lease = _admit(svc, deadline)
+    check_limits(req, engine.format, svc.settings.max_tokens_cap)  # cheap: no tokenizer pass yet
+    client = client_key(request.remote_addr, request.headers.get("Authorization"), svc.keys.enabled)
+    gone = disconnect_probe(request.environ)
+    lease = _admit(svc, deadline, client, gone)
+    if lease is None:
+        return Response(status=499)  # left while queued; nobody is listening, the status is for the access log
     try:
-        pieces = engine.generate(job, lease.slot, None if req.stream else disconnect_probe(request.environ))
+        job = _tokenized_job(svc, req, engine, deadline)
+        job.cache_tag = cache_tag(client)
+        pieces = engine.generate(job, lease.slot, None if req.stream else gone)
     except BaseException:
         lease.release()
         raise
@@ -162,9 +172,33 @@ class _Generation:
             self.lease.release()
 
 
-def _admit(svc, deadline: float):
+def _tokenized_job(svc, req, engine, deadline: float):
+    """The job with its prompt tokenized (the GIL-free but CPU-heavy step), timed for /metrics."""
+    began = time.monotonic()
     try:
-        lease = svc.admission.acquire(deadline)
+        return make_job(req, engine.format, svc.settings.max_tokens_cap, deadline)
+    finally:  # a prompt refused for its exact length was tokenized too
+        if engine.format is not None:
+            svc.metrics.tokenize_seconds.observe(time.monotonic() - began)
+
+
+def _admit(svc, deadline: float, client: str, gone):
+    """A slot lease, or None when the client disconnected while queued; refusals become APIErrors."""
+    try:
+        lease = svc.admission.acquire(deadline, client, gone)
+    except ClientLimit as exc:
+        svc.metrics.rejected.labels("client_limit").inc()
+        raise APIError(
+            429,
+            f"Too many requests from this client: it already has {exc.limit} running or queued, the "
+            f"most one client may have. Wait for one to finish; retry after {exc.retry_after} s.",
+            type="rate_limit_error",
+            code="client_limit_reached",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
+    except ClientLeft:
+        svc.metrics.rejected.labels("client_gone").inc()
+        return None
     except QueueFull as exc:
         svc.metrics.rejected.labels("queue_full").inc()
         raise APIError(

@@ -25,6 +25,13 @@ def read_keys_file(path: str) -> list[str]:
         return [line for line in lines if line and not line.startswith("#")]
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The key in `Authorization: Bearer <key>` (None when the header is absent or another scheme)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 class ApiKeys:
     def __init__(self, keys=(), keys_file: str | None = None):
         self._static = [_digest(k) for k in keys]
@@ -64,13 +71,17 @@ class ApiKeys:
             ok |= hmac.compare_digest(candidate, digest)
         return ok
 
+    def admits(self, authorization: str | None) -> bool:
+        """Whether the Authorization header carries a valid bearer key (never true with no keys set)."""
+        token = bearer_token(authorization)
+        return self.enabled and token is not None and self.is_valid(token)
+
     def check(self, authorization: str | None) -> None:
         """Raise a 401 APIError unless the Authorization header carries a valid bearer key."""
         if not self.enabled:
             return
-        scheme, _, token = (authorization or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(authorization)
+        if token is None:
             raise APIError(
                 401,
                 "Missing API key: send `Authorization: Bearer <key>`.",

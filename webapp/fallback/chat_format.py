@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from tokenizers import Tokenizer
 
-from build_pipeline.chat_template import prompt_token_ids
+from build_pipeline.chat_template import prompt_pieces, prompt_token_ids
+from webapp.fallback.prompt_bound import max_bytes_per_token, min_tokens
 
 
 class ChatFormat:
@@ -24,11 +25,30 @@ class ChatFormat:
         self.temperature = float(chat_config.get("temperature", 0.7))
         self.top_p = float(chat_config.get("top_p", 0.95))
         self.repetition_penalty = float(chat_config.get("repetition_penalty", 1.0))
-        self.tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
+        text = tokenizer_json.decode("utf-8")
+        self.tokenizer = Tokenizer.from_str(text)
+        self.bytes_per_token = max_bytes_per_token(text)  # None: no safe size bound for this tokenizer
 
     def encode(self, messages: list[tuple[str, str]]) -> list[int]:
         """Token ids as web-llm builds them: prefix ids, then each prompt piece tokenized on its own."""
-        return prompt_token_ids(self.conv, self.tokenizer, messages)
+        return prompt_token_ids(self.conv, _GilFree(self.tokenizer), messages)
+
+    def min_prompt_tokens(self, messages: list[tuple[str, str]]) -> int:
+        """A lower bound on len(encode(messages)) from the prompt's size alone (no tokenizer pass):
+        the rule and why it is safe are in webapp/fallback/prompt_bound.py."""
+        prefix = len(self.conv.get("system_prefix_token_ids") or [])
+        return min_tokens(prompt_pieces(self.conv, messages), prefix, self.bytes_per_token)
+
+
+class _GilFree:
+    """The tokenizer, called through `encode_batch`, which releases the GIL while it works (`encode` holds
+    it, so one long prompt would stall every other thread of the site, /healthz included); same ids."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tokenizer = tokenizer
+
+    def encode(self, text: str, add_special_tokens: bool = False):
+        return self._tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0]
 
 
 class StopScanner:

@@ -7,7 +7,8 @@ a clear error instead of ending the site. What differs from a foreign upstream:
 - the prompt goes as token ids made here with web-llm's prompt assembly, and the sampling values are
   the ones the site resolved, so both sides of the product answer alike;
 - the request names its slot, so each slot keeps its llama.cpp context (and the KV prefix of its last
-  conversation) in the engine process;
+  conversation) in the engine process, and an opaque tag of its client, so that prefix is reused only
+  for the same client (another client's request resets the slot: no cross-client timing channel);
 - the engine's state (starting, ready, restarting, failed) comes from the supervisor, and a request
   that finds it not ready gets 503 + Retry-After after a short wait.
 """
@@ -167,8 +168,17 @@ class LocalEngine(UpstreamEngine):
             "stop": job.stop,
             "frequency_penalty": req.frequency_penalty,
             "presence_penalty": req.presence_penalty,
+            "cache_owner": job.cache_tag,
             "timeout": max(0.1, job.deadline - time.monotonic()) + ENGINE_GRACE_SECONDS,
         }
+
+    def _apply_chunk(self, job: Job, data: bytes) -> str:
+        """As upstream, plus the engine's count of prompt tokens taken from the slot's cache."""
+        text = super()._apply_chunk(job, data)
+        details = (job.upstream_usage or {}).get("prompt_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+            job.cached_tokens = details["cached_tokens"]
+        return text
 
     def _broken(self, what: str) -> APIError:
         return APIError(

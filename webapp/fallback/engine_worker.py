@@ -12,9 +12,16 @@ Protocol with the supervisor (webapp/fallback/supervisor.py):
 - stdin stays open while the supervisor lives: at EOF this process exits, so it never outlives the site.
 
 HTTP on 127.0.0.1 only: `GET /v1/models` (liveness) and `POST /v1/chat/completions` whose body carries
-the prompt as token ids (`prompt_token_ids`, made by the site with web-llm's exact prompt assembly) and
-the sampling values the site already resolved; the answer streams as OpenAI chunks, the site's
-upstream client reads it. Nothing here logs a request body or generated text.
+the prompt as token ids (`prompt_token_ids`, made by the site with web-llm's exact prompt assembly),
+the sampling values the site already resolved, and `cache_owner`, an opaque tag of the client; the
+answer streams as OpenAI chunks, the site's upstream client reads it. Nothing here logs a request
+body or generated text.
+
+A slot's KV cache serves only the client that filled it: llama.cpp reuses the longest cached prefix,
+so a prompt sharing a prefix with another client's would answer measurably faster and leak that
+prefix through timing. A slot taken by another `cache_owner` is reset first. The usage event reports
+`prompt_tokens_details.cached_tokens`: the prompt tokens llama.cpp did not have to evaluate, counted
+from the tokens actually sent to `Llama.eval`, not inferred.
 """
 
 from __future__ import annotations
@@ -82,11 +89,31 @@ class Engine:
             for _ in range(int(config["slots"]))
         ]
         self.locks = [threading.Lock() for _ in self.slots]
+        self.owners: list[str | None] = [None for _ in self.slots]  # whose prompt each slot's KV cache holds
+        self.evaluated = [0 for _ in self.slots]  # tokens each slot has sent to llama.cpp for decoding
+        for slot, llm in enumerate(self.slots):
+            llm.eval = self._counting_eval(slot, llm.eval)
         self.load_seconds = time.monotonic() - started
+
+    def _counting_eval(self, slot: int, evaluate):
+        """Wrap a context's `eval` to count the tokens llama.cpp really decodes (what prefix reuse saved)."""
+
+        def counted(tokens):
+            self.evaluated[slot] += len(tokens)
+            return evaluate(tokens)
+
+        return counted
+
+    def claim(self, slot: int, owner: str) -> None:
+        """Give `slot` to `owner`; a cache another client filled is dropped, so nothing of it is reused."""
+        if self.owners[slot] != owner:
+            self.slots[slot].reset()
+            self.owners[slot] = owner
 
     def pieces(self, slot: int, body: dict, progress: dict):
         """Text pieces of one generation; `progress` receives finish_reason and token counts."""
         llm = self.slots[slot]
+        self.claim(slot, str(body.get("cache_owner") or ""))
         seed = body.get("seed")
         llm.set_seed(int(seed) % (2**32) if seed is not None else secrets.randbits(32))
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -107,8 +134,12 @@ class Engine:
             presence_penalty=float(body.get("presence_penalty") or 0.0),
         )
         stopped_by_text = False
+        prompt = len(body["prompt_token_ids"])
+        before = self.evaluated[slot]
         try:
             for token in tokens:
+                if progress["cached_tokens"] is None:  # the prompt is evaluated before the first token
+                    progress["cached_tokens"] = max(0, prompt - (self.evaluated[slot] - before))
                 if token in self.stop_token_ids:
                     progress["finish_reason"] = "stop"
                     break
@@ -209,7 +240,7 @@ def make_handler(engine: Engine, token: str):
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
             completion = Completion(engine.model, "lantern-llama.cpp")
-            progress = {"completion_tokens": 0, "finish_reason": None}
+            progress = {"completion_tokens": 0, "finish_reason": None, "cached_tokens": None}
             with engine.locks[slot]:
                 pieces = engine.pieces(slot, body, progress)
                 try:
@@ -221,6 +252,7 @@ def make_handler(engine: Engine, token: str):
                         "prompt_tokens": len(body["prompt_token_ids"]),
                         "completion_tokens": progress["completion_tokens"],
                         "total_tokens": len(body["prompt_token_ids"]) + progress["completion_tokens"],
+                        "prompt_tokens_details": {"cached_tokens": progress["cached_tokens"] or 0},
                     }
                     self.wfile.write(event({"choices": [], "usage": usage}))
                     self.wfile.write(DONE)

@@ -33,7 +33,21 @@ class Metrics:
             registry=r,
         )
         self.rejected = Counter(
-            "lantern_fallback_rejected", "Requests refused for load (queue_full, queue_timeout)", ["reason"], registry=r
+            "lantern_fallback_rejected",
+            "Requests that never got a slot (queue_full, client_limit, queue_timeout, client_gone)",
+            ["reason"],
+            registry=r,
+        )
+        self.tokenize_seconds = Histogram(
+            "lantern_fallback_tokenize_seconds",
+            "Prompt tokenization time (runs only with a slot held)",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.cached_tokens = Counter(
+            "lantern_fallback_prompt_cached_tokens",
+            "Prompt tokens taken from a slot's KV cache (only ever the same client's earlier prompt)",
+            registry=r,
         )
         self.generations = Counter(
             "lantern_fallback_generations",
@@ -78,6 +92,8 @@ class Metrics:
             self.prompt_tokens.inc(job.prompt_tokens)
         if job.completion_tokens:
             self.completion_tokens.inc(job.completion_tokens)
+        if job.cached_tokens:
+            self.cached_tokens.inc(job.cached_tokens)
         if job.first_token_at is not None:
             self.ttft.observe(max(0.0, job.first_token_at - started))
             decode = time.monotonic() - job.first_token_at

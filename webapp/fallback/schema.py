@@ -64,10 +64,24 @@ def _integer(body: dict, name: str):
     return value
 
 
+def _text(value: str, param: str) -> str:
+    """A string the tokenizer and the engine can take: JSON's `\\ud800` escapes decode to lone UTF-16
+    surrogates, which are not Unicode text and cannot be encoded (they would fail deep in the tokenizer)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(
+            f"'{param}' contains an unpaired UTF-16 surrogate escape (such as \\ud800), which is not valid"
+            " Unicode text; send well-formed text (a surrogate pair, or the character itself).",
+            param,
+        ) from None
+    return value
+
+
 def _content(value, i: int) -> str:
     param = f"messages[{i}].content"
     if isinstance(value, str):
-        return value
+        return _text(value, param)
     if isinstance(value, list):  # content parts: only text is supported
         texts = []
         for j, part in enumerate(value):
@@ -77,7 +91,7 @@ def _content(value, i: int) -> str:
                     param,
                     "invalid_type",
                 )
-            texts.append(part["text"])
+            texts.append(_text(part["text"], f"{param}[{j}].text"))
         return "".join(texts)
     raise _wrong_type(param, "a string or an array of text parts", value)
 
@@ -120,7 +134,7 @@ def _stop(value) -> list[str]:
         raise invalid(f"'stop' may list at most {MAX_STOP} sequences.", "stop")
     if any(not s for s in items):
         raise invalid("'stop' sequences must not be empty.", "stop")
-    return list(items)
+    return [_text(s, "stop") for s in items]
 
 
 def _refuse_unsupported(body: dict) -> None:
@@ -146,6 +160,10 @@ def parse_json_body(raw: bytes) -> dict:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise invalid("We could not parse the JSON body of your request.", None, "invalid_json") from None
+    except RecursionError:  # e.g. 100,000 `[`: Python's JSON parser recurses once per level
+        raise invalid(
+            "The JSON body is nested too deeply to parse; a chat request needs only a few levels.", None, "invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise invalid(f"The request body must be a JSON object, got {_type_name(body)}.", None, "invalid_json")
     return body
@@ -156,6 +174,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _wrong_type("model", "a string", model)
+    if model is not None:
+        _text(model, "model")
     stream = body.get("stream", False)
     if stream is None:
         stream = False

@@ -1,13 +1,18 @@
 """Fallback configuration, read once from app.config (LANTERN_* env vars arrive there without the prefix).
 
-Values may come as JSON-decoded types (from_prefixed_env turns "2" into 2) or as strings (tests, config
-dicts); everything is coerced and range-checked here so a bad setting fails at start, not mid-request.
+Environment values arrive as the raw strings the operator wrote (create_app never JSON-decodes them, so
+a key `1e3` stays `1e3` and `null` is not "no keys"); config dicts may also hold typed values (tests).
+Everything is coerced and range-checked here so a bad setting fails at start, not mid-request.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+
+# Values that mean "nothing" in some other notation; as a secret they are a mistake, never a key.
+_EMPTY_WORDS = ("", "null", "none", "[]", '""', "''")
 
 
 class ConfigError(ValueError):
@@ -46,12 +51,49 @@ def _text(value) -> str | None:
     return text or None
 
 
+def _secret(name: str, value) -> str | None:
+    """A secret (or a secret's file) as given. Unset is None; set but empty or `null` stops the start,
+    because reading it as "unset" would quietly turn auth off (or send no key upstream)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"LANTERN_{name} must be a string, not {type(value).__name__}")
+    text = value.strip()
+    if text.lower() in _EMPTY_WORDS:
+        raise ConfigError(
+            f"LANTERN_{name} is set but holds no value ({value!r}); give a value, or unset the variable to leave it off"
+        )
+    return text
+
+
 def _keys(value) -> tuple[str, ...]:
-    """API keys: a list, or one string with keys separated by commas or whitespace."""
+    """API keys: one string with keys separated by commas or whitespace, a JSON list of strings
+    (`["k1", "k2"]`), or a list (config dicts). Each key is taken verbatim, never JSON-decoded."""
     if value is None:
         return ()
-    items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
-    return tuple(k.strip() for k in (str(i) for i in items) if k.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in _EMPTY_WORDS:
+            value = []
+        elif text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ConfigError(
+                    'LANTERN_API_KEYS starts with "[" but is not a JSON list of strings; write'
+                    ' ["key1", "key2"] or separate the keys with commas'
+                ) from None
+        else:
+            value = text.replace(",", " ").split()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(k, str) for k in value):
+        raise ConfigError("LANTERN_API_KEYS must list keys as strings (commas or spaces between them)")
+    keys = tuple(k.strip() for k in value if k.strip())
+    if not keys:
+        raise ConfigError(
+            "LANTERN_API_KEYS is set but holds no key; give at least one key, or unset the variable to leave"
+            " the API open"
+        )
+    return keys
 
 
 @dataclass(frozen=True)
@@ -69,6 +111,7 @@ class Settings:
     api_keys_file: str | None = None
     max_concurrent: int = 2
     max_queue: int = 8
+    max_per_client: int = 4  # running + queued requests one client (API key, else address) may have
     max_tokens_cap: int = 1024
     request_timeout: float = 120.0
 
@@ -92,7 +135,7 @@ def load_settings(config) -> Settings:
         enabled=_bool("FALLBACK_ENABLED", get("FALLBACK_ENABLED", True)),
         upstream=_text(get("FALLBACK_UPSTREAM")),
         upstream_model=_text(get("FALLBACK_UPSTREAM_MODEL")),
-        upstream_api_key=_text(get("FALLBACK_UPSTREAM_API_KEY")),
+        upstream_api_key=_secret("FALLBACK_UPSTREAM_API_KEY", get("FALLBACK_UPSTREAM_API_KEY")),
         model=_text(get("FALLBACK_MODEL")),
         gguf=_text(get("FALLBACK_GGUF")),
         threads=_number("FALLBACK_THREADS", threads, int, 1)
@@ -101,9 +144,10 @@ def load_settings(config) -> Settings:
         preload=_bool("FALLBACK_PRELOAD", get("FALLBACK_PRELOAD", True)),
         ready_wait=_number("FALLBACK_READY_WAIT", get("FALLBACK_READY_WAIT", 15.0), float, 0.0),
         api_keys=_keys(get("API_KEYS")),
-        api_keys_file=_text(get("API_KEYS_FILE")),
+        api_keys_file=_secret("API_KEYS_FILE", get("API_KEYS_FILE")),
         max_concurrent=max_concurrent,
         max_queue=_number("MAX_QUEUE", get("MAX_QUEUE", 8), int, 0),
+        max_per_client=_number("MAX_PER_CLIENT", get("MAX_PER_CLIENT", 4), int, 1),
         max_tokens_cap=_number("MAX_TOKENS_CAP", get("MAX_TOKENS_CAP", 1024), int, 1),
         request_timeout=_number("REQUEST_TIMEOUT", get("REQUEST_TIMEOUT", 120.0), float, 0.1),
     )
