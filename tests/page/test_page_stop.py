@@ -16,6 +16,7 @@ import threading
 import urllib.request
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from testing.fixtures import PageSession
 
@@ -23,6 +24,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 STORY = "Write a long story about a dragon who learns to cook."
 STOP_WITHIN_MS = 1000
+LONG = 200  # max_tokens of an answer Stop interrupts: far past any stop point, so none can end first
+SHORT = 12  # max_tokens of the answer stopped at its last token
 
 # Where Stop is pressed: right after Send, at the first delta, at a few random deltas, at the last token.
 POINTS = ["send", 1, "random", "random", "random", "last"]
@@ -58,29 +61,32 @@ def set_max_tokens(s: PageSession, n: int | None) -> None:
     s.page.dispatch_event("#max-tokens", "change")
 
 
-def stop_at(s: PageSession, point, rng: random.Random, max_tokens: int) -> dict:
-    """Send a long question, press Stop at `point`, wait for the answer to end; what happened."""
+def stop_at(s: PageSession, point, rng: random.Random, last_delta: int) -> dict:
+    """In a new chat, send the story request, press Stop at `point`, wait for the answer to end."""
+    s.page.click("#new-chat")
+    set_max_tokens(s, SHORT if point == "last" else LONG)
     count = s.lantern(".replyCount")
     s.page.fill("#prompt", STORY)
     s.page.click("#send")
     if point != "send":
-        deltas = {"random": rng.randint(2, max_tokens - 4), "last": max_tokens - 1}.get(point, point)
+        deltas = {"random": rng.randint(2, 30), "last": last_delta}.get(point, point)
         s.page.wait_for_function(
             "([n, k]) => window.lantern.replyCount > n || window.lantern.lastReply.deltas >= k",
             arg=[count, deltas],
             timeout=300_000,
         )
-    finished_first = s.lantern(".replyCount") > count
-    if not finished_first:
+    try:
         # Playwright's click waits until Stop is enabled: right after Send that is the first moment a
         # person could press it.
-        s.page.click("#stop", timeout=10_000)
+        s.page.click("#stop", timeout=2_000 if point == "last" else 10_000)
+    except PlaywrightTimeout:
+        if point != "last" or s.lantern(".replyCount") == count:
+            raise  # only the last token may win the race against the press
     s.page.wait_for_function("(n) => window.lantern.replyCount > n", arg=count, timeout=30_000)
     reply = s.lantern(".lastReply")
     assert s.lantern(".state") == "ready", (point, s.lantern(".stateHistory")[-5:])
     assert s.lantern(".stateErrors") == []
-    if finished_first or reply["finishReason"] != "abort":
-        # Only "last" may lose the race to the model's own end; the answer then simply finished.
+    if reply["finishReason"] != "abort":
         assert point == "last" and reply["finishReason"] in ("length", "stop"), (point, reply)
         return {"point": point, "finished": True}
     latency = stop_latency_ms(s)
@@ -92,13 +98,21 @@ def stop_at(s: PageSession, point, rng: random.Random, max_tokens: int) -> dict:
     return {"point": point, "latency_ms": latency, "deltas": reply["deltas"]}
 
 
-def stress(s: PageSession, server_url: str, seed: int, max_tokens: int) -> list[dict]:
+def stress(s: PageSession, server_url: str, seed: int) -> list[dict]:
     rng = random.Random(seed)
-    set_max_tokens(s, max_tokens)
-    done = [stop_at(s, point, rng, max_tokens) for point in POINTS]
+    # The same greedy answer in full first: its last delta is where "last" presses Stop.
+    s.page.click("#new-chat")
+    set_max_tokens(s, SHORT)
+    full = s.ask(STORY, timeout=300_000)
+    assert full["finishReason"] in ("length", "stop") and full["deltas"] >= 2, full
+    done = [stop_at(s, point, rng, full["deltas"] - 1) for point in POINTS]
     busy = server_busy(server_url)  # the other engine busy, both cores loaded
     try:
-        done += [stop_at(s, point, rng, max_tokens) for point in ("send", 1, "random")]
+        done += [stop_at(s, point, rng, full["deltas"] - 1) for point in ("send", 1, "random")]
+        # The conversation goes on after a stopped answer (the engine reuses its context up to the stop).
+        set_max_tokens(s, 8)
+        follow = s.ask("Go on.", timeout=300_000)
+        assert follow["finishReason"] in ("length", "stop") and s.lantern(".state") == "ready", follow
     finally:
         for t in busy:
             t.join(timeout=300)
@@ -123,8 +137,7 @@ def test_stop_on_the_processor_tier_always_ends_the_answer(serve, chromium, smol
     s.set_greedy()
     before = fresh_answer(s, "What is the capital of Germany?", 24)
     assert "Berlin" in before
-    s.page.click("#new-chat")
-    stress(s, server.url, seed=24, max_tokens=40)
+    stress(s, server.url, seed=24)
     # The same question in a new chat after all those stops: the same greedy answer.
     assert fresh_answer(s, "What is the capital of Germany?", 24) == before
 
@@ -139,8 +152,7 @@ def test_stop_on_the_gpu_tier_always_ends_the_answer(serve, chromium, tiny_chat_
     assert s.lantern(".engine.tier") == "gpu"
     s.set_greedy()
     before = fresh_answer(s, "Hello", 12)
-    s.page.click("#new-chat")
-    stress(s, server.url, seed=42, max_tokens=40)
+    stress(s, server.url, seed=42)
     assert fresh_answer(s, "Hello", 12) == before
 
 
@@ -157,8 +169,7 @@ def test_stop_in_server_mode_always_ends_the_answer(serve, chromium, smollm2_mod
     s.page.click("#consent-accept")
     s.page.wait_for_function("() => window.lantern.replyCount === 1", timeout=300_000)
     assert s.lantern(".lastReply.kind") == "server"
-    s.page.click("#new-chat")
-    stress(s, server.url, seed=7, max_tokens=40)
+    stress(s, server.url, seed=7)
     assert s.lantern(".lastReply.kind") == "server"
 
 
