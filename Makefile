@@ -18,7 +18,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # command (or file) the project needs -> Debian package that provides it (only missing ones are
 # installed; a machine with Node.js from elsewhere keeps it). Mesa's lavapipe Vulkan driver gives the
 # f16 kernel test a WebGPU adapter with shader-f16, which Chromium's SwiftShader lacks.
-APT_NEEDS := emcc:emscripten chromium:chromium npm:npm /usr/share/vulkan/icd.d/lvp_icd.*.json:mesa-vulkan-drivers
+APT_NEEDS := emcc:emscripten chromium:chromium npm:npm /usr/share/vulkan/icd.d/lvp_icd.*.json:mesa-vulkan-drivers \
+  firefox-esr:firefox-esr WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb
 # llama-cpp-python compiles llama.cpp from source; use both cores.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # The server fallback's engine, built portably: a baseline x86-64 (AVX2, FMA, F16C, BMI2) with no native
@@ -44,7 +45,8 @@ help:
 	@echo "make build-model  build the default model's variants the page uses into dist/models (MODEL_QUANTS)"
 	@echo "make bench      benchmarks (ratios against peers measured in the same run)"
 
-# Debian packages: emcc links the WebGPU model library, chromium runs the browser tests.
+# Debian packages: emcc links the WebGPU model library, chromium runs the browser tests; Firefox ESR (driven by
+# npm puppeteer-core) and WebKitGTK (WebKitWebDriver + MiniBrowser, on an Xvfb display) run them in the other engines.
 system-deps:
 	@missing=""; for need in $(APT_NEEDS); do what=$${need%%:*}; \
 	  command -v $$what >/dev/null 2>&1 || ls $$what >/dev/null 2>&1 || missing="$$missing $${need##*:}"; done; \

@@ -251,7 +251,11 @@ def chromium(_playwright, _browsers):
     own_browsers = []
 
     def open_session(
-        webgpu: bool = True, init_script: str | None = None, dedicated: bool = False, tier: str | None = "gpu"
+        webgpu: bool = True,
+        init_script: str | None = None,
+        dedicated: bool = False,
+        tier: str | None = "gpu",
+        context_options: dict | None = None,
     ) -> PageSession:
         """dedicated=True: a browser of its own, for tests that crash browser processes.
 
@@ -263,7 +267,7 @@ def chromium(_playwright, _browsers):
             own_browsers.append(browser)
         else:
             browser = _browsers(webgpu)
-        context = browser.new_context()
+        context = browser.new_context(**(context_options or {}))
         if tier:
             context.add_init_script(
                 f"try {{ if (!localStorage.getItem('lantern.tier')) localStorage.setItem('lantern.tier', {tier!r}); }} "
@@ -406,3 +410,40 @@ def cli():
         )
 
     return run
+
+
+# ------------------------------------------------------------------------------------------ other engines
+def _other_browser(make):
+    """Open sessions with `make(**kw)`; close them after the test and check the page's state table, as
+    `chromium` does. A browser that cannot start fails the test with the reason (never a silent skip)."""
+    opened: list = []
+
+    def open_session(**kw):
+        session = make(**kw)
+        opened.append(session)
+        return session
+
+    yield open_session
+    illegal = []
+    for session in opened:
+        with contextlib.suppress(Exception):  # a crashed or closed page has nothing to report
+            illegal += session.evaluate("() => (window.lantern && window.lantern.stateErrors) || []")
+        with contextlib.suppress(Exception):
+            session.close()
+    assert not illegal, f"the page made state moves static/js/state.js does not allow: {illegal}"
+
+
+@pytest.fixture
+def firefox():
+    """firefox(prefs=None) -> testing.firefox.FirefoxSession (Debian's Firefox ESR over WebDriver BiDi)."""
+    from testing.firefox import FirefoxSession
+
+    yield from _other_browser(lambda prefs=None: FirefoxSession(prefs))
+
+
+@pytest.fixture
+def webkit():
+    """webkit() -> testing.webkit.WebKitSession (WebKitGTK's MiniBrowser via Selenium, on its own Xvfb)."""
+    from testing.webkit import WebKitSession
+
+    yield from _other_browser(lambda: WebKitSession())

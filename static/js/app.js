@@ -8,12 +8,14 @@
 //   actions.js      error-banner actions and the GPU-loss policy
 //   chat.js         send/answer/stop/regenerate/edit;  history.js  saved conversations
 //   settings.js     answer settings;  stream.js  the streamed answer and its speeds (all engines)
+//   drawers.js      the phone layout's conversations and settings drawers
 
 import { reloadPage } from "./actions.js";
 import { send, regenerate, setEditing, stop } from "./chat.js";
 import { detectCapabilities } from "./capabilities.js";
 import { hasServerConsent } from "./consent.js";
 import { inspectCache } from "./downloader.js";
+import { bindDrawers } from "./drawers.js";
 import { exportConversation, importConversation, newChat, refreshConversations } from "./history.js";
 import {
   removeDownloaded, selectModel, showModelPicker, startDownload, switchModel, switchTier,
@@ -58,6 +60,7 @@ function bindUI() {
   $("download-button").addEventListener("click", startDownload);
   $("remove-button").addEventListener("click", removeDownloaded);
   bindSettings();
+  bindDrawers();
   $("mode").addEventListener("change", (e) => (e.target.value === "server" ? useServer() : useLocal()));
   $("local-tier").addEventListener("change", (e) => switchTier(e.target.value));
   $("model-picker").addEventListener("change", (e) => {

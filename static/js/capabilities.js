@@ -106,7 +106,14 @@ async function detectStorage() {
 const WASM_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1,
   8, 0, 65, 0, 253, 15, 253, 98, 11]);
 
-/** WebAssembly for the CPU tier: SIMD, and threads (SharedArrayBuffer) when cross-origin isolated. */
+/** Why the processor engine gets one thread (wllama's threads need both), in words the page shows. */
+export const ONE_THREAD_BECAUSE = Object.freeze({
+  "not-isolated": "this page isn't cross-origin isolated",
+  "no-shared-memory": "this browser gives web pages no shared memory (SharedArrayBuffer)",
+});
+
+/** WebAssembly for the CPU tier: SIMD, and threads when the page is cross-origin isolated *and* the browser
+ * offers SharedArrayBuffer (WebKitGTK, for one, has none even when isolated). */
 function detectWasm() {
   let simd = false;
   try {
@@ -114,9 +121,11 @@ function detectWasm() {
   } catch {
     simd = false;
   }
-  const isolated = Boolean(self.crossOriginIsolated) && typeof SharedArrayBuffer === "function";
+  const isolated = Boolean(self.crossOriginIsolated);
+  const sharedMemory = typeof SharedArrayBuffer === "function";
+  const oneThreadReason = !isolated ? "not-isolated" : !sharedMemory ? "no-shared-memory" : null;
   const cores = navigator.hardwareConcurrency || 1;
-  return { simd, isolated, threads: isolated ? Math.max(1, Math.min(8, cores)) : 1 };
+  return { simd, isolated, sharedMemory, oneThreadReason, threads: oneThreadReason ? 1 : Math.max(1, Math.min(8, cores)) };
 }
 
 /** The full capability report the page shows and tests read as `window.lantern.capabilities`. */

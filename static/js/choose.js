@@ -3,6 +3,7 @@
 // Every fact about a build (its device limits, which library and files each adapter kind gets, download
 // sizes) comes from /api/models (webapp/models_api.py, build_pipeline/contract.py): nothing is derived here.
 
+import { ONE_THREAD_BECAUSE } from "./capabilities.js";
 import { formatBytes } from "./format.js";
 
 const F16 = "shader-f16";
@@ -112,8 +113,8 @@ export function chooseCpu(caps, model, { cachedBytes = 0 } = {}) {
       `about ${formatBytes(cpu.ram_bytes)} on the processor: it may not fit.`);
   }
   const threads = caps.wasm.threads;
-  if (!caps.wasm.isolated) {
-    result.warnings.push("This page isn't cross-origin isolated here, so the processor engine uses one thread (slower).");
+  if (caps.wasm.oneThreadReason) {
+    result.warnings.push(`The processor engine uses one thread here (slower), because ${ONE_THREAD_BECAUSE[caps.wasm.oneThreadReason]}.`);
   }
   result.ok = result.problems.length === 0;
   result.summary = result.ok

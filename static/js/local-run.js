@@ -2,6 +2,7 @@
 // what runs and how fast, and unload it.
 
 import { deviceLost, discardLostEngine, offerServer, retryDownload } from "./actions.js";
+import { ONE_THREAD_BECAUSE } from "./capabilities.js";
 import { CpuEngine } from "./cpu-engine.js";
 import { inspectCache } from "./downloader.js";
 import { LocalEngine, classifyEngineError } from "./engines.js";
@@ -79,8 +80,8 @@ export function readyText(v, stats = null) {
   const started = `started in ${formatSeconds(lantern.engine.loadSeconds)}`;
   if (lantern.engine.tier !== "cpu") return `Ready: ${v.id} runs on your GPU (${started}).`;
   const threads = lantern.engine.threads;
-  const isolated = lantern.capabilities.wasm.isolated;
-  const how = `${threads} thread${threads > 1 ? "s" : ""}${isolated ? "" : ", one because this page isn't cross-origin isolated"}`;
+  const reason = lantern.capabilities.wasm.oneThreadReason;
+  const how = `${threads} thread${threads > 1 ? "s" : ""}${reason ? `, one because ${ONE_THREAD_BECAUSE[reason]}` : ""}`;
   const speed = stats && stats.decodeTokensPerSecond ? `, ~${Math.round(stats.decodeTokensPerSecond)} tokens/s` : "";
   return `Ready: ${v.id} runs on your processor (${how}${speed}; ${started}). Private, slower than a GPU.`;
 }

@@ -56,6 +56,7 @@ export async function selectModel(modelId, { justVerified = false } = {}) {
     selection = chooseVariant(lantern.capabilities, model, { cachedBytes: stored.cachedBytes, tier });
   }
   lantern.selection = selection;
+  labelModelPicker();
   applyModelDefaults(selection.variant);
   log("selected", { variant: selection.variantId, ok: selection.ok, tier: selection.tier });
   view.showCapabilities(selection);
@@ -218,13 +219,27 @@ export function showModelPicker(catalog) {
   picker.replaceChildren(...catalog.models.map((m) => {
     const option = document.createElement("option");
     option.value = m.id;
-    const choice = lantern.capabilities ? chooseVariant(lantern.capabilities, m, { tier: lantern.tierPreference }) : null;
+    option.dataset.default = m.default ? "yes" : "no";
+    return option;
+  }));
+  labelModelPicker(catalog);
+  picker.value = selected;
+  picker.disabled = catalog.models.length < 2;
+}
+
+/** The picker's words for each model, for the tier chosen now: the current model's from the build it
+ * runs (lantern.selection), the others' from the build the same tier preference would pick for them.
+ * Run again whenever the selection changes (a tier switch in Settings, another model, a download). */
+export function labelModelPicker(catalog = lantern.catalog) {
+  if (!catalog) return;
+  for (const option of $("model-picker").options) {
+    const m = catalog.models.find((model) => model.id === option.value);
+    if (!m) continue;
+    const current = lantern.selection && lantern.model === m.id ? lantern.selection : null;
+    const choice = current || (lantern.capabilities ? chooseVariant(lantern.capabilities, m, { tier: lantern.tierPreference }) : null);
     const v = choice && choice.variant;
     const parts = v ? [formatBytes(v.download_bytes), qualityLabel(v), needsText(v)].filter(Boolean) : ["can't run on this device"];
     option.textContent = `${m.name || m.id} — ${parts.join(", ")}`;
-    Object.assign(option.dataset, { bytes: v ? String(v.download_bytes) : "", default: m.default ? "yes" : "no" });
-    return option;
-  }));
-  picker.value = selected;
-  picker.disabled = catalog.models.length < 2;
+    option.dataset.bytes = v ? String(v.download_bytes) : "";
+  }
 }

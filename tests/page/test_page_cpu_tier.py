@@ -61,7 +61,13 @@ def test_without_a_gpu_the_cpu_tier_is_chosen_and_nothing_else_is_needed(serve, 
     assert selection["variantId"] == "tiny-llama-cpu"
     assert "processor" in s.page.locator("#capability-summary").inner_text()
     assert "no GPU" in s.page.locator("#choice-reason").inner_text()
-    assert s.lantern(".capabilities.wasm") == {"simd": True, "isolated": True, "threads": 2}
+    assert s.lantern(".capabilities.wasm") == {
+        "simd": True,
+        "isolated": True,
+        "sharedMemory": True,
+        "oneThreadReason": None,
+        "threads": 2,
+    }
     # The Settings switch offers only what can run here.
     assert s.page.evaluate("() => document.querySelector('#local-tier option[value=gpu]').disabled")
     assert not s.page.evaluate("() => document.querySelector('#local-tier option[value=cpu]').disabled")
@@ -132,7 +138,13 @@ def test_without_cross_origin_isolation_one_thread_and_it_says_so(serve, chromiu
     s = chromium(webgpu=False, tier=None)
     s.page.goto(server.url + "/")
     s.wait_state("needs-download")
-    assert s.lantern(".capabilities.wasm") == {"simd": True, "isolated": False, "threads": 1}
+    assert s.lantern(".capabilities.wasm") == {
+        "simd": True,
+        "isolated": False,
+        "sharedMemory": False,
+        "oneThreadReason": "not-isolated",
+        "threads": 1,
+    }
     assert "one thread" in s.page.locator("#capability-notes").inner_text()
     s.page.click("#download-button")
     assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready"
