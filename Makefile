@@ -18,8 +18,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # command (or file) the project needs -> Debian package that provides it (only missing ones are
 # installed; a machine with Node.js from elsewhere keeps it). Mesa's lavapipe Vulkan driver gives the
 # f16 kernel test a WebGPU adapter with shader-f16, which Chromium's SwiftShader lacks.
-APT_NEEDS := emcc:emscripten chromium:chromium npm:npm /usr/share/vulkan/icd.d/lvp_icd.*.json:mesa-vulkan-drivers \
-  firefox-esr:firefox-esr WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb
+APT_NEEDS := emcc:emscripten chromium:chromium npm:npm /usr/share/vulkan/icd.d/lvp_icd.*.json:mesa-vulkan-drivers
+# Only the tests need these (make install-test): the page tests' other browser engines.
+APT_TEST_NEEDS := firefox-esr:firefox-esr WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb
 # llama-cpp-python compiles llama.cpp from source; use both cores.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # The server fallback's engine, built portably: a baseline x86-64 (AVX2, FMA, F16C, BMI2) with no native
@@ -35,7 +36,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 LLAMA_WHEEL_KEY := $(shell echo "$(LLAMA_CPP_VERSION) $(LLAMA_CMAKE_ARGS) $$($(PYTHON) -V 2>&1) $$(uname -m)" | sha256sum | cut -c1-16)
 LLAMA_WHEEL_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lantern/wheels/llama-cpp-python-$(LLAMA_WHEEL_KEY)
 
-.PHONY: help install install-test system-deps run build-model lint test test-fast bench clean
+.PHONY: help install install-test system-deps system-test-deps apt-packages run build-model lint test test-fast bench clean
 
 help:
 	@echo "make run        install everything, build the default model, serve http://$(HOST):$(PORT)"
@@ -48,7 +49,13 @@ help:
 # Debian packages: emcc links the WebGPU model library, chromium runs the browser tests; Firefox ESR (driven by
 # npm puppeteer-core) and WebKitGTK (WebKitWebDriver + MiniBrowser, on an Xvfb display) run them in the other engines.
 system-deps:
-	@missing=""; for need in $(APT_NEEDS); do what=$${need%%:*}; \
+	@$(MAKE) --no-print-directory apt-packages NEEDS="$(APT_NEEDS)"
+
+system-test-deps:
+	@$(MAKE) --no-print-directory apt-packages NEEDS="$(APT_TEST_NEEDS)"
+
+apt-packages:
+	@missing=""; for need in $(NEEDS); do what=$${need%%:*}; \
 	  command -v $$what >/dev/null 2>&1 || ls $$what >/dev/null 2>&1 || missing="$$missing $${need##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -103,7 +110,7 @@ $(WLLAMA_FILES) &: node_modules/.package-lock.json
 
 install: system-deps $(VENV)/.installed-app static/vendor/web-llm/index.js $(WLLAMA_FILES)
 
-install-test: install $(VENV)/.installed-test
+install-test: install system-test-deps $(VENV)/.installed-test
 
 build-model: install
 	$(PY) -m build_pipeline build $(DEFAULT_MODEL) --if-missing $(addprefix -q ,$(MODEL_QUANTS))

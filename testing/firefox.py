@@ -33,7 +33,7 @@ WEBGPU_PREFS = {"dom.webgpu.enabled": True, "gfx.webgpu.ignore-blocklist": True}
 def missing() -> str | None:
     """Why Firefox cannot be started here, or None."""
     if not Path(FIREFOX).exists():
-        return f"{FIREFOX} is missing: install Debian's firefox-esr (make system-deps)"
+        return f"{FIREFOX} is missing: install Debian's firefox-esr (make system-test-deps)"
     if not shutil.which("node"):
         return "node is missing (make system-deps)"
     if not (REPO / "node_modules" / "puppeteer-core").is_dir():

@@ -37,9 +37,9 @@ def minibrowser() -> str | None:
 def missing() -> str | None:
     """Why WebKit cannot be started here, or None."""
     if not Path(WEBKIT_DRIVER).exists() or not minibrowser():
-        return "WebKitWebDriver or MiniBrowser is missing: install Debian's webkit2gtk-driver (make system-deps)"
+        return "WebKitWebDriver or MiniBrowser is missing: install Debian's webkit2gtk-driver (make system-test-deps)"
     if not Path(XVFB).exists():
-        return "Xvfb is missing: install Debian's xvfb (make system-deps)"
+        return "Xvfb is missing: install Debian's xvfb (make system-test-deps)"
     try:
         import selenium  # noqa: F401
     except ImportError:
