@@ -126,33 +126,32 @@ def fresh_answer(s: PageSession, question: str, max_tokens: int) -> str:
     return s.ask(question, timeout=300_000)["text"]
 
 
-def test_stop_on_the_processor_tier_always_ends_the_answer(serve, chromium, smollm2_models):
-    server = serve(smollm2_models)
-    s = chromium(webgpu=False, tier=None)
+def local_engine_ready(serve, chromium, models, tier: str) -> tuple[PageSession, str]:
+    """The page downloaded `models` and started them on `tier` ("cpu": a browser without a GPU), greedy."""
+    server = serve(models)
+    s = chromium(webgpu=tier == "gpu", tier="gpu" if tier == "gpu" else None)
     s.page.goto(server.url + "/")
     s.wait_state("needs-download")
     s.page.click("#download-button")
-    assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.lantern(".error")
-    assert s.lantern(".engine.tier") == "cpu"
+    assert s.wait_state("ready", "engine-failed", "download-failed", timeout=600_000) == "ready", s.lantern(".error")
+    assert s.lantern(".engine.tier") == tier
     s.set_greedy()
+    return s, server.url
+
+
+def test_stop_on_the_processor_tier_always_ends_the_answer(serve, chromium, smollm2_models):
+    s, url = local_engine_ready(serve, chromium, smollm2_models, "cpu")
     before = fresh_answer(s, "What is the capital of Germany?", 24)
     assert "Berlin" in before
-    stress(s, server.url, seed=24)
+    stress(s, url, seed=24)
     # The same question in a new chat after all those stops: the same greedy answer.
     assert fresh_answer(s, "What is the capital of Germany?", 24) == before
 
 
 def test_stop_on_the_gpu_tier_always_ends_the_answer(serve, chromium, tiny_chat_models):
-    server = serve(tiny_chat_models)
-    s = chromium(webgpu=True, tier="gpu")
-    s.page.goto(server.url + "/")
-    s.wait_state("needs-download")
-    s.page.click("#download-button")
-    assert s.wait_state("ready", "engine-failed", timeout=600_000) == "ready", s.lantern(".error")
-    assert s.lantern(".engine.tier") == "gpu"
-    s.set_greedy()
+    s, url = local_engine_ready(serve, chromium, tiny_chat_models, "gpu")
     before = fresh_answer(s, "Hello", 12)
-    stress(s, server.url, seed=42)
+    stress(s, url, seed=42)
     assert fresh_answer(s, "Hello", 12) == before
 
 
@@ -179,14 +178,7 @@ ENGINE = "(await import('/static/js/record.js')).shared.localEngine"
 def test_a_crashed_processor_worker_costs_one_answer(serve, chromium, tiny_chat_models):
     """wllama leaves every call pending when its worker dies: Stop still ends that answer at once, and the
     next question replaces the silent worker instead of waiting for it for ever."""
-    server = serve(tiny_chat_models)
-    s = chromium(webgpu=False, tier=None)
-    s.page.goto(server.url + "/")
-    s.wait_state("needs-download")
-    s.page.click("#download-button")
-    assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.lantern(".error")
-    assert s.lantern(".engine.tier") == "cpu"
-    s.set_greedy()
+    s, _ = local_engine_ready(serve, chromium, tiny_chat_models, "cpu")
     before = fresh_answer(s, "Hello", 12)
     s.page.click("#new-chat")
     set_max_tokens(s, 1500)
