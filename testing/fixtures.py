@@ -244,6 +244,18 @@ class PageSession:
         return self.page.evaluate("() => window.lantern.state")
 
 
+def close_checking_states(sessions, evaluate, close) -> None:
+    """Close every page session; every page test also checks that the page kept to its state table
+    (static/js/state.js). `evaluate(session)` runs page JavaScript, `close(session)` ends the session."""
+    illegal = []
+    for session in sessions:
+        with contextlib.suppress(Exception):  # a crashed or closed page has nothing to report
+            illegal += evaluate(session)("() => (window.lantern && window.lantern.stateErrors) || []")
+        with contextlib.suppress(Exception):
+            close(session)
+    assert not illegal, f"the page made state moves static/js/state.js does not allow: {illegal}"
+
+
 @pytest.fixture
 def chromium(_playwright, _browsers):
     """chromium(webgpu=True) -> PageSession with a fresh context; closed after the test."""
@@ -301,17 +313,12 @@ def chromium(_playwright, _browsers):
         return session
 
     yield open_session
-    illegal = []
-    for session in opened:
-        with contextlib.suppress(Exception):  # a crashed or closed page has nothing to report
-            illegal += session.page.evaluate("() => (window.lantern && window.lantern.stateErrors) || []")
-        with contextlib.suppress(Exception):
-            session.context.close()
-    for browser in own_browsers:
-        with contextlib.suppress(Exception):
-            browser.close()
-    # Every page test also checks the page kept to its state table (static/js/state.js).
-    assert not illegal, f"the page made state moves static/js/state.js does not allow: {illegal}"
+    try:
+        close_checking_states(opened, lambda session: session.page.evaluate, lambda session: session.context.close())
+    finally:
+        for browser in own_browsers:
+            with contextlib.suppress(Exception):
+                browser.close()
 
 
 # ------------------------------------------------------------------------------------------ network faults
@@ -424,13 +431,7 @@ def _other_browser(make):
         return session
 
     yield open_session
-    illegal = []
-    for session in opened:
-        with contextlib.suppress(Exception):  # a crashed or closed page has nothing to report
-            illegal += session.evaluate("() => (window.lantern && window.lantern.stateErrors) || []")
-        with contextlib.suppress(Exception):
-            session.close()
-    assert not illegal, f"the page made state moves static/js/state.js does not allow: {illegal}"
+    close_checking_states(opened, lambda session: session.evaluate, lambda session: session.close())
 
 
 @pytest.fixture
