@@ -17,6 +17,7 @@ from build_pipeline.manifest import build_manifest
 from build_pipeline.model_config import ModelSpec
 from build_pipeline.model_package import index_params, package_manifest
 from build_pipeline.quantization import get_scheme
+from build_pipeline.stage_log import stage
 from build_pipeline.stages.compile import compile_libraries
 from build_pipeline.stages.quality import gate_variant
 from build_pipeline.stages.quantize import quantized_tensors
@@ -39,17 +40,21 @@ def build_variant(
     with staged_dir(final) as tmp:
         # quantize -> shards: the quantized tensors stream into the shard writer, filling `formats`
         formats: dict[str, dict] = {}
-        index = write_shards(model, scheme, quantized_tensors(model, scheme, formats), formats, tmp)
+        with stage("quantize+shards"):
+            index = write_shards(model, scheme, quantized_tensors(model, scheme, formats), formats, tmp)
         scheme = scheme.with_formats({base: f["format"] for base, f in formats.items()})
         files = write_package_files(model, scheme, tmp)
         libraries: list[dict] = []
         quality = None
         if compile_library:
-            libraries = compile_libraries(model, scheme, tmp, profile)
+            with stage("compile"):
+                libraries = compile_libraries(model, scheme, tmp, profile)
             (tmp / PACKAGE_MANIFEST_FILE).write_text(json.dumps(package_manifest(index_params(index)), indent=1))
             files += [PACKAGE_MANIFEST_FILE, *(lib["file"] for lib in libraries)]
-            report = verify_libraries(model, scheme, tmp, libraries, profile)
-            quality = gate_variant(model, scheme, tmp, report, profile)
+            with stage("verify"):
+                report = verify_libraries(model, scheme, tmp, libraries, profile)
+            with stage("quality"):
+                quality = gate_variant(model, scheme, tmp, report, profile)
         build_manifest(model.spec, model.config, scheme, tmp, index, libraries, files, server_gguf, formats, quality)
     return final
 

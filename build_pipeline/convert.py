@@ -9,14 +9,30 @@ from pathlib import Path
 import numpy as np
 
 from build_pipeline import float_quantizer
+from build_pipeline.contract import WEBLLM_DEVICE_FLOOR
 from build_pipeline.errors import BuildError
 from build_pipeline.families import Family, ModelConfig
 from build_pipeline.gguf_import import join_rows
-from build_pipeline.memory import rows_in_blocks
 from build_pipeline.quantization import Scheme, quantize_q4
 from build_pipeline.sources import SourceModel
 from build_pipeline.tensor_cache import iter_tensors, read_formats, read_index, read_tensor
-from build_pipeline.weight_formats import FLOAT, MLC_Q4, Q4_MIN, dequantize, get_format
+from build_pipeline.weight_formats import FLOAT, MLC_Q4, Q4_MIN, dequantize, get_format, is_aux_part, split_rows
+
+# The largest stored tensor a variant may have: WebGPU's default maxStorageBufferBindingSize (128 MiB), so
+# a model's required_limits stay at what every adapter offers (issue 19).
+BINDING_LIMIT = WEBLLM_DEVICE_FLOOR["maxStorageBufferBindingSize"]
+
+
+def _weight_base(name: str) -> str | None:
+    """The weight base name of the stored tensor that carries a quantized weight (q_weight, s0_q_weight)."""
+    for suffix in (".q_weight", ".s0_q_weight"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return None
+
+
+def _is_aux(name: str) -> bool:
+    return is_aux_part(name.rsplit(".", 1)[-1])
 
 
 def _load_group(source, param) -> np.ndarray:
@@ -70,6 +86,9 @@ def convert(
         quantize = scheme.quantized and param.kind in ("linear", "embedding")
         if quantize:
             shape, stored, fmt_name, source_type = _quantize(scheme, param, source)
+            # Within one WebGPU binding each (the embedding and output matrix can exceed it).
+            fmt, stored = split_rows(get_format(fmt_name), stored, BINDING_LIMIT)
+            fmt_name = fmt.name
         else:
             w = _load_group(source, param)
             shape = w.shape
@@ -101,11 +120,11 @@ def dense_params(named_tensors, formats: dict[str, str] | None = None) -> dict[s
     formats = formats or {}
     dense = {}
     for name, arr in tensors.items():
-        if name.endswith(".q_weight"):
-            base = name.removesuffix(".q_weight")
+        base = _weight_base(name)
+        if base is not None:
             fmt = get_format(formats.get(base, MLC_Q4.name))
             dense[f"{base}.weight"] = dequantize(fmt, [tensors[f"{base}.{s}"] for s in fmt.tensor_suffixes()])
-        elif not name.endswith((".q_scale", ".q_min")):
+        elif not _is_aux(name):
             dense[name] = np.asarray(arr, dtype=np.float32)
     return dense
 
@@ -133,9 +152,9 @@ class LazyDenseParams(Mapping):
         }
         self._formats = read_formats(variant_dir)
         self._names = [
-            n.removesuffix(".q_weight") + ".weight" if n.endswith(".q_weight") else n
+            f"{_weight_base(n)}.weight" if _weight_base(n) is not None else n
             for n in self._records
-            if not n.endswith((".q_scale", ".q_min"))
+            if not _is_aux(n) or _weight_base(n) is not None
         ]
 
     def _read(self, name: str) -> np.ndarray:
@@ -143,16 +162,29 @@ class LazyDenseParams(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         base = name.removesuffix(".weight")
-        if f"{base}.q_weight" in self._records:
+        if f"{base}.q_weight" in self._records or f"{base}.s0_q_weight" in self._records:
             fmt = get_format(self._formats.get(base, MLC_Q4.name))
             names = [f"{base}.{s}" for s in fmt.tensor_suffixes()]
-            rows = self._records[names[0]][1]["shape"][0]
-            # A block of rows at a time, reading only that block's stored bytes.
-            return rows_in_blocks(
-                rows,
-                DEQUANT_ROWS,
-                lambda a, b: dequantize(fmt, [read_tensor(*self._records[n], rows=(a, b)) for n in names]),
-            )
+            # Segments (mixed fused q/k/v, or row blocks of a weight too large for one binding) in turn, each a
+            # block of rows at a time, reading only that block's stored bytes.
+            spans, i = [], 0
+            for f, _ in fmt.segments or ((fmt, 0),):
+                n = len(f.tensor_suffixes())
+                spans.append((f, names[i : i + n], self._records[names[i]][1]["shape"][0]))
+                i += n
+            out = None
+            total, row = sum(rows for _, _, rows in spans), 0
+            for f, parts, rows in spans:
+                for a in range(0, rows, DEQUANT_ROWS):
+                    b = min(a + DEQUANT_ROWS, rows)
+                    block = dequantize(f, [read_tensor(*self._records[n], rows=(a, b)) for n in parts])
+                    if out is None:
+                        out = np.empty((total, block.shape[1]), dtype=np.float32)
+                    out[row + a : row + b] = block
+                row += rows
+            if out is None:
+                raise KeyError(name)  # a weight with no rows
+            return out
         if name not in self._records:
             raise KeyError(name)
         return self._read(name).astype(np.float32, copy=False)

@@ -1,49 +1,57 @@
 """Lossless import of quantized GGUF tensors into Lantern's weight formats (weight_formats.py).
 
 Re-quantizing an already 4-bit GGUF tensor rounds every weight a second time (Q4_1 -> MLC q4f32_1
-costs SmolLM2-135M 1.5x perplexity). Instead each GGUF block is re-expressed as integers plus a
-per-group scale (and minimum) that the compiled kernels evaluate to *the same float32 values*
-`gguf.quants.dequantize` yields:
+costs SmolLM2-135M 1.5x perplexity). Instead each GGUF block is re-expressed in a GGUF-native format
+with the block type's own bits per weight (issue 19): a 4-bit (Q8_0: 8-bit) plane plus a 1-bit (Q5_*) or
+2-bit (Q6_K) high plane, q = lo | hi << 4, and the block's scales as its own f16 bits (K types: the
+unsigned 6-bit / signed 8-bit sub-scales as bytes and the f16 d, dmin per super-block of 256). The
+kernels decode them to float32 and evaluate
 
-    Q4_0  (q - 8) * d                -> q4g32_sym          Q5_0  (q - 16) * d       -> q8g32_sym
-    Q4_1  q * d + m                  -> q4g32_min          Q5_1  q * d + m          -> q8g32_min
-    Q4_K  q * (d*sc) - dmin*m        -> q4g32_min          Q5_K  q * (d*sc) - dmin*m -> q8g32_min
-    Q8_0  q * d                      -> q8g32_sym          Q6_K  (q - 32) * (d*sc)  -> q8g16_sym (groups of 16)
+    Q4_0  (q - 8) * d        Q5_0  (q - 16) * d       Q8_0  (q - 128) * d     Q6_K  (q - 32) * (d*sc)
+    Q4_1  q * d + m          Q5_1  q * d + m          Q4_K / Q5_K  q * (d*sc) + -(dmin*mn)
+
+which is exact in float32 up to the one rounding at the add: the same values `gguf.quants.dequantize`
+yields. The stored tensors do not depend on the variant's dtype (f16 and f32 variants are identical).
 
 Only the block *scales* are decoded here (their byte layout); the integers are recovered from gguf's
-own dequantized values and the whole tensor is then checked bit for bit (f32 scales) against them,
-so a layout mistake can never slip through silently.
+own dequantized values and the stored tensors are then checked bit for bit against them (numpy's
+`dequantize`, what the kernels compute), so a layout mistake can never slip through silently.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from build_pipeline.errors import BuildError
 from build_pipeline.weight_formats import (
-    Q4_MIN,
-    Q4_SYM,
-    Q8_MIN,
-    Q8_MIN16,
-    Q8_SYM,
-    Q8_SYM16,
+    G_Q4_0,
+    G_Q4_1,
+    G_Q4_K,
+    G_Q5_0,
+    G_Q5_1,
+    G_Q5_K,
+    G_Q6_K,
+    G_Q8_0,
+    SegmentedFormat,
     WeightFormat,
     dequantize,
-    pack,
+    join_scales,
+    split_planes,
 )
 
 # GGUF type name -> (block elements, block bytes, format)
 LAYOUTS = {
-    "Q4_0": (32, 18, Q4_SYM),
-    "Q4_1": (32, 20, Q4_MIN),
-    "Q5_0": (32, 22, Q8_SYM),
-    "Q5_1": (32, 24, Q8_MIN),
-    "Q8_0": (32, 34, Q8_SYM),
-    "Q4_K": (256, 144, Q4_MIN),
-    "Q5_K": (256, 176, Q8_MIN),
-    "Q6_K": (256, 210, Q8_SYM16),
+    "Q4_0": (32, 18, G_Q4_0),
+    "Q4_1": (32, 20, G_Q4_1),
+    "Q5_0": (32, 22, G_Q5_0),
+    "Q5_1": (32, 24, G_Q5_1),
+    "Q8_0": (32, 34, G_Q8_0),
+    "Q4_K": (256, 144, G_Q4_K),
+    "Q5_K": (256, 176, G_Q5_K),
+    "Q6_K": (256, 210, G_Q6_K),
 }
 
 
@@ -53,29 +61,41 @@ def supported(type_name: str) -> bool:
 
 @dataclass
 class Imported:
-    """One weight in a Lantern format: integers [out, in], float32 scale (and minimum) per group."""
+    """One weight in a GGUF-native format: integers [out, in] (both planes), the float32 scale (and minimum)
+    per group they evaluate with, and the raw scale parts as stored (`native`: f16 bits "d"/"m" per group, or
+    K-quant bytes "sc"/"mn" per group and f16 bits "d"/"dmin" per super-block). A segmented weight (mixed
+    fused types) has `parts` instead."""
 
-    fmt: WeightFormat
-    q: np.ndarray
-    scale: np.ndarray
+    fmt: Any  # WeightFormat, or SegmentedFormat with `parts`
+    q: Any  # np.ndarray (None for a segmented weight)
+    scale: np.ndarray | None
     minimum: np.ndarray | None
     source_type: str
+    native: dict = field(default_factory=dict)
+    parts: list = field(default_factory=list)
 
-    def stored(self, scale_dtype: str) -> list[np.ndarray]:
-        """The tensors as written to the shards (q_weight, q_scale[, q_min])."""
-        out = [_pack_rows(self.q, self.fmt), self.scale.astype(scale_dtype)]
-        if self.minimum is not None:  # formats with a minimum (fmt.has_min)
-            out.append(self.minimum.astype(scale_dtype))
-        return out
+    def stored(self, scale_dtype: str = "float32") -> list[np.ndarray]:
+        """The tensors as written to the shards, in fmt.tensor_suffixes() order (independent of dtype)."""
+        if self.parts:
+            return [t for p in self.parts for t in p.stored(scale_dtype)]
+        return _pack_rows(self.q, self.fmt) + join_scales(self.fmt, self.native)
 
 
-def _pack_rows(q: np.ndarray, fmt: WeightFormat, rows: int = 4096) -> np.ndarray:
-    """`pack` a block of rows at a time: its uint32 temporaries for a whole 151,936-row embedding are over
-    1 GB, the build's peak (issue 12's memory bound); packed, the same rows are 136 MB."""
-    out = np.empty((q.shape[0], q.shape[1] // fmt.per_word), dtype=np.uint32)
+def _pack_rows(q: np.ndarray, fmt: WeightFormat, rows: int = 4096) -> list[np.ndarray]:
+    """`split_planes` a block of rows at a time: its uint32 temporaries for a whole 151,936-row embedding are
+    over 1 GB, the build's peak (issue 12's memory bound); packed, the same rows are ~70 MB."""
+    out: list[np.ndarray] = []
     for start in range(0, q.shape[0], rows):
-        out[start : start + rows] = pack(q[start : start + rows], fmt)
+        planes = split_planes(q[start : start + rows], fmt)
+        if not out:
+            out = [np.empty((q.shape[0], p.shape[1]), dtype=np.uint32) for p in planes]
+        for o, p in zip(out, planes, strict=True):
+            o[start : start + rows] = p
     return out
+
+
+def _bits16(blocks: np.ndarray, offset: int) -> np.ndarray:
+    return np.ascontiguousarray(blocks[:, offset : offset + 2]).view(np.uint16)[:, 0]
 
 
 def _f16(blocks: np.ndarray, offset: int) -> np.ndarray:
@@ -94,19 +114,29 @@ def _k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sc.astype(np.float32), mn.astype(np.float32)
 
 
-def _group_scales(type_name: str, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-group (scale, minimum) in float32 for [n_blocks, block_bytes]; minimum None if symmetric."""
+def _group_scales(type_name: str, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Per-group (scale, minimum) in float32 for [n_blocks, block_bytes] (minimum None if symmetric), and
+    the raw parts the format stores, per block: {name: [n_blocks, k]}."""
     if type_name in ("Q4_0", "Q5_0", "Q8_0"):
-        return _f16(blocks, 0)[:, None], None
+        d = _bits16(blocks, 0)
+        return _f16(blocks, 0)[:, None], None, {"d": d[:, None]}
     if type_name in ("Q4_1", "Q5_1"):
-        return _f16(blocks, 0)[:, None], _f16(blocks, 2)[:, None]
+        native = {"d": _bits16(blocks, 0)[:, None], "m": _bits16(blocks, 2)[:, None]}
+        return _f16(blocks, 0)[:, None], _f16(blocks, 2)[:, None], native
     if type_name in ("Q4_K", "Q5_K"):
         d, dmin = _f16(blocks, 0), _f16(blocks, 2)
         sc, mn = _k_scales(blocks[:, 4:16])
-        return d[:, None] * sc, -(dmin[:, None] * mn)
+        native = {
+            "sc": sc.astype(np.uint8),
+            "mn": mn.astype(np.uint8),
+            "d": _bits16(blocks, 0)[:, None],
+            "dmin": _bits16(blocks, 2)[:, None],
+        }
+        return d[:, None] * sc, -(dmin[:, None] * mn), native
     if type_name == "Q6_K":
-        sc = blocks[:, 192:208].view(np.int8).astype(np.float32)
-        return _f16(blocks, 208)[:, None] * sc, None
+        sc8 = np.ascontiguousarray(blocks[:, 192:208])
+        sc = sc8.view(np.int8).astype(np.float32)
+        return _f16(blocks, 208)[:, None] * sc, None, {"sc": sc8.view(np.uint8), "d": _bits16(blocks, 208)[:, None]}
     raise AssertionError(type_name)
 
 
@@ -136,7 +166,8 @@ def _import_rows(type_name: str, raw: np.ndarray, values: np.ndarray) -> Importe
             f"GGUF {type_name} tensor of {rows}x{cols} has {blocks.shape[0]} blocks",
             "the GGUF file is corrupt; download it again",
         )
-    scale, minimum = _group_scales(type_name, blocks)
+    scale, minimum, native = _group_scales(type_name, blocks)
+    native = {k: v.reshape(rows, -1) for k, v in native.items()}
     groups = cols // fmt.group
     scale = scale.reshape(rows, groups)
     minimum = None if minimum is None else minimum.reshape(rows, groups)
@@ -146,17 +177,17 @@ def _import_rows(type_name: str, raw: np.ndarray, values: np.ndarray) -> Importe
         q = np.rint(w / safe) + fmt.zero  # symmetric: the signed GGUF integer, stored offset by `zero`
     else:
         q = np.rint((w - minimum[..., None]) / safe)
-    q = np.clip(q, 0, fmt.levels - 1).astype(np.uint16 if fmt.bits > 8 else np.uint8).reshape(rows, cols)
-    out = Imported(fmt, q, scale.astype(np.float32), minimum, type_name)
+    top = (1 << (fmt.bits + fmt.hi_bits)) - 1
+    q = np.clip(q, 0, top).astype(np.uint8).reshape(rows, cols)
+    out = Imported(fmt, q, scale.astype(np.float32), minimum, type_name, native)
     check_exact(out, values)
     return out
 
 
 def check_exact(item: Imported, values: np.ndarray) -> None:
-    """The kernel's float32 evaluation must reproduce gguf's values (zeros compared as values)."""
-    got = dequantize(
-        item.fmt, [pack(item.q, item.fmt), item.scale] + ([item.minimum] if item.minimum is not None else [])
-    )
+    """The kernel's float32 evaluation of the stored tensors must reproduce gguf's values (zeros compared
+    as values)."""
+    got = dequantize(item.fmt, item.stored())
     want = values.astype(np.float32, copy=False)
     # `+ 0` turns -0.0 into +0.0: (q - 8) * d and q * d - 8 * d differ only in the sign of a zero.
     if not np.array_equal((got + np.float32(0)).view(np.uint32), (want + np.float32(0)).view(np.uint32)):
@@ -168,49 +199,41 @@ def check_exact(item: Imported, values: np.ndarray) -> None:
         )
 
 
-# The zero point of each symmetric GGUF type's own unsigned integers (all powers of two).
-_NATURAL_ZERO = {"Q4_0": 8, "Q5_0": 16, "Q6_K": 32, "Q8_0": 128}
-
-
-def _as_general(item: Imported, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(q, scale, minimum) with w = q * scale + minimum, groups split down to `group`.
-
-    Symmetric types go back to their own unsigned integers (Q6_K: 0..63, not 96..159): then q * scale
-    stays exact in float32 (Q6_K's scale d*sc already has 18 significant bits) and minimum =
-    -zero * scale is exact too, so the one rounding at the add reproduces gguf's value."""
-    rep = item.fmt.group // group
-    scale = np.repeat(item.scale, rep, axis=1)
-    if item.minimum is not None:  # fmt.has_min
-        return item.q, scale, np.repeat(item.minimum, rep, axis=1)
-    natural = _NATURAL_ZERO[item.source_type]
-    q = item.q.astype(np.int16) - (item.fmt.zero - natural)
-    return q.astype(np.uint8), scale, -np.float32(natural) * scale
+def _concat(parts: list[Imported]) -> Imported:
+    """Row-concatenation of imports of one format."""
+    fmt = parts[0].fmt
+    native = {k: np.concatenate([p.native[k] for p in parts]) for k in parts[0].native}
+    minimum = np.concatenate([p.minimum for p in parts]) if parts[0].minimum is not None else None
+    source = "+".join(dict.fromkeys(p.source_type for p in parts))
+    return Imported(
+        fmt,
+        np.concatenate([p.q for p in parts]),
+        np.concatenate([p.scale for p in parts]),
+        minimum,
+        source,
+        native,
+    )
 
 
 def join_rows(parts: list[Imported], values: np.ndarray) -> Imported:
     """Concatenate imported tensors along the output axis (fused q/k/v, gate/up).
 
-    Equal formats concatenate as they are; mixed ones (e.g. Q4_K q/k with a Q6_K v) go to the 8-bit
-    format with a minimum and the smallest group, which holds each of them exactly."""
-    if len(parts) == 1:
-        return parts[0]
-    fmts = {p.fmt for p in parts}
-    source = "+".join(dict.fromkeys(p.source_type for p in parts))
-    if len(fmts) == 1:
-        fmt = parts[0].fmt
-        minimum = np.concatenate([p.minimum for p in parts]) if fmt.has_min else None
-        return Imported(
-            fmt, np.concatenate([p.q for p in parts]), np.concatenate([p.scale for p in parts]), minimum, source
-        )
-    group = min(p.fmt.group for p in parts)
-    fmt = Q8_MIN16 if group == 16 else Q8_MIN
-    general = [_as_general(p, group) for p in parts]
-    out = Imported(
-        fmt,
-        np.concatenate([g[0] for g in general]).astype(np.uint8),
-        np.concatenate([g[1] for g in general]),
-        np.concatenate([g[2] for g in general]),
-        source,
-    )
+    Equal formats concatenate as they are; mixed ones (e.g. Q4_K q/k with a Q6_K v) become a segmented
+    weight: each run of rows keeps its own format, so nothing is widened."""
+    flat = [q for p in parts for q in (p.parts or [p])]
+    if len(flat) == 1:
+        return flat[0]
+    runs: list[list[Imported]] = []
+    for p in flat:
+        if runs and runs[-1][0].fmt == p.fmt:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    segs = [_concat(r) if len(r) > 1 else r[0] for r in runs]
+    if len(segs) == 1:
+        return segs[0]
+    fmt = SegmentedFormat(tuple((s.fmt, s.q.shape[0]) for s in segs))
+    source = "+".join(dict.fromkeys(t for s in segs for t in s.source_type.split("+")))
+    out = Imported(fmt, None, None, None, source, parts=segs)
     check_exact(out, values)
     return out

@@ -6,9 +6,10 @@ of a word at bits 4r), `scale = max|w| / 7`, `q = clip(round(w / scale) + 7, 0, 
 activations, norms, biases and scales.
 
 q4fXX_asym (Lantern's): per-tensor formats (weight_formats.py). Quantized GGUF tensors are imported
-losslessly (gguf_import.py: 4-bit blocks as 4-bit groups with a scale and a minimum, wider blocks as
-8-bit groups); float weights get asymmetric 4-bit groups of 32 with a searched scale and minimum
-(float_quantizer.py). The per-weight formats a variant ended up with are recorded in its tensor cache
+losslessly in GGUF-native formats with the block type's own bits per weight and its f16 scales as stored
+bits (gguf_import.py; fused tensors of mixed types as row segments, one format each), identical for the
+f16 and f32 variants; float weights get asymmetric 4-bit groups of 32 with a searched scale and minimum
+in the variant's dtype (float_quantizer.py). The per-weight formats a variant ended up with are recorded in its tensor cache
 and travel with the scheme into the compiler (`Scheme.with_formats`).
 """
 

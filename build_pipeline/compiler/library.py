@@ -93,8 +93,24 @@ def compile_executable(family, config, scheme, settings, profile: Profile, targe
 
     mod, params = export_ir(family, config, scheme, target, settings)
     meta = library_metadata(config, scheme, settings, params, profile)
-    ex = tvm.compile(mod, target=target, relax_pipeline=build_pipeline(target, profile, meta))
+    current = tvm.transform.PassContext.current()
+    with tvm.transform.PassContext(opt_level=current.opt_level, config={**current.config, **pass_config(config)}):
+        ex = tvm.compile(mod, target=target, relax_pipeline=build_pipeline(target, profile, meta))
     return ex, meta
+
+
+def pass_config(config) -> dict:
+    """TVM pass options a model's kernels need.
+
+    TVM 0.27's TIR common-subexpression elimination breaks the paged KV cache's prefill kernels
+    (batch_prefill_paged_kv / _ragged_kv) when they apply Llama-3 RoPE scaling at head_dim 64: "variable
+    cse_v23 has been used before definition" (found building Llama-3.2-1B's shapes; head_dim 16 and the
+    same shapes without the scaling compile). Without that pass they compile, for WebGPU and the CPU
+    alike, and the shader compilers eliminate common subexpressions themselves."""
+    scaling = getattr(config, "rope_scaling", None) or {}
+    if (scaling.get("rope_type") or scaling.get("type")) == "llama3":
+        return {"tirx.disable_cse_tir": True}
+    return {}
 
 
 def webgpu_source(ex) -> str:

@@ -38,6 +38,24 @@ _PRE_TOKENIZERS = {
             {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
         ],
     },
+    # Llama 3 (tiktoken's cl100k split: numbers in runs of up to three digits), then byte-level mapping.
+    "llama-bpe": {
+        "type": "Sequence",
+        "pretokenizers": [
+            {
+                "type": "Split",
+                "behavior": "Isolated",
+                "invert": False,
+                "pattern": {
+                    "Regex": (
+                        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                        r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+                    )
+                },
+            },
+            {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
+        ],
+    },
 }
 
 

@@ -15,8 +15,7 @@ from build_pipeline.chat_config import build_chat_config
 from build_pipeline.contract import CHAT_CONFIG_FILE, TENSOR_CACHE_FILE
 from build_pipeline.stages.quantize import quantized_tensors
 from build_pipeline.tensor_cache import ShardWriter
-
-WEIGHT_PARTS = ("q_weight", "q_scale", "q_min")
+from build_pipeline.weight_formats import is_aux_part, is_weight_part
 
 
 def write_shards(
@@ -33,9 +32,9 @@ def write_shards(
         disable=None,
     )
     for name, array, count in tensors:
-        info = formats.get(name.rsplit(".", 1)[0]) if name.rsplit(".", 1)[-1] in WEIGHT_PARTS else None
+        info = formats.get(name.rsplit(".", 1)[0]) if is_weight_part(name.rsplit(".", 1)[-1]) else None
         writer.add(name, array, count, info["format"] if info else None, info["source_type"] if info else None)
-        if not name.endswith((".q_scale", ".q_min")):
+        if not is_aux_part(name.rsplit(".", 1)[-1]):
             bar.update(1)
     bar.close()
     return writer.finish()

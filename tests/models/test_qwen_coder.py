@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from build_pipeline.contract import CHAT_CONFIG_FILE, VERIFY_FILE
+from build_pipeline.contract import CHAT_CONFIG_FILE, VERIFY_FILE, WEBLLM_DEVICE_FLOOR
 from build_pipeline.manifest import read_manifest
 from testing.browser_harness.builds import cached_build, qwen_coder_spec
 from testing.browser_harness.server import HarnessServer, find_webllm, harness_page, load_variant
@@ -61,13 +61,21 @@ def test_qwen_coder_default_variant_is_verified_and_quality_gated(quantization):
     # Every GGUF tensor type of this file (Q4_K, Q5_0, Q6_K, Q8_0) is imported without re-rounding.
     sources = {s for f in manifest.weight_formats.values() for s in f["sources"]}
     assert {"Q4_K", "Q5_0", "Q6_K", "Q8_0"} <= {p for s in sources for p in s.split("+")}, sources
+    # Issue 19: the GGUF's own size (its blocks stored natively), and every buffer within WebGPU's default
+    # limits (the 151,936 x 896 Q8_0 output matrix is split into row blocks), so any adapter can run it.
+    gguf_bytes = Path(spec.source.path).stat().st_size
+    assert manifest.download_bytes <= 1.03 * gguf_bytes, (manifest.download_bytes, gguf_bytes)
+    for limit in ("maxStorageBufferBindingSize", "maxBufferSize"):
+        assert manifest.required_limits[limit] <= WEBLLM_DEVICE_FLOOR[limit], manifest.required_limits
     chat = json.loads((variant / CHAT_CONFIG_FILE).read_text())
     vocab = json.loads((variant / "tokenizer.json").read_text())["added_tokens"]
     ids = {t["content"]: t["id"] for t in vocab}
     assert {ids["<|im_end|>"], ids["<|endoftext|>"]} <= set(chat["conv_template"]["stop_token_ids"])
     assert chat["conv_template"]["roles"]["user"] == "<|im_start|>user\n"  # ChatML
     print(
-        f"\nQwen2.5-Coder-0.5B {quantization}: {manifest.bits_per_param:.2f} bits/param, perplexity ratio "
+        f"\nQwen2.5-Coder-0.5B {quantization}: download {manifest.download_bytes / gguf_bytes:.4f}x the GGUF, "
+        f"largest binding {manifest.required_limits['maxStorageBufferBindingSize'] / 2**20:.1f} MiB, "
+        f"{manifest.bits_per_param:.2f} bits/param, perplexity ratio "
         f"{quality['ratio']:.5f} vs q0f32 over {quality['eval_tokens']} tokens; {report['summary']}"
     )
 

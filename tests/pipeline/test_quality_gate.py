@@ -144,10 +144,11 @@ def test_quantized_gguf_builds_losslessly_for_webgpu_and_cpu(tmp_path):
     variant = build(spec, "q4f32_asym", tmp_path / "out")
     manifest = read_manifest(variant)
     assert manifest.weight_formats == {
-        "q8g32_sym": {"weights": 3, "sources": ["Q8_0"]},  # embedding (tied lm_head) + 2 down_proj
-        "q8g32_min": {"weights": 2, "sources": ["Q4_1", "Q5_0"]},  # fused q/k/v
-        "q4g32_sym": {"weights": 2, "sources": ["Q4_0"]},
-        "q4g32_min": {"weights": 2, "sources": ["Q4_1"]},
+        "gguf_q8_0": {"weights": 3, "sources": ["Q8_0"]},  # embedding (tied lm_head) + 2 down_proj
+        # fused q/k/v: each part in its own format (one linear per segment)
+        "seg:gguf_q4_1*96+gguf_q5_0*32": {"weights": 2, "sources": ["Q4_1", "Q5_0"]},
+        "gguf_q4_0": {"weights": 2, "sources": ["Q4_0"]},
+        "gguf_q4_1": {"weights": 2, "sources": ["Q4_1"]},
     }
     report = json.loads((variant / VERIFY_FILE).read_text())
     assert report["passed"]
