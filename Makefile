@@ -108,7 +108,15 @@ $(WLLAMA_FILES) &: node_modules/.package-lock.json
 	cp node_modules/@wllama/wllama/esm/multi-thread/wllama.wasm static/vendor/wllama/multi-thread/
 	cp node_modules/@wllama/wllama/LICENCE static/vendor/wllama/LICENCE
 
-install: system-deps $(VENV)/.installed-app static/vendor/web-llm/index.js $(WLLAMA_FILES)
+# hash-wasm's SHA-256 (one 18 KB UMD file, MIT): the download worker hashes each file as it streams in,
+# so no file is ever held whole in memory to be checked.
+static/vendor/hash-wasm/sha256.umd.min.js: node_modules/.package-lock.json
+	mkdir -p static/vendor/hash-wasm
+	cp node_modules/hash-wasm/dist/sha256.umd.min.js $@
+	cp node_modules/hash-wasm/LICENSE static/vendor/hash-wasm/LICENSE
+
+install: system-deps $(VENV)/.installed-app static/vendor/web-llm/index.js $(WLLAMA_FILES) \
+  static/vendor/hash-wasm/sha256.umd.min.js
 
 install-test: install system-test-deps $(VENV)/.installed-test
 

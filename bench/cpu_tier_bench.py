@@ -47,7 +47,8 @@ MEASURE = """async ([threads, prompt, nTokens, leanFirst]) => {
   }
 
   async function stock() {
-    const blob = await (await fetch(v.base_url + v.gguf)).blob();
+    const blobs = await Promise.all((v.gguf_parts || [v.gguf]).map(async (name) =>
+      new File([await (await fetch(v.base_url + name)).blob()], name)));  // one GGUF or its split parts
     const config = await (await fetch(v.base_url + v.files.find((f) => f.role === 'chat_config').path)).json();
     const text = promptPieces(config.conv_template, messages).join('');
     const base = new URL('/static/vendor/wllama/', location.href);
@@ -55,7 +56,7 @@ MEASURE = """async ([threads, prompt, nTokens, leanFirst]) => {
                            'multi-thread/wllama.wasm': new URL('multi-thread/wllama.wasm', base).href },
                          { suppressNativeLog: true });
     const t = performance.now();
-    await w.loadModel([blob], { n_ctx: v.context_window, n_threads: threads, n_batch: 512 });
+    await w.loadModel(blobs, { n_ctx: v.context_window, n_threads: threads, n_batch: 512 });
     const load = (performance.now() - t) / 1000;
     const promptTokens = (await w.tokenize(text, true)).length;
     let first = null, last = null, n = 0;

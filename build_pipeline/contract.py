@@ -26,6 +26,7 @@ TOKENIZER_FILE = "tokenizer.json"  # the tokenizer web-llm loads (tokenizer_file
 VERIFY_FILE = "verify.json"  # the build's parity report (compiler/verify.py); never served
 SERVER_GGUF_FILE = "model.gguf"  # llama.cpp weights, one per model beside its variants (gguf_export.py)
 SERVER_GGUF_SIDECAR = "model.gguf.json"  # what that GGUF was exported from (gguf_export.py)
+CPU_TIER_PARTS_DIR = "cpu-gguf"  # beside model.gguf: its gguf-split parts for the browser (cpu_tier.py)
 
 
 def library_file_name(model_id: str, scheme_name: str, profile: str) -> str:
@@ -97,12 +98,27 @@ class CpuTierGguf(ServerGguf):
     type: str | None  # the GGUF's main tensor type (Q8_0, ...)
 
 
-class CpuTierNeeds(TypedDict):
+class CpuTierPart(TypedDict):
+    """One file wllama loads, relative to the variant dir: `../model.gguf` itself, or one of its
+    gguf-split parts (`../cpu-gguf/model-00001-of-00003.gguf`)."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+class _CpuTierSplit(TypedDict, total=False):
+    # What the browser downloads and wllama loads, in this order; absent in older manifests (the whole GGUF).
+    parts: list[CpuTierPart]
+    part_max_bytes: int
+
+
+class CpuTierNeeds(_CpuTierSplit):
     """The in-browser CPU tier (wllama) and what it needs of the device (cpu_tier.py)."""
 
     engine: str
     engine_version: str
-    gguf: CpuTierGguf
+    gguf: CpuTierGguf  # the whole GGUF (the server's)
     context_window: int
     ram_bytes: int
     preferred_on_software_adapter: bool
@@ -140,6 +156,8 @@ class Manifest:
     software_library: LibraryEntry | None = None
     server_gguf: ServerGguf | None = None
     cpu_tier: CpuTierNeeds | None = None
+    # The per-device answer check (probe.py): prompt, token count and the verified CPU build's tokens.
+    probe: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)

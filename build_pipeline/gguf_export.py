@@ -22,6 +22,7 @@ import gguf
 import numpy as np
 from tokenizers import Tokenizer
 
+from build_pipeline import cpu_tier
 from build_pipeline.contract import SERVER_GGUF_FILE, SERVER_GGUF_SIDECAR, TOKENIZER_FILE
 from build_pipeline.errors import BuildError
 from build_pipeline.families import get_family
@@ -60,16 +61,21 @@ def staged_server_gguf(model, model_dir: Path):
     model_dir = Path(model_dir)
     created = not model_dir.exists()
     staged, problem, entry, fingerprint = None, None, None, None
+    split, staged_parts = None, None
     try:
         entry, staged, fingerprint = prepare_server_gguf(model, model_dir)
+        # The browser's copy (cpu_tier.py): parts of at most cpu_tier.PART_MAX_BYTES, staged the same way.
+        split, staged_parts = cpu_tier.prepare_parts(staged or server_gguf_path(model_dir), entry, model_dir)
     except Exception as exc:  # noqa: BLE001 - reported after the variants (see above)
         problem = exc
     try:
-        yield entry
+        # The manifest's cpu_tier block lists the parts (cpu_tier.cpu_tier); the sidecar keeps `entry` alone.
+        yield entry if entry is None or split is None else {**entry, "cpu_parts": split}
     except BaseException:
         if staged is not None:
             with contextlib.suppress(OSError):
                 staged.unlink()
+        cpu_tier.discard_parts(staged_parts)
         if created:
             with contextlib.suppress(OSError):
                 model_dir.rmdir()  # only if nothing else is in it
@@ -77,6 +83,8 @@ def staged_server_gguf(model, model_dir: Path):
     if staged is not None:
         assert entry is not None and fingerprint is not None  # prepared together with `staged`
         commit_server_gguf(model_dir, staged, entry, fingerprint)
+    if split is not None:
+        cpu_tier.commit_parts(model_dir, staged_parts, split)
     if problem is not None:
         why = problem if isinstance(problem, BuildError) else f"{type(problem).__name__}: {problem}"
         print(f"warning: no server fallback GGUF for {model.spec.id}: {why}", file=sys.stderr)

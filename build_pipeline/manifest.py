@@ -14,6 +14,7 @@ from build_pipeline.contract import (
     MANIFEST_FILE,
     PACKAGE_MANIFEST_FILE,
     SCHEMA_VERSION,
+    VERIFY_FILE,
     FileEntry,
     LibraryEntry,
     Manifest,
@@ -26,6 +27,7 @@ from build_pipeline.contract import (
 from build_pipeline.cpu_tier import cpu_tier
 from build_pipeline.errors import BuildError
 from build_pipeline.model_package import index_params
+from build_pipeline.probe import probe_from_report
 from build_pipeline.tensor_cache import file_sha256
 
 
@@ -92,13 +94,16 @@ def build_manifest(
             "maxBufferSize": needs["max_storage_buffer_binding_size"],
         },
         "estimated_gpu_memory_bytes": needs["estimated_memory_bytes"],
+        # The per-device answer check (probe.py): the verified CPU build's greedy tokens for a short fixed
+        # prompt, which the page compares with the GPU's on the first load of this variant on an adapter.
+        "probe": probe_from_report(_verify_report(variant_dir) if libraries else None, variant_dir),
         # web-llm's model package (checks library vs weights vs device before loading), when compiled.
         "package_manifest": PACKAGE_MANIFEST_FILE if PACKAGE_MANIFEST_FILE in extra_files else None,
         "library": library,
         "software_library": software_library,
         # llama.cpp weights for the server fallback (one per model, outside `files`: a WebGPU browser never
         # fetches it) ...
-        "server_gguf": server_gguf,
+        "server_gguf": {k: v for k, v in server_gguf.items() if k != "cpu_parts"} if server_gguf else None,
         # ... and for the in-browser CPU tier (wllama), with what that needs of the device.
         "cpu_tier": cpu_tier(model_config, spec.context_window, server_gguf),
         "files": files,
@@ -106,6 +111,11 @@ def build_manifest(
     manifest = parse_manifest(fields)  # what is written must read back: the contract checks it here
     (variant_dir / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=1))
     return manifest
+
+
+def _verify_report(variant_dir: Path) -> dict | None:
+    path = Path(variant_dir) / VERIFY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def format_summary(formats: dict) -> dict:

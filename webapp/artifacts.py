@@ -24,6 +24,7 @@ from flask import Blueprint, abort, current_app, send_file
 
 from build_pipeline.contract import (
     CHAT_CONFIG_FILE,
+    CPU_TIER_PARTS_DIR,
     MANIFEST_FILE,
     CpuTierNeeds,
     FileEntry,
@@ -91,7 +92,7 @@ class CpuTier:
     model: str
     needs: CpuTierNeeds  # the manifest's cpu_tier block
     revision: str
-    files: dict[str, FileEntry]  # name -> {"path", "bytes", "sha256"} (what the page sees)
+    files: dict[str, FileEntry]  # name -> {"path", "bytes", "sha256"} (what the page sees): GGUF parts first
     sources: dict[str, Path]  # name -> absolute Path on disk
 
     @property
@@ -110,18 +111,29 @@ def _file_of(library: LibraryEntry | None) -> str | None:
 
 
 def cpu_tier_of(variant: Variant) -> CpuTier | None:
-    """The CPU tier described by one variant's manifest, if its GGUF is really there beside it."""
+    """The CPU tier described by one variant's manifest, if its GGUF parts are really there beside it.
+
+    The parts (the model's own model.gguf, or its gguf-split parts in <model>/cpu-gguf/) are served by
+    their file names, in the manifest's order: the order wllama loads them in.
+    """
     needs = variant.manifest.cpu_tier
     if needs is None:
         return None
     gguf = needs["gguf"]
+    parts = needs.get("parts") or [{"path": gguf["path"], "bytes": gguf["bytes"], "sha256": gguf["sha256"]}]
     model_dir = variant.directory.parent.resolve()
-    source = (variant.directory / gguf["path"]).resolve()
-    if source.parent != model_dir or not source.is_file():  # only the model's own model.gguf
-        return None
-    name = source.name
-    files: dict[str, FileEntry] = {name: {"path": name, "bytes": gguf["bytes"], "sha256": gguf["sha256"]}}
-    sources = {name: source}
+    files: dict[str, FileEntry] = {}
+    sources: dict[str, Path] = {}
+    for part in parts:
+        source = (variant.directory / part["path"]).resolve()
+        # only the model's own model.gguf or its parts
+        if source.parent not in (model_dir, model_dir / CPU_TIER_PARTS_DIR) or not source.is_file():
+            return None
+        name = source.name
+        if name in files or name in CPU_TIER_FILES:
+            return None
+        files[name] = {"path": name, "bytes": part["bytes"], "sha256": part["sha256"]}
+        sources[name] = source
     for extra in CPU_TIER_FILES:
         entry = variant.files.get(extra)
         if entry is None:

@@ -72,13 +72,16 @@ def describe_variant(variant: Variant) -> dict:
         "generation": variant.generation,
         # Measured by the build (perplexity vs the unquantized model); the label is worded here, not on the page.
         "quality": describe_quality(m.quality),
+        # The answer check the page runs on the first load on an adapter (build_pipeline/probe.py).
+        "probe": m.probe,
     }
 
 
 def describe_cpu_tier(tier: CpuTier) -> dict:
     """The in-browser CPU tier in the shape of a variant (the page's downloader and cache handle both)."""
     files = [{**f, "role": file_role(f["path"])} for f in tier.files.values()]
-    gguf = next(f for f in files if f["role"] == "gguf")
+    # What wllama loads, in order: one GGUF, or its gguf-split parts (each an ordinary file of the tier).
+    parts = [f["path"] for f in files if f["role"] == "gguf"]
     return {
         "id": tier.id,
         "tier": "cpu",
@@ -87,7 +90,9 @@ def describe_cpu_tier(tier: CpuTier) -> dict:
         "context_window": tier.needs["context_window"],
         "ram_bytes": tier.needs["ram_bytes"],
         "preferred_on_software_adapter": tier.needs["preferred_on_software_adapter"],
-        "gguf": gguf["path"],
+        "gguf": parts[0],
+        "gguf_parts": parts,
+        "part_max_bytes": tier.needs.get("part_max_bytes"),
         "download_bytes": download_bytes(list(tier.files.values())),
         "revision": tier.revision,
         "base_url": files_base() + tier.base_path(),

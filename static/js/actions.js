@@ -8,6 +8,10 @@ import * as view from "./view.js";
 export const offerServer = (reason) => ({ label: "Answer on the server instead", id: "offer-server", onClick: () => useServer(reason) });
 export const offerCpu = { label: "Run it on my processor instead", id: "offer-cpu", onClick: () => switchTier("cpu") };
 export const retryDownload = { label: "Retry download", id: "retry-download", onClick: () => startDownload() };
+/** The browser cannot store the files: download them into this page's memory (verified the same way). */
+export const runFromMemory = {
+  label: "Run it from memory for this visit (nothing is stored)", id: "run-from-memory", onClick: () => startDownload({ memory: true }),
+};
 export const reloadPage = { label: "Reload the page", id: "reload-page", onClick: () => location.reload() };
 
 /** A lost GPU first gets a reload; lost again in this session, the server is offered as well. */

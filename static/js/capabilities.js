@@ -1,6 +1,8 @@
 // What this browser and GPU can do, measured before anything is downloaded.
 // Only requestAdapter() is called (no device is created): cheap, and enough to read features and limits.
 
+import { wrongBuilds } from "./probe.js";
+
 export const LIMIT_NAMES = [
   "maxBufferSize",
   "maxStorageBufferBindingSize",
@@ -54,7 +56,7 @@ async function detectWebGPU() {
   const isFallbackAdapter = Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false);
   const label = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ");
   const software = isFallbackAdapter || SOFTWARE_ADAPTERS.test(label);
-  return {
+  const report = {
     available: true,
     code: null,
     reason: null,
@@ -71,6 +73,9 @@ async function detectWebGPU() {
     shaderF16: features.includes("shader-f16"),
     limits,
   };
+  // Builds that computed wrong answers on this adapter before (probe.js): choose.js skips them.
+  report.wrongBuilds = wrongBuilds(report);
+  return report;
 }
 
 function describeAdapter(info) {

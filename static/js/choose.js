@@ -5,6 +5,7 @@
 
 import { ONE_THREAD_BECAUSE } from "./capabilities.js";
 import { formatBytes } from "./format.js";
+import { buildKey } from "./probe.js";
 
 const F16 = "shader-f16";
 
@@ -137,7 +138,12 @@ export function chooseVariant(caps, model, { cachedBytes = 0, tier = "auto" } = 
   const cpu = chooseCpu(caps, model, { cachedBytes });
   const tiers = [gpu, cpu].filter((r) => r.ok && r.canChat).map((r) => r.tier);
   let chosen;
-  if (tier === "gpu" || tier === "cpu") {
+  const wrongOnGpu = gpu.problems.length > 0 && gpu.problems[0].code === "wrong-answers";
+  if (tier === "gpu" && wrongOnGpu && cpu.ok) {
+    // The GPU computed wrong answers with every build: the processor is the next rung, whatever Settings say.
+    chosen = cpu;
+    cpu.reason = `${gpu.problems[0].message} Lantern runs ${model.name} on your processor instead.`;
+  } else if (tier === "gpu" || tier === "cpu") {
     chosen = tier === "gpu" ? gpu : cpu;
   } else if (gpu.ok && gpu.canChat && !(caps.webgpu.software && cpu.ok && model.cpu.preferred_on_software_adapter)) {
     chosen = gpu;
@@ -173,8 +179,20 @@ export function chooseGpu(caps, model, { cachedBytes = 0 } = {}) {
     return result;
   }
 
-  const checked = model.variants.map((v) => forAdapter(v, gpu.software)).map((v) => ({ variant: v, ...shortfalls(v, gpu) }));
+  const wrong = new Set(gpu.wrongBuilds || []);
+  const all = model.variants.map((v) => forAdapter(v, gpu.software)).map((v) => ({ variant: v, ...shortfalls(v, gpu) }));
+  // Builds this GPU answered wrongly with in the answer check (probe.js) are never used on it again.
+  const failed = all.filter((c) => wrong.has(buildKey(c.variant)));
+  const checked = all.filter((c) => !wrong.has(buildKey(c.variant)));
   const usable = checked.filter((c) => c.missingFeatures.length === 0 && c.limits.length === 0);
+  if (usable.length === 0 && failed.length > 0) {
+    const builds = failed.map((c) => c.variant.quantization).join(" and ");
+    result.problems.push(problem("wrong-answers",
+      `Your GPU (${gpu.name}) computed wrong answers with the ${builds} build of ${model.name} in Lantern's ` +
+      "answer check, so Lantern doesn't use it there."));
+    result.summary = `${model.name} can't run correctly on this GPU.`;
+    return result;
+  }
   if (usable.length === 0) {
     const onlyF16 = checked.every((c) => c.missingFeatures.length === 1 && c.missingFeatures[0] === F16
       && c.limits.length === 0);
@@ -216,7 +234,11 @@ export function chooseGpu(caps, model, { cachedBytes = 0 } = {}) {
   result.canChat = Boolean(chosen.library);
 
   const hasF16Builds = model.variants.some(needsF16);
-  if (needsF16(chosen)) {
+  if (failed.length > 0) {
+    const builds = failed.map((c) => c.variant.quantization).join(" and ");
+    result.reason = `Your GPU computed wrong answers with the ${builds} build in Lantern's answer check, ` +
+      `so Lantern uses the ${chosen.quantization} build.`;
+  } else if (needsF16(chosen)) {
     result.reason = `Your GPU supports 16-bit float shaders (shader-f16), so Lantern uses the ${chosen.quantization} build.`;
   } else if (!gpu.shaderF16 && hasF16Builds) {
     result.reason = `Your GPU has no 16-bit float shaders (shader-f16), so Lantern uses the ${chosen.quantization} build (32-bit math).`;

@@ -9,7 +9,7 @@
 // temperature + top_p only (no top_k / min_p), as in web-llm and the server, so greedy answers equal
 // the server's on the same GGUF.
 
-import { fileUrl, fileWithRole, scopeFor } from "./downloader.js";
+import { fileUrl, fileWithRole, scopeFor, storedFile } from "./downloader.js";
 import { EngineError } from "./engines.js";
 import { promptPieces, promptTokenIds } from "./prompt.js";
 import { AnswerStream } from "./stream.js";
@@ -54,9 +54,22 @@ class StopScanner {
 }
 
 async function cached(scope, url) {
-  const hit = await (await caches.open(scope)).match(new Request(url));
+  const hit = await storedFile(scope, url); // browser storage, or this visit's memory
   if (!hit) throw new EngineError("download-failed", "A model file is missing from browser storage; download it again.");
   return hit;
+}
+
+/** The model's GGUF as wllama loads it: one file, or llama.cpp's gguf-split parts (each at most the
+ * build's part size, verified and stored as ordinary files of the tier), in the order the server lists
+ * them. llama.cpp checks each part's split.no, so the order matters; wllama only sorts Files by their
+ * `-0000i-of-0000n.gguf` names, so each part is handed over as a File under its own name too. */
+async function ggufBlobs(variant) {
+  const names = variant.gguf_parts || variant.files.filter((f) => f.role === "gguf").map((f) => f.path);
+  return Promise.all(names.map(async (name) => {
+    const file = variant.files.find((f) => f.path === name);
+    const blob = await (await cached(scopeFor(file), fileUrl(variant, name))).blob();
+    return new File([blob], name, { type: blob.type });
+  }));
 }
 
 export class CpuEngine {
@@ -70,7 +83,7 @@ export class CpuEngine {
     this.chatConfig = null;
     this.kvTokens = []; // what the context holds now (null: unknown): a follow-up turn re-reads only what changed
     this.running = Promise.resolve(); // the answer being computed, stopped ones included
-    this.modelBlob = null;
+    this.modelBlobs = null; // the GGUF, or its gguf-split parts in load order
     this.restarts = 0; // workers replaced after they stopped answering
     this.threads = 1;
   }
@@ -79,15 +92,14 @@ export class CpuEngine {
     const v = this.variant;
     onProgress({ fraction: 0, text: "Reading the model from browser storage…" });
     const config = fileWithRole(v, "chat_config");
-    const gguf = fileWithRole(v, "gguf");
     this.chatConfig = await (await cached(scopeFor(config), fileUrl(v, config.path))).json();
-    this.modelBlob = await (await cached(scopeFor(gguf), fileUrl(v, gguf.path))).blob();
+    this.modelBlobs = await ggufBlobs(v);
     onProgress({ fraction: 0.5, text: `Starting the model on your processor (${this.requestedThreads} thread${this.requestedThreads > 1 ? "s" : ""})…` });
     await this.startWorker();
     onProgress({ fraction: 1, text: "Ready." });
   }
 
-  /** wllama's worker on the stored GGUF (a Blob backed by browser storage, not a copy in memory). */
+  /** wllama's worker on the stored GGUF parts (Blobs backed by browser storage, not copies in memory). */
   async startWorker() {
     const { Wllama } = await import("../vendor/wllama/index.js");
     this.wllama = new Wllama({
@@ -95,7 +107,7 @@ export class CpuEngine {
       "multi-thread/wllama.wasm": new URL("multi-thread/wllama.wasm", WLLAMA).href,
     }, { suppressNativeLog: true });
     try {
-      await this.wllama.loadModel([this.modelBlob], {
+      await this.wllama.loadModel(this.modelBlobs, {
         n_ctx: this.variant.context_window, n_batch: 512, n_threads: this.requestedThreads,
       });
     } catch (err) {
@@ -255,6 +267,6 @@ export class CpuEngine {
     })]);
     clearTimeout(timer);
     this.stopWorker();
-    this.modelBlob = null;
+    this.modelBlobs = null;
   }
 }

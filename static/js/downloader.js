@@ -3,7 +3,14 @@
 // names and keys web-llm 0.2.86 reads (cache "webllm/config" | "webllm/wasm" | "webllm/model", key
 // = new Request(absolute URL)). web-llm then finds everything cached and makes no request of its own.
 // Only verified bytes are ever stored, so a corrupt or truncated file can never reach the engine.
-
+//
+// The bytes never pass through the page: a worker (verify-worker.js) streams each response through an
+// incremental SHA-256 straight into Cache.put(), which commits the entry only if the stream ends with
+// every byte verified. Memory stays bounded by a few chunks per file, whatever the file's size.
+//
+// Where the browser cannot store the files (a private window, a storage error mid-download), the same
+// verified stream goes into a Blob held by this page instead (`{memory: true}`): the model runs from
+// memory for this visit and nothing is stored. `storedFile()` is how the engines read a file either way.
 export const SCOPES = { config: "webllm/config", wasm: "webllm/wasm", model: "webllm/model" };
 const SHA_HEADER = "X-Lantern-SHA256";
 const BYTES_HEADER = "X-Lantern-Bytes";
@@ -14,7 +21,10 @@ export class DownloadError extends Error {
   constructor(message, failures) {
     super(message);
     this.name = "DownloadError";
-    this.code = failures.some((f) => f.kind === "quota") ? "quota-too-small" : "download-failed";
+    this.code = failures.some((f) => f.kind === "quota") ? "quota-too-small"
+      : failures.some((f) => f.kind === "storage") ? "storage-failed" : "download-failed";
+    /** The bytes arrived but the browser would not keep them: running from memory can still work. */
+    this.storageFailed = failures.some((f) => f.kind === "quota" || f.kind === "storage");
     this.failures = failures;
   }
 }
@@ -22,7 +32,7 @@ export class DownloadError extends Error {
 class FileProblem extends Error {
   constructor(kind, message, retry = true) {
     super(message);
-    this.kind = kind; // "http" | "network" | "truncated" | "oversize" | "corrupt" | "quota"
+    this.kind = kind; // "http" | "network" | "truncated" | "oversize" | "corrupt" | "quota" | "storage" | "memory"
     this.retry = retry;
   }
 }
@@ -59,16 +69,84 @@ export function hexToBase64(hex) {
   return btoa(binary);
 }
 
+// Files held in memory for this visit only (absolute URL -> {blob, sha256, bytes, scope}): verified like
+// stored ones, gone with the page.
+const memory = new Map();
+
+/** True when some file of `variant` is held in memory for this visit (nothing of it is stored). */
+export function inMemory(variant) {
+  return variant.files.some((f) => memory.has(fileUrl(variant, f.path)));
+}
+
+/** A verified file as a Response: from this visit's memory, else from browser storage; null if neither. */
+export async function storedFile(scope, url) {
+  const held = memory.get(url);
+  if (held) {
+    return new Response(held.blob, {
+      headers: { "Content-Type": "application/octet-stream", [SHA_HEADER]: held.sha256, [BYTES_HEADER]: String(held.bytes) },
+    });
+  }
+  try {
+    if (!("caches" in self) || !(await caches.has(scope))) return null;
+    return (await (await caches.open(scope)).match(new Request(url))) || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Before a download: ask the browser to keep this site's storage (navigator.storage.persist()) and compare
+ * the room it allows with what the variant still needs (the API's bytes, less what is stored already).
+ * Resolves to {needBytes, availableBytes, quota, usage, persisted, fits}; unknown values are null (fits
+ * is then true: the browser gave no estimate to refuse on).
+ */
+export async function checkStorage(variant) {
+  const { cachedBytes } = await inspectCache(variant);
+  const out = { needBytes: Math.max(0, variant.download_bytes - cachedBytes), availableBytes: null, quota: null, usage: null, persisted: null, fits: true };
+  const storage = navigator.storage;
+  if (!storage) return out;
+  try {
+    out.persisted = storage.persist ? await storage.persist() : null;
+  } catch {
+    out.persisted = false;
+  }
+  try {
+    const { quota, usage } = await storage.estimate();
+    out.quota = quota ?? null;
+    out.usage = usage ?? null;
+    if (quota != null && usage != null) out.availableBytes = Math.max(0, quota - usage);
+  } catch {
+    /* no estimate: nothing to refuse on */
+  }
+  out.fits = out.availableBytes == null || out.needBytes <= out.availableBytes;
+  return out;
+}
+
 /** Which files of `variant` are already stored and verified (their stored hash matches the manifest). */
 export async function inspectCache(variant) {
   const cached = new Set();
   let cachedBytes = 0;
-  if (!("caches" in self)) return { cached, cachedBytes, complete: false };
+  const held = new Set();
   for (const file of variant.files) {
+    if (memory.has(fileUrl(variant, file.path))) {
+      held.add(file.path);
+      cached.add(file.path);
+      cachedBytes += file.bytes;
+    }
+  }
+  const result = () => ({ cached, cachedBytes, complete: cached.size === variant.files.length, inMemory: [...held] });
+  if (!("caches" in self)) return result();
+  for (const file of variant.files) {
+    if (held.has(file.path)) continue;
     const scope = scopeFor(file);
-    // caches.open() would create the cache: only look into ones that exist.
-    if (!(await caches.has(scope))) continue;
-    const hit = await (await caches.open(scope)).match(new Request(fileUrl(variant, file.path)));
+    let hit;
+    try {
+      // caches.open() would create the cache: only look into ones that exist.
+      if (!(await caches.has(scope))) continue;
+      hit = await (await caches.open(scope)).match(new Request(fileUrl(variant, file.path)));
+    } catch {
+      break; // storage this browser refuses here (some private windows): nothing is stored
+    }
     // Only Lantern stores verified bytes here, with their hash as a header. This is the cheap check (no
     // body is read); verifyStored() re-hashes the bytes before they are trusted for a start.
     if (hit && hit.headers.get(SHA_HEADER) === file.sha256 && Number(hit.headers.get(BYTES_HEADER)) === file.bytes) {
@@ -76,15 +154,16 @@ export async function inspectCache(variant) {
       cachedBytes += file.bytes;
     }
   }
-  return { cached, cachedBytes, complete: cached.size === variant.files.length };
+  return result();
 }
 
 /**
  * Re-hash every stored file of `variant` (in a worker). Damaged entries are deleted, so a following
- * download fetches exactly them. Resolves to {damaged: [paths], hashedBytes, seconds}.
+ * download fetches exactly them. Resolves to {damaged: [paths], hashedBytes, seconds}. Files held in memory are not
+ * re-read: they were verified as they arrived, and a Blob cannot change.
  */
 export function verifyStored(variant) {
-  const files = variant.files.map((f) => ({
+  const files = variant.files.filter((f) => !memory.has(fileUrl(variant, f.path))).map((f) => ({
     path: f.path, bytes: f.bytes, sha256: f.sha256, scope: scopeFor(f), url: fileUrl(variant, f.path),
   }));
   const worker = new Worker(new URL("./verify-worker.js", import.meta.url), { type: "module", name: "lantern-verify" });
@@ -99,7 +178,7 @@ export function verifyStored(variant) {
 async function entriesOf(prefix) {
   const out = [];
   for (const scope of Object.values(SCOPES)) {
-    if (!(await caches.has(scope))) continue;
+    if (!(await caches.has(scope).catch(() => false))) continue;
     const cache = await caches.open(scope);
     for (const request of await cache.keys()) {
       if (request.url.startsWith(prefix)) out.push({ scope, cache, request });
@@ -134,13 +213,19 @@ export async function removeModel(modelId, baseUrl = "/models/") {
   const base = new URL(baseUrl, location.href).href;
   const prefix = `${base.slice(0, base.indexOf("/models/"))}/models/${modelId}/`;
   let removed = 0;
+  for (const url of [...memory.keys()]) {
+    if (url.startsWith(prefix)) {
+      memory.delete(url);
+      removed += 1;
+    }
+  }
   for (const { cache, request } of await entriesOf(prefix)) {
     await cache.delete(request);
     removed += 1;
   }
   // A scope left empty is deleted outright so the browser reclaims its storage.
   for (const scope of Object.values(SCOPES)) {
-    if (await caches.has(scope)) {
+    if (await caches.has(scope).catch(() => false)) {
       const cache = await caches.open(scope);
       if ((await cache.keys()).length === 0) await caches.delete(scope);
     }
@@ -148,44 +233,16 @@ export async function removeModel(modelId, baseUrl = "/models/") {
   return removed;
 }
 
-async function readAll(response, expected, onBytes, signal) {
-  const reader = response.body.getReader();
-  const chunks = [];
-  let received = 0;
-  for (;;) {
-    if (signal && signal.aborted) throw new DOMException("aborted", "AbortError");
-    const { value, done } = await reader.read();
-    if (done) break;
-    received += value.byteLength;
-    if (received > expected) {
-      await reader.cancel();
-      throw new FileProblem("oversize", `received more than the ${expected} bytes the manifest lists`);
-    }
-    chunks.push(value);
-    onBytes(value.byteLength);
-  }
-  if (received !== expected) {
-    throw new FileProblem("truncated", `only ${received} of ${expected} bytes arrived`);
-  }
-  const out = new Uint8Array(received);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
-
 /**
  * Download whatever of `variant` is not yet stored. `progress` is a plain object updated in place
  * (the page renders it and tests read it); `onUpdate(progress)` is called on every change.
  * Resolves when every file is verified and stored; rejects with DownloadError listing the failed files.
  */
-export async function downloadVariant(variant, progress, onUpdate = () => {}, { signal } = {}) {
+export async function downloadVariant(variant, progress, onUpdate = () => {}, { signal, memory: toMemory = false } = {}) {
   const { cached } = await inspectCache(variant);
-  await dropStaleRevisions(variant);
+  if (!toMemory) await dropStaleRevisions(variant);
   Object.assign(progress, {
-    variantId: variant.id, status: "downloading", startedAt: performance.now(), finishedAt: null,
+    variantId: variant.id, status: "downloading", keep: toMemory ? "memory" : "cache", startedAt: performance.now(), finishedAt: null,
     totalBytes: 0, receivedBytes: 0, verifiedBytes: 0, cachedBytes: 0, updates: 0, maxPartialFraction: 0,
     hashBytes: 0, hashSeconds: 0, verifyMBps: null, fetched: [], rejected: [], failures: [], files: {},
   });
@@ -211,13 +268,22 @@ export async function downloadVariant(variant, progress, onUpdate = () => {}, { 
   update();
 
   const queue = variant.files.filter((f) => !cached.has(f.path));
+  const files = fileWorker();
+  const abort = () => files.close();
+  if (signal) signal.addEventListener("abort", abort);
+  const keep = toMemory ? "memory" : "cache";
   const worker = async () => {
     while (queue.length) {
       const file = queue.shift();
-      await fetchVerifyStore(variant, file, progress, update, signal);
+      await fetchVerifyStore(variant, file, progress, update, signal, files, keep);
     }
   };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, queue.length) }, worker));
+  try {
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, queue.length) }, worker));
+  } finally {
+    if (signal) signal.removeEventListener("abort", abort);
+    files.close();
+  }
 
   progress.finishedAt = performance.now();
   progress.verifyMBps = progress.hashSeconds > 0 ? progress.hashBytes / 1e6 / progress.hashSeconds : null;
@@ -232,52 +298,67 @@ export async function downloadVariant(variant, progress, onUpdate = () => {}, { 
   return progress;
 }
 
-async function fetchVerifyStore(variant, file, progress, update, signal) {
+/** The file worker (verify-worker.js) running fetch jobs: `run(job, onBytes)` resolves to the worker's
+ * "done" message or rejects with a FileProblem; `close()` ends it (and every job still running). */
+function fileWorker() {
+  const worker = new Worker(new URL("./verify-worker.js", import.meta.url), { type: "module", name: "lantern-download" });
+  const jobs = new Map();
+  let next = 0;
+  const failAll = (err) => {
+    for (const job of jobs.values()) job.reject(err);
+    jobs.clear();
+  };
+  worker.onmessage = ({ data }) => {
+    const job = jobs.get(data.id);
+    if (!job) return;
+    if (data.type === "fetched") job.onFetched();
+    else if (data.type === "bytes") job.onBytes(data.n);
+    else {
+      jobs.delete(data.id);
+      if (data.type === "done") job.resolve(data);
+      else job.reject(Object.assign(new FileProblem(data.kind, data.message, data.retry), { hashSeconds: data.hashSeconds || 0 }));
+    }
+  };
+  worker.onerror = (event) => failAll(new FileProblem("error", event.message || "the download worker failed", false));
+  return {
+    run(job, { onFetched, onBytes }) {
+      const id = ++next;
+      return new Promise((resolve, reject) => {
+        jobs.set(id, { resolve, reject, onFetched, onBytes });
+        worker.postMessage({ type: "fetch", id, ...job });
+      });
+    },
+    close() {
+      worker.terminate();
+      failAll(new DOMException("aborted", "AbortError"));
+    },
+  };
+}
+
+async function fetchVerifyStore(variant, file, progress, update, signal, files, keep) {
   const state = progress.files[file.path];
   const url = fileUrl(variant, file.path);
   for (;;) {
+    if (signal && signal.aborted) throw new DOMException("aborted", "AbortError");
     state.attempts += 1;
     state.status = "downloading";
     let counted = 0;
     try {
-      // no-store: the Cache API copy below is the only one kept (no second copy in the HTTP cache).
-      let response;
-      try {
-        response = await fetch(url, { cache: "no-store", credentials: "same-origin", signal });
-      } catch (err) {
-        if (err.name === "AbortError") throw err;
-        throw new FileProblem("network", "the connection failed");
-      }
-      progress.fetched.push(file.path);
-      if (!response.ok) {
-        throw new FileProblem("http", `the server answered ${response.status}`, response.status >= 500);
-      }
-      const bytes = await readAll(response, file.bytes, (n) => {
-        counted += n;
-        state.received += n;
-        progress.receivedBytes += n;
-        update();
-      }, signal);
-      state.status = "verifying";
-      update();
-      const t0 = performance.now();
-      const digest = toHex(await crypto.subtle.digest("SHA-256", bytes));
-      progress.hashSeconds += (performance.now() - t0) / 1000;
-      progress.hashBytes += bytes.byteLength;
-      if (digest !== file.sha256) {
-        throw new FileProblem("corrupt", "its SHA-256 does not match the manifest");
-      }
-      try {
-        const cache = await caches.open(scopeFor(file));
-        await cache.put(new Request(url), new Response(bytes, {
-          headers: { "Content-Type": "application/octet-stream", [SHA_HEADER]: digest, [BYTES_HEADER]: String(file.bytes) },
-        }));
-      } catch (err) {
-        const quota = err && (err.name === "QuotaExceededError" || /quota/i.test(String(err.message)));
-        throw new FileProblem(quota ? "quota" : "storage",
-          quota ? "the browser's storage quota is full" : `the browser could not store it (${err})`, false);
-      }
-      state.sha256 = digest;
+      const done = await files.run({ url, bytes: file.bytes, sha256: file.sha256, scope: scopeFor(file), keep }, {
+        onFetched: () => progress.fetched.push(file.path),
+        onBytes: (n) => {
+          counted += n;
+          state.received += n;
+          progress.receivedBytes += n;
+          // Every byte is in: the worker finishes the hash (and the store) now.
+          if (state.received === file.bytes) state.status = "verifying";
+          update();
+        },
+      });
+      progress.hashSeconds += done.hashSeconds;
+      progress.hashBytes += file.bytes;
+      if (keep === "memory") memory.set(url, { blob: done.blob, sha256: done.sha256, bytes: file.bytes, scope: scopeFor(file) });
+      state.sha256 = done.sha256;
       state.status = "done";
       progress.verifiedBytes += file.bytes;
       update();
@@ -287,6 +368,7 @@ async function fetchVerifyStore(variant, file, progress, update, signal) {
         state.status = "aborted";
         throw err;
       }
+      progress.hashSeconds += err.hashSeconds || 0;
       // Discard what this attempt counted; the bytes were never stored.
       state.received -= counted;
       progress.receivedBytes -= counted;

@@ -8,7 +8,9 @@ import { inspectCache } from "./downloader.js";
 import { LocalEngine, classifyEngineError } from "./engines.js";
 import { formatSeconds } from "./format.js";
 import { collapseDownload } from "./loading.js";
-import { currentModel, fail, lantern, shared, state, variant } from "./record.js";
+import { selectModel } from "./model.js";
+import { rememberProbe, rememberedProbe, runProbe, wrongAnswerText } from "./probe.js";
+import { currentModel, fail, lantern, log, shared, state, variant } from "./record.js";
 import * as view from "./view.js";
 
 export async function unloadLocal() {
@@ -53,6 +55,10 @@ export async function startLocalEngine() {
       view.setEngineStatus(p.text || `Starting the model on ${where}…`);
       if (tier === "gpu" && /shader/i.test(p.text || "")) timeline.stage("starting", "Compiling shaders");
     });
+    // The first time this build runs on this GPU: does it compute the answers the verified build does?
+    if (tier === "gpu" && v.probe && !rememberedProbe(lantern.capabilities.webgpu, v)) {
+      if (!(await answerCheck(engine, v))) return;
+    }
   } catch (err) {
     const e = classifyEngineError(err);
     timeline.stop();
@@ -73,6 +79,40 @@ export async function startLocalEngine() {
   const model = currentModel();
   collapseDownload(lantern.load, (model && model.name) || v.id, v.download_bytes);
   if (lantern.mode === "local") state.go("ready");
+}
+
+/**
+ * The per-device answer check (probe.js): a short greedy answer compared with the verified CPU build's.
+ * Remembered per adapter and build. On a wrong answer the engine is dropped, the page says so and chooses
+ * again without that build: the f32 build after an f16 one, then the processor. Returns whether it passed.
+ */
+async function answerCheck(engine, v) {
+  const gpu = lantern.capabilities.webgpu;
+  view.setEngineStatus(`Checking that your GPU computes ${v.id} correctly (a short test answer)…`);
+  shared.timeline.stage("starting", "Checking the GPU's answers");
+  let result;
+  try {
+    result = await runProbe(engine, v.probe);
+  } catch (err) {
+    await engine.unload().catch(() => {}); // the GPU failed during the check: reported like a failed load
+    throw err;
+  }
+  lantern.probe = { variant: v.id, adapter: gpu.name, ...result };
+  log("probe", { variant: v.id, ok: result.ok, checked: result.checked, seconds: result.seconds });
+  rememberProbe(gpu, v, result);
+  if (result.ok) return true;
+  await engine.unload();
+  shared.timeline.stop();
+  lantern.engine = { ...lantern.engine, status: "none" };
+  // Said plainly while the page moves on, and kept among the notes beside the next rung's own reason.
+  const message = wrongAnswerText(gpu.name, v, result);
+  view.setEngineStatus(message);
+  await selectModel(lantern.model);
+  if (lantern.selection && !lantern.selection.warnings.includes(message)) {
+    lantern.selection.warnings.unshift(message);
+    view.showCapabilities(lantern.selection);
+  }
+  return false;
 }
 
 /** What the local engine is, in plain words; the CPU tier says how fast it really ran here. */

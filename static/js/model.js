@@ -2,9 +2,9 @@
 // stored, download what is missing, remove it, switch tiers or models. A complete, verified build goes
 // on to the local engine (local-run.js).
 
-import { offerCpu, offerServer, reloadPage, retryDownload } from "./actions.js";
+import { offerCpu, offerServer, reloadPage, retryDownload, runFromMemory } from "./actions.js";
 import { chooseVariant, qualityLabel } from "./choose.js";
-import { downloadVariant, inspectCache, removeModel, verifyStored } from "./downloader.js";
+import { checkStorage, downloadVariant, inspectCache, removeModel, verifyStored } from "./downloader.js";
 import { formatBytes } from "./format.js";
 import { expandDownload } from "./loading.js";
 import { startLocalEngine, unloadLocal } from "./local-run.js";
@@ -32,6 +32,12 @@ export async function selectModel(modelId, { justVerified = false } = {}) {
   lantern.model = model ? model.id : null;
   const tier = lantern.tierPreference;
   let selection = chooseVariant(lantern.capabilities, model, { tier });
+  // Too little room for a fresh download: the build may be stored (or held in memory) already, so look
+  // at the one that would run; the choice below counts what is there.
+  if (!selection.ok) {
+    const roomless = chooseVariant({ ...lantern.capabilities, storage: null }, model, { tier });
+    if (roomless.ok) selection = roomless;
+  }
   lantern.cache = null;
   if (selection.variant) {
     let stored = await inspectCache(selection.variant);
@@ -69,7 +75,8 @@ export async function selectModel(modelId, { justVerified = false } = {}) {
   const local = lantern.mode === "local";
   if (!selection.ok) {
     const first = selection.problems[0];
-    const actions = first.code === "quota-too-small" ? [retryDownload, offerServer(first.message)] : [offerServer(first.message)];
+    const memoryOffer = canRunFromMemory(selection.variant || {}) ? [runFromMemory] : [];
+    const actions = first.code === "quota-too-small" ? [retryDownload, ...memoryOffer, offerServer(first.message)] : [offerServer(first.message)];
     // Settings asked for the GPU, which can't run here, but the processor can: offer that first.
     if (selection.tier === "gpu" && selection.tiers.includes("cpu")) actions.unshift(offerCpu);
     if (local) {
@@ -98,7 +105,35 @@ export async function selectModel(modelId, { justVerified = false } = {}) {
   if (local) state.go("needs-download");
 }
 
-export async function startDownload() {
+/** Running from memory needs an engine that reads through downloader.storedFile() (the processor tier). */
+function canRunFromMemory(v) {
+  return v.tier === "cpu";
+}
+
+/** What the browser said about keeping this site's storage, in words (shown next to the storage line). */
+function persistText(room) {
+  if (room.persisted == null) return "";
+  return room.persisted
+    ? "The browser agreed to keep the model files (persistent storage granted)."
+    : "The browser did not grant persistent storage: it may clear the model files when disk space runs low.";
+}
+
+function showPersist(text) {
+  let line = document.getElementById("storage-persist");
+  if (!line) {
+    line = document.createElement("p");
+    line.id = "storage-persist";
+    line.className = "hint";
+    $("storage-info").after(line);
+  }
+  line.textContent = text;
+}
+
+/**
+ * Download the chosen build and start it. memory: true keeps the verified files in this page only
+ * (for a browser that cannot store them): nothing is stored and they are gone when the page closes.
+ */
+export async function startDownload({ memory = false } = {}) {
   const v = variant();
   if (!v || state.is("downloading") || shared.busy) return; // not while an answer streams
   const { timeline } = shared;
@@ -108,7 +143,27 @@ export async function startDownload() {
   const progress = {};
   lantern.download = progress;
   timeline.reset();
-  timeline.stage("downloading");
+  timeline.stage("downloading", memory ? "Downloading into memory" : "Downloading");
+  const memoryOffer = canRunFromMemory(v) ? [runFromMemory] : [];
+  if (!memory) {
+    // Ask to keep the files, and refuse up front (with the bytes needed) rather than fail halfway.
+    const room = await checkStorage(v);
+    lantern.storageCheck = room;
+    lantern.capabilities.storage = { ...lantern.capabilities.storage, persisted: room.persisted };
+    showPersist(persistText(room));
+    log("storage-check", room);
+    if (!room.fits) {
+      timeline.stop();
+      state.go("download-failed");
+      const message = `This model needs ${formatBytes(room.needBytes)} (${room.needBytes.toLocaleString("en")} bytes) of ` +
+        `browser storage, but this browser allows only ${formatBytes(room.availableBytes)} ` +
+        `(${room.availableBytes.toLocaleString("en")} bytes) more for this site. Nothing was downloaded. Free up disk ` +
+        "space or remove other downloaded models, then retry" + (memoryOffer.length ? ", or run it from memory for this visit." : ".");
+      fail("quota-too-small", message, [retryDownload, ...memoryOffer, offerServer(message)]);
+      await refreshStorage();
+      return;
+    }
+  }
   expandDownload();
   let frame = 0;
   const render = () => {
@@ -121,23 +176,39 @@ export async function startDownload() {
     });
   };
   try {
-    await downloadVariant(v, progress, render);
+    await downloadVariant(v, progress, render, { memory });
     view.showDownload(progress);
-    log("downloaded", { fetched: progress.fetched.length, verifyMBps: progress.verifyMBps });
+    log("downloaded", { fetched: progress.fetched.length, verifyMBps: progress.verifyMBps, keep: progress.keep });
   } catch (err) {
     view.showDownload(progress);
     timeline.stop();
     state.go("download-failed");
     const code = err.code || "download-failed";
-    const message = code === "quota-too-small"
-      ? "The browser ran out of storage for this site while saving the model. Free up disk space, then retry."
-      : `${err.message} Files that were already verified are kept; a retry fetches only the rest.`;
-    fail(code, message, [retryDownload, offerServer(message)]);
+    let message;
+    let actions = [retryDownload];
+    if (err.storageFailed) {
+      message = (code === "quota-too-small"
+        ? "The browser ran out of storage for this site while saving the model."
+        : "This browser could not store the model files (a private window, or a storage error).") +
+        " Verified files are kept; the rest was not saved." +
+        (memoryOffer.length ? " You can run the model from memory for this visit: it is downloaded and verified the same way, and nothing is stored."
+          : " Free up disk space or use a normal (not private) window, then retry.");
+      actions = [...memoryOffer, retryDownload];
+    } else {
+      message = `${err.message} Files that were already verified are kept; a retry fetches only the rest.`;
+    }
+    fail(code, message, [...actions, offerServer(message)]);
     return;
   } finally {
     await refreshStorage();
   }
   await selectModel(lantern.model, { justVerified: true });
+  if (memory) {
+    lantern.memoryOnly = true;
+    if (state.is("ready")) {
+      view.setEngineStatus(`${$("engine-status").textContent} Running from memory for this visit: nothing was stored.`);
+    }
+  }
   if (lantern.mode === "server") state.go(shared.serverEngine ? "ready" : "server-unavailable");
 }
 

@@ -92,10 +92,11 @@ def test_api_derived_facts_equal_the_manifest_and_the_files(serve, tiny_site_mod
     hardware, software = f32["adapters"]["hardware"], f32["adapters"]["software"]
     gap = len(libs["library"]) - len(libs["software_library"])
     assert hardware["download_bytes"] - software["download_bytes"] == gap
-    if model["cpu"]:  # the CPU tier: its GGUF and chat config, by role
+    if model["cpu"]:  # the CPU tier: its GGUF (or its parts, in load order) and chat config, by role
         cpu = model["cpu"]
         roles = {f["role"]: f for f in cpu["files"]}
-        assert roles["gguf"]["path"] == cpu["gguf"] and roles["chat_config"]["path"] == CHAT_CONFIG_FILE
+        assert [f["path"] for f in cpu["files"] if f["role"] == "gguf"] == cpu["gguf_parts"]
+        assert cpu["gguf_parts"][0] == cpu["gguf"] and roles["chat_config"]["path"] == CHAT_CONFIG_FILE
         assert cpu["download_bytes"] == sum(len(_get(server.url + cpu["base_url"] + f["path"])) for f in cpu["files"])
 
 
