@@ -108,6 +108,12 @@ class FirefoxSession(BrowserSession):
     def fill(self, selector: str, text: str) -> None:
         self.call("fill", selector, text)
 
+    def viewport(self, width: int, height: int) -> None:
+        self.call("viewport", width, height)
+
+    def screenshot(self, path) -> None:
+        self.call("screenshot", str(path))
+
     def requests(self) -> list[dict]:
         """Every request the page made (url, method, headers; bodies are not readable over BiDi)."""
         return self.call("requests")

@@ -54,6 +54,9 @@ const ops = {
     await page.$eval(selector, (el) => { el.value = ""; });
     await page.type(selector, value);
   },
+  // A phone-sized window (CSS pixels); Firefox has no touch emulation over BiDi, the width is what counts.
+  viewport: (width, height) => page.setViewport({ width, height }).then(() => null),
+  screenshot: (path) => page.screenshot({ path }).then(() => null),
   requests: () => requests,
   console: () => consoleLines,
   version: () => browser.version(),

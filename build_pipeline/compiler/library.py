@@ -93,24 +93,28 @@ def compile_executable(family, config, scheme, settings, profile: Profile, targe
 
     mod, params = export_ir(family, config, scheme, target, settings)
     meta = library_metadata(config, scheme, settings, params, profile)
-    current = tvm.transform.PassContext.current()
-    with tvm.transform.PassContext(opt_level=current.opt_level, config={**current.config, **pass_config(config)}):
-        ex = tvm.compile(mod, target=target, relax_pipeline=build_pipeline(target, profile, meta))
+    try:
+        ex = _compile(tvm, mod, target, build_pipeline(target, profile, meta), {})
+    except tvm.error.InternalError as exc:
+        if CSE_FAILURE not in str(exc):
+            raise
+        log("TVM's TIR common-subexpression elimination failed on this model's kernels; compiling without it")
+        ex = _compile(tvm, mod, target, build_pipeline(target, profile, meta), {"tirx.disable_cse_tir": True})
     return ex, meta
 
 
-def pass_config(config) -> dict:
-    """TVM pass options a model's kernels need.
+# TVM 0.27's TIR common-subexpression elimination breaks the paged KV cache's prefill kernels
+# (batch_prefill_paged_kv / _ragged_kv) for some head layouts: Llama-3 RoPE scaling at head_dim 64 with
+# 4 query heads per KV head (Llama-3.2-1B's shapes), 4 query heads on one KV head at head_dim 16, ... The
+# kernels compile without that pass (for WebGPU and the CPU alike; shader compilers eliminate common
+# subexpressions themselves), so such a model is compiled again without it.
+CSE_FAILURE = "has been used before definition"
 
-    TVM 0.27's TIR common-subexpression elimination breaks the paged KV cache's prefill kernels
-    (batch_prefill_paged_kv / _ragged_kv) when they apply Llama-3 RoPE scaling at head_dim 64: "variable
-    cse_v23 has been used before definition" (found building Llama-3.2-1B's shapes; head_dim 16 and the
-    same shapes without the scaling compile). Without that pass they compile, for WebGPU and the CPU
-    alike, and the shader compilers eliminate common subexpressions themselves."""
-    scaling = getattr(config, "rope_scaling", None) or {}
-    if (scaling.get("rope_type") or scaling.get("type")) == "llama3":
-        return {"tirx.disable_cse_tir": True}
-    return {}
+
+def _compile(tvm, mod, target, pipeline, config: dict):
+    current = tvm.transform.PassContext.current()
+    with tvm.transform.PassContext(opt_level=current.opt_level, config={**current.config, **config}):
+        return tvm.compile(mod, target=target, relax_pipeline=pipeline)
 
 
 def webgpu_source(ex) -> str:

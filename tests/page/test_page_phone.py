@@ -189,3 +189,22 @@ def test_desktop_keeps_three_columns_and_hides_the_drawer_buttons(serve, chromiu
     assert page.locator("#privacy").bounding_box()["y"] < header["y"] + header["height"]
     assert page.evaluate(WIDTHS) == [1280, 1280]
     shot(s, "desktop-1280")
+
+
+def test_firefox_at_phone_width_fits_the_screen(serve, firefox, tiny_site_models):
+    """The same layout in Firefox ESR at 390 x 844 (issue 21: the phone check in a second engine): no sideways
+    scroll, the badge, the input, Send and the download button on the first screen, the drawers closed."""
+    server = serve(tiny_site_models)
+    s = firefox()
+    s.viewport(390, 844)
+    s.goto(server.url + "/")
+    s.wait_state("needs-download")
+    scroll_width, client_width = s.evaluate(WIDTHS)
+    assert scroll_width <= client_width == 390, (scroll_width, client_width)
+    for selector in ("#privacy", "#prompt", "#send", "#download-button", "#conversations-toggle", "#settings-toggle"):
+        assert s.evaluate(ON_SCREEN, [selector, 390, 844]), f"{selector} is not within the 390x844 screen in Firefox"
+    hidden = "(sels) => sels.map((q) => document.querySelector(q).getClientRects().length === 0)"
+    assert s.evaluate(hidden, ["#conversations-drawer", "#settings-drawer"]) == [True, True]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    s.screenshot(ARTIFACTS / "firefox-needs-download-390.png")
+    print(f"screenshot: {ARTIFACTS / 'firefox-needs-download-390.png'}")
