@@ -98,18 +98,19 @@ export async function storedFile(scope, url) {
  * Before a download: ask the browser to keep this site's storage (navigator.storage.persist()) and compare
  * the room it allows with what the variant still needs (the API's bytes, less what is stored already).
  * Resolves to {needBytes, availableBytes, quota, usage, persisted, fits}; unknown values are null (fits
- * is then true: the browser gave no estimate to refuse on).
+ * is then true: the browser gave no estimate to refuse on; persisted is null while the user has not
+ * answered the browser's question).
  */
+const PERSIST_WAIT_MS = 2000;
+
 export async function checkStorage(variant) {
   const { cachedBytes } = await inspectCache(variant);
   const out = { needBytes: Math.max(0, variant.download_bytes - cachedBytes), availableBytes: null, quota: null, usage: null, persisted: null, fits: true };
   const storage = navigator.storage;
   if (!storage) return out;
-  try {
-    out.persisted = storage.persist ? await storage.persist() : null;
-  } catch {
-    out.persisted = false;
-  }
+  // Firefox asks the user (a permission prompt) and answers only then: the download never waits on that.
+  const answer = storage.persist ? storage.persist().catch(() => false) : Promise.resolve(null);
+  out.persisted = await Promise.race([answer, new Promise((resolve) => setTimeout(() => resolve(null), PERSIST_WAIT_MS))]);
   try {
     const { quota, usage } = await storage.estimate();
     out.quota = quota ?? null;
