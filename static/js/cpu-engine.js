@@ -61,14 +61,13 @@ async function cached(scope, url) {
 
 /** The model's GGUF as wllama loads it: one file, or llama.cpp's gguf-split parts (each at most the
  * build's part size, verified and stored as ordinary files of the tier), in the order the server lists
- * them. llama.cpp checks each part's split.no, so the order matters; wllama only sorts Files by their
- * `-0000i-of-0000n.gguf` names, so each part is handed over as a File under its own name too. */
+ * them. llama.cpp checks each part's split.no, so the order matters: wllama keeps plain Blobs in the order
+ * given (it re-sorts only named Files; wrapping them as Files also broke loading in WebKitGTK). */
 async function ggufBlobs(variant) {
   const names = variant.gguf_parts || variant.files.filter((f) => f.role === "gguf").map((f) => f.path);
   return Promise.all(names.map(async (name) => {
     const file = variant.files.find((f) => f.path === name);
-    const blob = await (await cached(scopeFor(file), fileUrl(variant, name))).blob();
-    return new File([blob], name, { type: blob.type });
+    return (await cached(scopeFor(file), fileUrl(variant, name))).blob();
   }));
 }
 

@@ -336,6 +336,20 @@ function fileWorker() {
   };
 }
 
+/** WebKitGTK (2.50) resolves the worker's streamed Cache.put yet the entry never appears: the file is fetched
+ * and verified again into memory and stored from the page, as Lantern stored files before the worker did
+ * (the browser holds it once as a Blob meanwhile). Other engines never get here. */
+async function storeFromPage(files, file, url) {
+  const again = await files.run({ url, bytes: file.bytes, sha256: file.sha256, scope: scopeFor(file), keep: "memory" }, {
+    onFetched: () => {},
+    onBytes: () => {},
+  });
+  const cache = await caches.open(scopeFor(file));
+  await cache.put(new Request(url), new Response(again.blob, {
+    headers: { "Content-Type": "application/octet-stream", [SHA_HEADER]: again.sha256, [BYTES_HEADER]: String(file.bytes) },
+  }));
+}
+
 async function fetchVerifyStore(variant, file, progress, update, signal, files, keep) {
   const state = progress.files[file.path];
   const url = fileUrl(variant, file.path);
@@ -359,6 +373,7 @@ async function fetchVerifyStore(variant, file, progress, update, signal, files, 
       progress.hashSeconds += done.hashSeconds;
       progress.hashBytes += file.bytes;
       if (keep === "memory") memory.set(url, { blob: done.blob, sha256: done.sha256, bytes: file.bytes, scope: scopeFor(file) });
+      else if (!(await storedFile(scopeFor(file), url))) await storeFromPage(files, file, url);
       state.sha256 = done.sha256;
       state.status = "done";
       progress.verifiedBytes += file.bytes;
