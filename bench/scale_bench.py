@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,15 +32,6 @@ SPEC_DEFAULT_BINDING = 128 * 1024**2  # WebGPU maxStorageBufferBindingSize witho
 QUANTS = ("q4f32_asym", "q4f16_asym")
 
 
-def _child(args: list[str]) -> tuple[float, float, int, str]:
-    """(seconds, peak RSS in MB, exit code, stderr) of one child process. The peak is the child's own, from
-    its stage log (VmHWM): a child's ru_maxrss also carries this parent's peak (fork, then exec)."""
-    start = time.perf_counter()
-    ran = subprocess.run(args, stderr=subprocess.PIPE, text=True, env={**os.environ, stage_log.ENV: "1"}, check=False)
-    peaks = [mb for _, _, mb in stage_log.parse(ran.stderr)]
-    return time.perf_counter() - start, max(peaks, default=0.0), ran.returncode, ran.stderr
-
-
 def build_model(shape: real_shapes.RealShape, work: Path, quants: tuple[str, ...]) -> dict:
     gguf = work / f"{shape.name}.gguf"
     start = time.perf_counter()
@@ -56,7 +46,7 @@ def build_model(shape: real_shapes.RealShape, work: Path, quants: tuple[str, ...
         "variants": {},
     }
     for q in quants:
-        seconds, rss, code, err = _child(
+        seconds, rss, code, err = stage_log.run_child(
             [
                 sys.executable,
                 "-m",
@@ -101,7 +91,7 @@ def build_model(shape: real_shapes.RealShape, work: Path, quants: tuple[str, ...
 def run() -> dict:
     names = os.environ.get("LANTERN_SCALE_MODELS", ",".join(DEFAULT_MODELS))
     names = list(real_shapes.SHAPES) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
-    _, baseline, _, _ = _child([sys.executable, "-c", stage_log.BASELINE])
+    _, baseline, _, _ = stage_log.run_child([sys.executable, "-c", stage_log.BASELINE])
     results: dict = {"baseline_rss_mb": baseline, "models": {}}
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"lantern-scale-{name}-") as tmp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -58,3 +59,12 @@ BASELINE = (
     "from build_pipeline.stage_log import stage\n"
     "with stage('baseline'):\n    pass\n"
 )
+
+
+def run_child(args: list[str]) -> tuple[float, float, int, str]:
+    """(seconds, peak RSS in MB, exit code, stderr) of a child process with the stage log on. The peak is the
+    child's own (its stages' VmHWM): a child's ru_maxrss also carries its parent's peak (fork, then exec)."""
+    start = time.perf_counter()
+    ran = subprocess.run(args, stderr=subprocess.PIPE, text=True, env={**os.environ, ENV: "1"}, check=False)
+    peaks = [mb for _, _, mb in parse(ran.stderr)]
+    return time.perf_counter() - start, max(peaks, default=0.0), ran.returncode, ran.stderr

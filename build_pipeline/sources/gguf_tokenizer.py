@@ -10,6 +10,20 @@ from build_pipeline.errors import BuildError
 
 _CONTROL, _USER_DEFINED = 3, 4
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+
+
+def _split_then_bytes(regex: str) -> dict:
+    """A tokenizer.json pre-tokenizer that splits by `regex` (isolated pieces), then maps bytes without a second
+    regex pass (as the Hub's Qwen2 and Llama 3 tokenizers do)."""
+    return {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "behavior": "Isolated", "invert": False, "pattern": {"Regex": regex}},
+            {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
+        ],
+    }
+
+
 # llama.cpp pre-tokenizer names -> equivalent HF pre-tokenizer.
 _PRE_TOKENIZERS = {
     "default": _BYTE_LEVEL,
@@ -21,41 +35,15 @@ _PRE_TOKENIZERS = {
     },
     # Qwen2/2.5: Qwen's own split regex (single digits, letters with one leading non-letter), as in the
     # Hub tokenizer.json, then byte-level mapping without a second regex pass.
-    "qwen2": {
-        "type": "Sequence",
-        "pretokenizers": [
-            {
-                "type": "Split",
-                "behavior": "Isolated",
-                "invert": False,
-                "pattern": {
-                    "Regex": (
-                        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                        r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-                    )
-                },
-            },
-            {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
-        ],
-    },
+    "qwen2": _split_then_bytes(
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+        r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+    ),
     # Llama 3 (tiktoken's cl100k split: numbers in runs of up to three digits), then byte-level mapping.
-    "llama-bpe": {
-        "type": "Sequence",
-        "pretokenizers": [
-            {
-                "type": "Split",
-                "behavior": "Isolated",
-                "invert": False,
-                "pattern": {
-                    "Regex": (
-                        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                        r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-                    )
-                },
-            },
-            {**_BYTE_LEVEL, "trim_offsets": False, "use_regex": False},
-        ],
-    },
+    "llama-bpe": _split_then_bytes(
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+        r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+    ),
 }
 
 

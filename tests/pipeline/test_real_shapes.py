@@ -6,10 +6,7 @@ baseline process. (Compiling, verifying and gating it for WebGPU is `python -m b
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -21,22 +18,15 @@ from testing import real_shapes
 pytestmark = pytest.mark.slow
 
 
-def _child(args: list[str]) -> tuple[float, float, int, str]:
-    """(seconds, peak RSS MB, exit code, stderr) of a child process; the peak is the child's own (its stage
-    log's VmHWM: a child's ru_maxrss also carries this pytest process's peak)."""
-    start = time.perf_counter()
-    ran = subprocess.run(args, stderr=subprocess.PIPE, text=True, env={**os.environ, stage_log.ENV: "1"}, check=False)
-    peaks = [mb for _, _, mb in stage_log.parse(ran.stderr)]
-    return time.perf_counter() - start, max(peaks, default=0.0), ran.returncode, ran.stderr
-
-
 def test_llama_32_1b_shapes_download_at_gguf_size_within_default_limits_and_memory(tmp_path):
     shape = real_shapes.LLAMA_32_1B
     gguf = real_shapes.write_gguf(tmp_path / "llama-3.2-1b.gguf", shape)
     spec = real_shapes.model_spec(gguf, shape, ("q4f16_asym",))
-    _, baseline, _, _ = _child([sys.executable, "-c", stage_log.BASELINE])
+    _, baseline, _, _ = stage_log.run_child([sys.executable, "-c", stage_log.BASELINE])
     args = [sys.executable, "-m", "build_pipeline", "build", "--source-file", str(gguf), "--no-compile"]
-    seconds, rss, code, err = _child([*args, "-q", "q4f16_asym", "--out", str(tmp_path / "out"), str(spec.path)])
+    seconds, rss, code, err = stage_log.run_child(
+        [*args, "-q", "q4f16_asym", "--out", str(tmp_path / "out"), str(spec.path)]
+    )
     assert code == 0, err[-2000:]
     manifest = read_manifest(tmp_path / "out" / spec.id / "q4f16_asym")
     gguf_bytes = gguf.stat().st_size
