@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from build_pipeline.compiler.attention_merge import use_race_free_merge
 from build_pipeline.compiler.attention_softcap import cap_attention_scores
 from build_pipeline.errors import BuildError
 from build_pipeline.families import Family, ModelConfig
@@ -153,6 +154,8 @@ def export_ir(family: Family, config: ModelConfig, scheme, target, settings: Lib
     params = [(name, [int(d) for d in p.shape], str(p.dtype)) for name, p in named_params]
     sliding = model.layer_sliding_window is not None
     mod = prune_unreferenced_kernels(trim_kv_cache_kernels(mod, keep_sliding_window=sliding))
+    # TVM's GPU merge kernel races on the log-sum-exp (wrong chunked prefill on SwiftShader): attention_merge.py
+    mod = use_race_free_merge(mod, target, config.num_attention_heads, scheme.dtype)
     if model.attention_logit_softcap is not None:
         mod = cap_attention_scores(mod, kv_cache_attention_kernels(mod), model.attention_logit_softcap)
     mod = attach_logit_functions(mod, config.vocab_size, gpu="gpu" in target.keys)
