@@ -16,11 +16,14 @@ DEFAULT_MODEL := model_configs/smollm2-135m-instruct.toml
 MODEL_QUANTS ?= q4f32_asym q4f16_asym
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # command (or file) the project needs -> Debian package that provides it (only missing ones are
-# installed; a machine with Node.js from elsewhere keeps it). Mesa's lavapipe Vulkan driver gives the
-# f16 kernel test a WebGPU adapter with shader-f16, which Chromium's SwiftShader lacks.
-APT_NEEDS := emcc:emscripten chromium:chromium npm:npm /usr/share/vulkan/icd.d/lvp_icd.*.json:mesa-vulkan-drivers
-# Only the tests need these (make install-test): the page tests' other browser engines.
-APT_TEST_NEEDS := firefox-esr:firefox-esr WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb
+# installed; a machine with Node.js from elsewhere keeps it). `make run` needs only emcc (it links the
+# model library) and npm (the vendored browser engines): a browser is the user's, not the server's.
+APT_NEEDS := emcc:emscripten npm:npm
+# Only the tests and benchmarks need these (make install-test): Chromium and the other browser engines, and
+# Mesa's lavapipe Vulkan driver, which gives the f16 kernel test a WebGPU adapter with shader-f16 (Chromium's
+# SwiftShader lacks it).
+APT_TEST_NEEDS := chromium:chromium /usr/share/vulkan/icd.d/lvp_icd.*.json:mesa-vulkan-drivers \
+  firefox-esr:firefox-esr WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb
 # llama-cpp-python compiles llama.cpp from source; use both cores.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # The server fallback's engine, built portably: a baseline x86-64 (AVX2, FMA, F16C, BMI2) with no native
@@ -46,8 +49,9 @@ help:
 	@echo "make build-model  build the default model's variants the page uses into dist/models (MODEL_QUANTS)"
 	@echo "make bench      benchmarks (ratios against peers measured in the same run)"
 
-# Debian packages: emcc links the WebGPU model library, chromium runs the browser tests; Firefox ESR (driven by
-# npm puppeteer-core) and WebKitGTK (WebKitWebDriver + MiniBrowser, on an Xvfb display) run them in the other engines.
+# Debian packages: emcc links the WebGPU model library; for the tests, chromium runs the browser tests, Firefox ESR
+# (driven by npm puppeteer-core) and WebKitGTK (WebKitWebDriver + MiniBrowser, on an Xvfb display) run them in the
+# other engines.
 system-deps:
 	@$(MAKE) --no-print-directory apt-packages NEEDS="$(APT_NEEDS)"
 

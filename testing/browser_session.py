@@ -4,6 +4,7 @@ record of every request, body included, for the privacy checks."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
@@ -49,8 +50,18 @@ class BrowserSession:
     def wait_for(self, js: str, arg=None, timeout: float = 60_000):
         value = self.poll(js, arg, timeout)
         if not value:
-            raise TimeoutError(f"{self.name}: {js} stayed false for {timeout / 1000:.0f} s; lantern: {self.lantern()}")
+            raise TimeoutError(f"{self.name}: {js} stayed false for {timeout / 1000:.0f} s; {self.where()}")
         return value
+
+    def where(self) -> str:
+        """The page's state, error, load stages and last events in a few lines: what a timeout needs to be
+        understood from a CI log (whose output is cut), without the whole catalog window.lantern holds."""
+        got = self.evaluate(
+            """() => { const l = window.lantern; if (!l) return null;
+              return { state: l.state, error: l.error, load: l.load, download: l.download,
+                       engine: l.engine, events: (l.events || []).slice(-12) }; }"""
+        )
+        return f"lantern: {json.dumps(got, default=str)[:4000]}"
 
     def wait_state(self, *states: str, timeout: float = 60_000) -> str:
         return self.wait_for(

@@ -174,7 +174,7 @@ def _playwright():
     from playwright.sync_api import sync_playwright
 
     if not Path(chromium_launcher.CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make system-deps)")
+        pytest.skip("Debian chromium is not installed (make install-test)")
     with sync_playwright() as p:
         yield p
 

@@ -147,14 +147,17 @@ class CompiledModel:
         for start in range(0, len(ids), chunk):
             yield self._step(fn, ids[start : start + chunk])[0]
 
-    def greedy(self, ids: list[int], steps: int, context_window: int) -> tuple[list[int], list[np.ndarray]]:
-        """Fresh sequence: prefill `ids`, then `steps` greedy tokens (ignoring stop tokens).
+    def greedy(
+        self, ids: list[int], steps: int, context_window: int, stop_ids: frozenset[int] = frozenset()
+    ) -> tuple[list[int], list[np.ndarray]]:
+        """Fresh sequence: prefill `ids`, then up to `steps` greedy tokens, ending early after a token in
+        `stop_ids` (none by default: verification compares a fixed number of steps).
 
         Returns (tokens, logits that produced each token)."""
         self.reset(context_window)
         logits = [self.prefill(ids)]
         tokens = [int(np.argmax(logits[0]))]
-        while len(tokens) < steps and len(ids) + len(tokens) < context_window:
+        while len(tokens) < steps and len(ids) + len(tokens) < context_window and tokens[-1] not in stop_ids:
             logits.append(self.forward([tokens[-1]]))
             tokens.append(int(np.argmax(logits[-1])))
         return tokens, logits
@@ -288,8 +291,9 @@ def cpu_chat(variant_dir: Path, prompt: str, max_new_tokens: int = MAX_NEW_TOKEN
     """Greedy chat answer of the verified CPU build (what web-llm at temperature 0 must reproduce)."""
     ids, chat, tok = prompt_token_ids(Path(variant_dir), prompt)
     model = CompiledModel(cpu_library_for(variant_dir), Path(variant_dir))
-    raw, _ = model.greedy(ids, max_new_tokens, chat["context_window_size"])
-    out, finish = cut_at_stop(raw, set(chat["conv_template"].get("stop_token_ids") or []), max_new_tokens)
+    stops = frozenset(chat["conv_template"].get("stop_token_ids") or [])
+    raw, _ = model.greedy(ids, max_new_tokens, chat["context_window_size"], stops)  # no step after a stop
+    out, finish = cut_at_stop(raw, stops, max_new_tokens)
     return {
         "prompt": prompt,
         "prompt_token_ids": ids,

@@ -18,7 +18,7 @@ def f16_device():
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
     assert adapter is not None and "shader-f16" in adapter.features, (
-        "no WebGPU adapter with shader-f16: install Debian's mesa-vulkan-drivers (make system-deps)"
+        "no WebGPU adapter with shader-f16: install Debian's mesa-vulkan-drivers (make install-test)"
     )
     return adapter.request_device_sync(
         required_features=["shader-f16"],

@@ -25,10 +25,10 @@ from testing.browser_harness.server import HarnessServer, find_webllm, harness_p
 from testing.chromium import CHROMIUM
 
 pytestmark = pytest.mark.slow
-QUESTION = "Write a Python function that reverses a string."
-# SwiftShader decodes this model slowly: enough tokens for its greedy answer's whole function (a loop that
-# prepends each character, ~75 tokens with the sentence before it), no more.
-MAX_TOKENS = 96
+QUESTION = "Write a Python function that reverses a string. Reply with only the code."
+# SwiftShader decodes this model at a few seconds a token: the greedy answer is the code block alone (15
+# tokens, then <|im_end|>), so the answer ends on its stop token well within this.
+MAX_TOKENS = 32
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_qwen_coder_default_variant_is_verified_and_quality_gated(quantization):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (make system-deps)")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (make install-test)")
 @pytest.mark.skipif(find_webllm() is None, reason="web-llm bundle missing (make install)")
 def test_qwen_coder_writes_a_reverse_function_in_chromium(qwen_q4f32, _browsers):
     from build_pipeline.compiler.verify import cpu_chat
@@ -96,6 +96,8 @@ def test_qwen_coder_writes_a_reverse_function_in_chromium(qwen_q4f32, _browsers)
     took = time.monotonic() - start
     assert chat["outputIds"] == cpu["token_ids"], (chat["text"], cpu["text"])
     assert chat["text"] == cpu["text"]
+    # It ended on ChatML's stop token, as the CPU build did, not at the token limit.
+    assert cpu["finish_reason"] == "stop" and chat["finishReason"] == "stop", (chat["finishReason"], chat["text"])
     answer = chat["text"]
     match = re.search(r"```(?:python)?\n(.*?)(?:```|$)", answer, re.DOTALL)
     assert match and re.search(r"def (\w+)\(", match.group(1)), answer

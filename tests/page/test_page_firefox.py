@@ -59,7 +59,8 @@ def test_firefox_without_webgpu_explains_and_picks_the_processor(serve, firefox,
     assert "one thread" not in s.text("#capability-notes")
     # Download and verify the tiny GGUF, start llama.cpp in wasm: ready.
     s.click("#download-button")
-    assert s.wait_state("ready", "engine-failed", "download-failed", timeout=60_000) == "ready", s.lantern(".error")
+    # A tiny GGUF is ready in seconds on an idle machine; in a full CI run it once took over a minute.
+    assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.where()
     assert s.lantern(".engine.tier") == "cpu" and s.lantern(".engine.threads") == 2
     assert s.lantern(".cspViolations") == []
 

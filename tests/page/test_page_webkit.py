@@ -45,7 +45,8 @@ def test_webkit_without_webgpu_or_shared_memory_explains_and_picks_one_processor
     assert "one thread" in notes and "no shared memory (SharedArrayBuffer)" in notes, notes
     assert "cross-origin" not in notes
     s.click("#download-button")
-    assert s.wait_state("ready", "engine-failed", "download-failed", timeout=60_000) == "ready", s.lantern(".error")
+    # A tiny GGUF is ready in seconds on an idle machine; in a full CI run it once took over a minute.
+    assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.where()
     assert s.lantern(".engine.tier") == "cpu" and s.lantern(".engine.threads") == 1
     assert s.lantern(".cspViolations") == []
 
