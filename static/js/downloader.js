@@ -78,6 +78,14 @@ export function inMemory(variant) {
   return variant.files.some((f) => memory.has(fileUrl(variant, f.path)));
 }
 
+/** The files of `variant` held in memory for this visit, as {url, blob} (Blobs are handles: no copy). */
+export function heldFiles(variant) {
+  return variant.files
+    .map((f) => fileUrl(variant, f.path))
+    .filter((url) => memory.has(url))
+    .map((url) => ({ url, blob: memory.get(url).blob }));
+}
+
 /** A verified file as a Response: from this visit's memory, else from browser storage; null if neither. */
 export async function storedFile(scope, url) {
   const held = memory.get(url);

@@ -7,7 +7,7 @@
 //   await engine.unload()
 // stats = {ttftSeconds, decodeTokensPerSecond, promptTokens, completionTokens, source}.
 
-import { fileUrl, fileWithRole, hexToBase64, modelUrl } from "./downloader.js";
+import { fileUrl, fileWithRole, heldFiles, hexToBase64, modelUrl } from "./downloader.js";
 import { readEventData } from "./sse.js";
 import { AnswerStream } from "./stream.js";
 
@@ -119,6 +119,9 @@ export class LocalEngine {
       if (e.data && e.data.kind === "device-lost") this.markLost(e.data.message);
     };
     this.worker.postMessage({ lantern: "events" }, [events.port2]);
+    // Run from memory: the worker's Cache API answers from these verified files (worker.js).
+    const held = heldFiles(this.variant);
+    if (held.length) this.worker.postMessage({ lantern: "memory", files: held });
     try {
       this.engine = await this.untilLost(CreateWebWorkerMLCEngine(this.worker, this.variant.id, {
         appConfig: { model_list: [modelRecord(this.variant)], cacheBackend: "cache" },

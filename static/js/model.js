@@ -105,9 +105,10 @@ export async function selectModel(modelId, { justVerified = false } = {}) {
   if (local) state.go("needs-download");
 }
 
-/** Running from memory needs an engine that reads through downloader.storedFile() (the processor tier). */
+/** Both tiers run from memory: the processor tier reads through downloader.storedFile(), the GPU tier's
+ * web-llm worker through a Cache API answered from the verified Blobs (worker.js). */
 function canRunFromMemory(v) {
-  return v.tier === "cpu";
+  return v.tier === "cpu" || Boolean(v.library);
 }
 
 /** What the browser said about keeping this site's storage, in words (shown next to the storage line). */

@@ -100,6 +100,41 @@ def test_too_little_quota_is_refused_up_front_then_runs_from_memory(serve, chrom
     assert s.wait_state("needs-download", timeout=30_000) == "needs-download"
 
 
+def test_the_gpu_tier_runs_from_memory_too(serve, chromium, tiny_chat_models):
+    """The GPU tier (web-llm in its worker) from memory: the worker's Cache API is answered from the
+    Blobs the page verified, so every file is fetched once (by Lantern's downloader, never by web-llm past
+    the check), nothing is stored, and the per-device answer check passes on what was held in memory."""
+    server = serve(tiny_chat_models)
+    s = chromium(webgpu=True, init_script=SMALL_QUOTA)
+    s.page.goto(server.url + "/")
+    s.wait_state("needs-download")
+    assert s.lantern(".selection.tier") == "gpu"
+    s.page.evaluate("() => { window.__lanternRoom = 1000; }")
+    s.page.click("#download-button")
+    assert s.wait_state("download-failed", "ready", timeout=30_000) == "download-failed"
+    assert s.lantern(".error.code") == "quota-too-small"
+    assert s.request_urls("/resolve/") == []
+    assert s.page.locator("#run-from-memory").is_visible()
+    s.page.click("#run-from-memory")
+    assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.lantern(".error")
+    assert s.lantern(".engine.tier") == "gpu" and s.lantern(".memoryOnly") is True
+    assert s.lantern(".download.keep") == "memory"
+    files = s.lantern(".selection.variant.files")
+    fetched = s.request_urls("/resolve/")
+    for f in files:  # each file once: the download; web-llm read the verified copy
+        assert sum(1 for u in fetched if u.endswith("/" + f["path"])) == 1, (f["path"], fetched)
+    assert s.poll(STORED_KEYS) in ([], None)
+    probe = s.lantern(".probe")
+    assert probe and probe["ok"] is True, probe  # greedy tokens equal the verified CPU build's
+    s.set_greedy()
+    s.page.fill("#max-tokens", "6")
+    s.page.locator("#max-tokens").dispatch_event("change")
+    reply = s.ask("Hello")
+    assert reply["kind"] == "local" and reply["stats"]["completionTokens"] == 6, reply
+    s.page.reload()
+    assert s.wait_state("needs-download", timeout=30_000) == "needs-download"
+
+
 def test_a_corrupt_file_is_never_used_from_memory_either(serve, chromium, smollm2_models, tmp_path):
     from testing.fixtures import NetworkFaults
 
