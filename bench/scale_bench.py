@@ -5,11 +5,13 @@ Per model and variant, each built in a child process (`python -m build_pipeline 
 download bytes vs the GGUF's, wall time and peak RSS per stage (LANTERN_STAGE_LOG) and the peak above a
 baseline child that only imports the pipeline and TVM, against the target of 2x the largest float32
 tensor; the largest storage binding against WebGPU's default 128 MB; verify and the quality gate's
-perplexity ratio (1.000 for a lossless import). Then, unless LANTERN_BENCH_SKIP_BROWSER=1, SwiftShader
-load time and decode tok/s of the q4f32 build through stock web-llm in headless Chromium.
+perplexity ratio (1.000 for a lossless import). Then, unless LANTERN_BENCH_SKIP_BROWSER=1, the q4f32 build
+through stock web-llm in headless Chromium (SwiftShader): load time, prefill and decode tok/s, and whether its
+greedy tokens equal the CPU build's (8 for the 1-1.5B shapes, 2 for 3-4B).
 
     python -m bench scale                      # Llama-3.2-1B and Qwen2.5-1.5B shapes
     LANTERN_SCALE_MODELS=all python -m bench scale   # + Llama-3.2-3B and Phi-3.5-mini (hours on 2 cores)
+    LANTERN_SCALE_MODELS=llama-3.2-1b LANTERN_SCALE_QUANTS=q4f32_asym python -m bench scale  # one of each
 """
 
 from __future__ import annotations
@@ -79,23 +81,61 @@ def build_model(shape: real_shapes.RealShape, work: Path, quants: tuple[str, ...
         out["variants"][q] = row
     f32 = work / "out" / spec.id / "q4f32_asym"
     if (f32 / MANIFEST_FILE).is_file() and not os.environ.get("LANTERN_BENCH_SKIP_BROWSER"):
-        from bench.qwen_coder_bench import swiftshader_decode
-
+        # >= 8 greedy tokens for the 1-1.5B shapes, 2 for the 3-4B ones (SwiftShader takes seconds a token).
+        steps = 8 if shape.params() < 2e9 else 2
         try:
-            out["swiftshader"] = swiftshader_decode(f32, steps=2)
+            out["swiftshader"] = swiftshader_greedy(f32, steps)
         except Exception as exc:  # noqa: BLE001 - a load failure is a result to report (e.g. a device limit)
             out["swiftshader"] = {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
     return out
 
 
+def swiftshader_greedy(variant: Path, steps: int) -> dict:
+    """Stock web-llm in headless Chromium (SwiftShader) with the software-adapter library and only the
+    spec-default limits the manifest asks for: load time, prefill and decode speed, and whether its first
+    `steps` greedy tokens equal the verified CPU build's (verify.json) on the verification prompt."""
+    from playwright.sync_api import sync_playwright
+
+    from testing import chromium
+    from testing.browser_harness.server import GREEDY, HarnessServer, harness_page
+
+    manifest = read_manifest(variant)
+    report = json.loads((variant / VERIFY_FILE).read_text())
+    ids, expected = report["prompt_token_ids"], report["raw_greedy_token_ids"][:steps]
+    assert manifest.software_library is not None, "no software-adapter library in this build"
+    with (
+        sync_playwright() as pw,
+        HarnessServer() as server,
+        harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page,
+    ):
+        url = server.add("scale", variant)
+        lib = manifest.software_library["file"]
+        start = time.perf_counter()
+        page.evaluate(
+            "a => window.lantern.load(a)",
+            {"modelId": "scale", "modelUrl": url, "chatOpts": GREEDY, "libUrl": f"{url}/resolve/main/{lib}"},
+        )
+        load_s = time.perf_counter() - start
+        run = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids, "steps": steps - 1, "model": "scale"})
+    return {
+        "load_s": load_s,
+        "prefill_tok_s": len(ids) / (run["prefillMs"] / 1000),
+        "decode_tok_s": 1000 / run["decodeMs"] if steps > 1 else None,
+        "tokens": run["tokens"],
+        "equal": run["tokens"] == expected,
+        "limits": manifest.required_limits,
+    }
+
+
 def run() -> dict:
     names = os.environ.get("LANTERN_SCALE_MODELS", ",".join(DEFAULT_MODELS))
     names = list(real_shapes.SHAPES) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    quants = tuple(q for q in os.environ.get("LANTERN_SCALE_QUANTS", ",".join(QUANTS)).split(",") if q)
     _, baseline, _, _ = stage_log.run_child([sys.executable, "-c", stage_log.BASELINE])
     results: dict = {"baseline_rss_mb": baseline, "models": {}}
     for name in names:
         with tempfile.TemporaryDirectory(prefix=f"lantern-scale-{name}-") as tmp:
-            results["models"][name] = build_model(real_shapes.SHAPES[name], Path(tmp), QUANTS)
+            results["models"][name] = build_model(real_shapes.SHAPES[name], Path(tmp), quants)
     return results
 
 
@@ -128,10 +168,14 @@ def report(r: dict) -> None:
             print(f"    stages: {stages}")
         s = m.get("swiftshader")
         if s:
+            if "failed" in s:
+                print(f"  SwiftShader q4f32: FAILED {s['failed']}")
+                continue
+            decode = f"{s['decode_tok_s']:.2f} tok/s" if s["decode_tok_s"] else "n/a"
             print(
-                f"  SwiftShader q4f32: FAILED {s['failed']}"
-                if "failed" in s
-                else f"  SwiftShader q4f32: load {s['load_s']:.0f} s, decode {s['decode_tok_s']:.2f} tok/s"
+                f"  SwiftShader q4f32 (limits {s['limits']}): load {s['load_s']:.0f} s, prefill "
+                f"{s['prefill_tok_s']:.2f} tok/s, decode {decode}; {len(s['tokens'])} greedy tokens "
+                + ("equal the CPU build's" if s["equal"] else f"DIFFER from the CPU build's: {s['tokens']}")
             )
 
 

@@ -132,11 +132,15 @@ async function timeDecode({ ids, steps, model }) {
   const t0 = performance.now();
   let next = await engine.forwardTokensAndSample(ids, true);
   const prefillMs = performance.now() - t0;
+  const tokens = [next];
   const t1 = performance.now();
-  for (let i = 0; i < steps; i++) next = await engine.forwardTokensAndSample([next], false);
+  for (let i = 0; i < steps; i++) {
+    next = await engine.forwardTokensAndSample([next], false);
+    tokens.push(next);
+  }
   const decodeMs = (performance.now() - t1) / steps;
   await engine.resetChat();
-  return { prefillMs, decodeMs };
+  return { prefillMs, decodeMs, tokens };
 }
 
 async function unload() {
