@@ -131,12 +131,14 @@ build-model: install
 run: build-model
 	$(PY) -m webapp --host $(HOST) --port $(PORT)
 
-# Lint before tests: ruff (lint + format) over the Python, mypy over the two packages, eslint over static/js.
+# Lint before tests: ruff (lint + format) over the Python, mypy over the two packages, eslint over static/js, and
+# docs/architecture.md's module map current with the modules' docstrings (tools/module_map.py).
 lint: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	npx --no-install eslint static/js
+	$(PY) tools/module_map.py --check
 
 test: lint
 	$(PY) -m pytest

@@ -7,7 +7,7 @@ a scale and optionally a minimum:
     w = (q - zero) * scale            (symmetric formats, no minimum stored)
     w = q * scale + min               (formats with a minimum; zero = 0)
 
-The compiled kernels (compiler/layers.py) evaluate exactly this expression in float32, so
+The compiled kernels (nn/layers.py) evaluate exactly this expression in float32, so
 `dequantize` here is bit-for-bit what the GPU/CPU computes with. With small integers and scales
 that are products of an f16 and a small integer (all GGUF block types), `q * scale` is exact in
 float32 and the one rounding happens at the add, which is why GGUF blocks import losslessly.
@@ -125,7 +125,7 @@ class WeightFormat:
 class SegmentedFormat:
     """A weight whose output rows are in several formats (a fused q/k/v of Q4_K q, k and Q6_K v): each
     segment keeps its own GGUF-native layout, stored as `s<i>_<suffix>` tensors, and is computed as its own
-    linear (compiler/layers.apply_linear), the outputs concatenated. Named `seg:<format>*<rows>+...`."""
+    linear (nn/layers.apply_linear), the outputs concatenated. Named `seg:<format>*<rows>+...`."""
 
     segments: tuple  # ((WeightFormat, rows), ...)
 

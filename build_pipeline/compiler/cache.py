@@ -32,6 +32,7 @@ FINGERPRINT_GLOBS = (
     "compiler/**/*.py",
     "compiler/runtime_support/**/*",
     "families/**/*.py",
+    "nn/**/*.py",
     "quantization.py",
     "gpu_needs.py",
     "model_package.py",

@@ -17,8 +17,8 @@ from build_pipeline.errors import BuildError
 from build_pipeline.families import family_of_gguf_arch
 from build_pipeline.families.llama.config import LlamaConfig
 from build_pipeline.memory import release_freed_memory, rows_in_blocks
-from build_pipeline.sources import SourceModel
 from build_pipeline.sources.gguf_tokenizer import tokenizer_files_from_gguf
+from build_pipeline.sources.source_model import SourceModel
 
 # llama.cpp tensor names -> Hugging Face names ({i} = block index).
 _BLOCK_NAMES = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from build_pipeline.contract import TOKENIZER_FILE
 from build_pipeline.errors import BuildError
-from build_pipeline.sources import SourceModel
 from build_pipeline.sources.safetensors_file import SafetensorsFile
+from build_pipeline.sources.source_model import SourceModel
 
 # Files a build needs from a model folder or hub repo; hub downloads fetch only these.
 NEEDED_FILES = [

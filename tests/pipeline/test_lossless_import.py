@@ -63,7 +63,7 @@ def _cpu_kernel_weights(fmt, stored, rows=ROWS):
     from tvm import te, tirx
 
     from build_pipeline.compiler.cpu_schedule import schedule_linear
-    from build_pipeline.compiler.layers import linear_te
+    from build_pipeline.nn.layers import linear_te
 
     seq = tirx.Var("seq_len", "int64")
     x = te.placeholder((1, seq, COLS), "float32", name="x")
@@ -163,7 +163,7 @@ def test_kernel_f16_decoding_is_exact_for_every_finite_half():
     import tvm
     from tvm import te
 
-    from build_pipeline.compiler.layers import f16_bits_to_f32
+    from build_pipeline.nn.layers import f16_bits_to_f32
 
     bits = np.arange(1 << 16, dtype=np.uint32)
     bits = bits[(bits & 0x7C00) != 0x7C00]  # GGUF scales are finite: no inf / nan
@@ -184,7 +184,7 @@ def test_a_weight_larger_than_one_binding_is_split_into_row_blocks(imported):
     import tvm
     from tvm import te
 
-    from build_pipeline.compiler.layers import _weight_elem
+    from build_pipeline.nn.layers import _weight_elem
     from build_pipeline.weight_formats import split_rows
 
     values, item = imported["Q8_0"]

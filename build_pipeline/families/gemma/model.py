@@ -20,11 +20,11 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode
 
-from build_pipeline.compiler.layers import QuantEmbedding, QuantLinear
 from build_pipeline.errors import BuildError
 from build_pipeline.families.gemma.config import GemmaConfig
 from build_pipeline.families.llama.model import LlamaForCausalLM, LlamaMLP
 from build_pipeline.families.rotary import apply_rope
+from build_pipeline.nn.layers import QuantEmbedding, QuantLinear
 from build_pipeline.quantization import Scheme
 
 

@@ -12,10 +12,10 @@ from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 
-from build_pipeline.compiler.layers import QuantEmbedding, QuantLinear
 from build_pipeline.errors import BuildError
 from build_pipeline.families.interface import ModelConfig
 from build_pipeline.families.llama.config import LlamaConfig, rope_scaling_for_kv_cache
+from build_pipeline.nn.layers import QuantEmbedding, QuantLinear
 from build_pipeline.quantization import Scheme
 
 
