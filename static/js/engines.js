@@ -70,7 +70,7 @@ export function modelRecord(variant) {
 const DEVICE_LOST_MESSAGE =
   "The GPU stopped responding (this often means it ran out of memory). Reload the page to start again.";
 
-export class LocalEngine {
+export class WebGpuEngine {
   /** onLost(error) runs once if the GPU device is lost after the engine started. */
   constructor(variant, { onLost = () => {} } = {}) {
     this.kind = "local";

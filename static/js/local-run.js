@@ -5,7 +5,7 @@ import { deviceLost, discardLostEngine, offerServer, retryDownload } from "./act
 import { ONE_THREAD_BECAUSE } from "./capabilities.js";
 import { CpuEngine } from "./cpu-engine.js";
 import { inspectCache } from "./downloader.js";
-import { LocalEngine, classifyEngineError } from "./engines.js";
+import { WebGpuEngine, classifyEngineError } from "./engines.js";
 import { formatSeconds } from "./format.js";
 import { collapseDownload } from "./loading.js";
 import { selectModel } from "./model.js";
@@ -41,7 +41,7 @@ export async function startLocalEngine() {
   // The device lost while idle; during an answer or a load, those report it themselves.
   const engine = tier === "cpu"
     ? new CpuEngine(v, { threads: lantern.capabilities.wasm.threads })
-    : new LocalEngine(v, {
+    : new WebGpuEngine(v, {
       onLost: (e) => {
         if (shared.busy || shared.localEngine !== engine) return;
         discardLostEngine(engine);

@@ -102,7 +102,7 @@ export function judgeProbe(probe, choice) {
 }
 
 /**
- * Run the check on a started web-llm engine (engines.js LocalEngine) and say how it went.
+ * Run the check on a started web-llm engine (engines.js WebGpuEngine) and say how it went.
  * `engine.untilLost` makes a GPU lost during the check end it with that error.
  */
 export async function runProbe(engine, probe) {

@@ -136,7 +136,7 @@ def init_app(app) -> None:
     app.extensions[EXTENSION_KEY] = service
     checks.append(service.health)
     app.register_error_handler(APIError, lambda exc: exc.response())
-    app.register_blueprint(api.create_blueprint())
-    app.register_blueprint(metrics_module.create_blueprint())
+    app.register_blueprint(api.bp)
+    app.register_blueprint(metrics_module.bp)
     if settings.preload:
         engine.start()

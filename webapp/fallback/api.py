@@ -33,22 +33,8 @@ def service():
     return current_app.extensions["lantern_fallback"]
 
 
-def create_blueprint() -> Blueprint:
-    """A fresh blueprint per app (Flask forbids adding hooks to one already registered elsewhere)."""
-    bp = Blueprint("fallback_api", __name__, url_prefix="/v1")
-    access_log.install(bp)
-    bp.before_request(_auth)
-    bp.register_error_handler(RequestEntityTooLarge, _too_large)
-    bp.register_error_handler(HTTPException, _http_error)
-    bp.add_url_rule("/models", view_func=list_models, methods=["GET"])
-    bp.add_url_rule("/models/<path:model_id>", view_func=get_model, methods=["GET"])
-    bp.add_url_rule("/chat/completions", view_func=chat_completions, methods=["POST"])
-    # Routing errors happen before blueprint error handlers apply: answer them here, in OpenAI's shape.
-    writes = ["PUT", "PATCH", "DELETE"]
-    bp.add_url_rule("/chat/completions", "chat_wrong_method", _wrong_method("POST"), methods=["GET", *writes])
-    bp.add_url_rule("/models", "models_wrong_method", _wrong_method("GET"), methods=["POST", *writes])
-    bp.add_url_rule("/<path:unknown>", "unknown_route", _unknown_route, methods=["GET", "POST", *writes])
-    return bp
+bp = Blueprint("fallback_api", __name__, url_prefix="/v1")
+access_log.install(bp)
 
 
 def _wrong_method(allowed: str):
@@ -62,10 +48,12 @@ def _unknown_route(unknown):
     raise APIError(404, "Unknown API endpoint.", code="not_found")
 
 
+@bp.before_request
 def _auth():
     service().keys.check(request.headers.get("Authorization"))
 
 
+@bp.errorhandler(RequestEntityTooLarge)
 def _too_large(exc):
     limit = request.max_content_length
     return APIError(
@@ -73,6 +61,7 @@ def _too_large(exc):
     ).response()
 
 
+@bp.errorhandler(HTTPException)
 def _http_error(exc):
     return APIError(
         exc.code or 500,
@@ -93,12 +82,14 @@ def _model_object(ref) -> dict:
     }
 
 
+@bp.get("/models")
 def list_models():
     svc = service()
     svc.engine.start()  # the page asks for models before offering server mode: warm up meanwhile
     return jsonify({"object": "list", "data": [_model_object(ref) for ref in svc.refs]})
 
 
+@bp.get("/models/<path:model_id>")
 def get_model(model_id):
     """One model; asking for it warms its engine (the page does, for a model other than the default)."""
     ref = _served(model_id)
@@ -119,6 +110,7 @@ def _unknown_model(name: str) -> APIError:
     )
 
 
+@bp.post("/chat/completions")
 def chat_completions():
     svc = service()
     started = g.get("lantern_started", time.monotonic())
@@ -286,3 +278,10 @@ def _stream(svc, job, run: _Generation, completion, started):
         run.close()
         svc.metrics.finished(job, outcome, started)
     yield DONE
+
+
+# Routing errors happen before blueprint error handlers apply: answer them here, in OpenAI's shape.
+_WRITES = ["PUT", "PATCH", "DELETE"]
+bp.add_url_rule("/chat/completions", "chat_wrong_method", _wrong_method("POST"), methods=["GET", *_WRITES])
+bp.add_url_rule("/models", "models_wrong_method", _wrong_method("GET"), methods=["POST", *_WRITES])
+bp.add_url_rule("/<path:unknown>", "unknown_route", _unknown_route, methods=["GET", "POST", *_WRITES])

@@ -101,12 +101,10 @@ class Metrics:
                 self.decode_rate.observe((job.completion_tokens - 1) / decode)
 
 
-def create_blueprint() -> Blueprint:
-    bp = Blueprint("fallback_metrics", __name__)
-    bp.add_url_rule("/metrics", view_func=metrics_view, methods=["GET"])
-    return bp
+bp = Blueprint("fallback_metrics", __name__)
 
 
+@bp.get("/metrics")
 def metrics_view():
     service = current_app.extensions["lantern_fallback"]
     service.keys.check(request.headers.get("Authorization"))
