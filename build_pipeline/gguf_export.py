@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from build_pipeline import cpu_tier
 from build_pipeline.contract import SERVER_GGUF_FILE, SERVER_GGUF_SIDECAR, TOKENIZER_FILE
 from build_pipeline.errors import BuildError
-from build_pipeline.families import get_family
+from build_pipeline.families import family_of_gguf_arch, get_family
 from build_pipeline.sources.gguf_file import _BLOCK_NAMES, _GLOBAL_NAMES
 from build_pipeline.tensor_cache import file_sha256
 
@@ -283,6 +283,7 @@ def export_gguf(model, path: Path, out_type: str = "Q8_0") -> None:
     _add_tokenizer(writer, model)
 
     heads = {"attn_q.weight": cfg.num_attention_heads, "attn_k.weight": cfg.num_key_value_heads}
+    permuted = family_of_gguf_arch(arch, path.name).gguf.permuted_qk  # the written architecture's layout
     for hf_name in source.tensor_names:
         name = _gguf_name(hf_name)
         if name is None:
@@ -290,7 +291,7 @@ def export_gguf(model, path: Path, out_type: str = "Q8_0") -> None:
         if name == "output.weight" and cfg.tie_word_embeddings:
             continue
         arr = source.load(hf_name)
-        if arch == "llama" and name.split(".", 2)[-1] in heads:
+        if permuted and name.split(".", 2)[-1] in heads:
             arr = permute_rows(arr, heads[name.split(".", 2)[-1]])
         data, raw = _encode_tensor(arr, out_type)
         writer.add_tensor(name, data, raw_dtype=raw)

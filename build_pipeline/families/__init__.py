@@ -17,13 +17,16 @@ import numpy as np
 
 from build_pipeline.errors import BuildError
 from build_pipeline.families.gemma import config as gemma_config
+from build_pipeline.families.gemma import gguf as gemma_gguf
 from build_pipeline.families.gemma import weights as gemma_weights
 from build_pipeline.families.gemma.reference import GemmaReference
-from build_pipeline.families.interface import CausalLM, ModelConfig, Param, Reference
+from build_pipeline.families.interface import CausalLM, GgufLayout, ModelConfig, Param, Reference
 from build_pipeline.families.llama import config as llama_config
+from build_pipeline.families.llama import gguf as llama_gguf
 from build_pipeline.families.llama import weights as llama_weights
 from build_pipeline.families.mistral import config as mistral_config
 from build_pipeline.families.phi3 import config as phi3_config
+from build_pipeline.families.phi3 import gguf as phi3_gguf
 from build_pipeline.families.phi3 import weights as phi3_weights
 from build_pipeline.families.phi3.reference import Phi3Reference
 from build_pipeline.families.qwen2 import config as qwen2_config
@@ -34,6 +37,7 @@ __all__ = [
     "FAMILIES",
     "CausalLM",
     "Family",
+    "GgufLayout",
     "ModelConfig",
     "Param",
     "Reference",
@@ -58,6 +62,7 @@ class Family(Generic[C]):
     model_module: str  # dotted name of the model.py holding `create_model` (imported on demand: TVM)
     reference: Callable[[C, dict[str, np.ndarray]], Reference] = ReferenceModel
     gguf_export_as: str | None = None  # GGUF arch the server copy is written as, if not gguf_architectures[0]
+    gguf: GgufLayout = GgufLayout()  # how llama.cpp stores it, where that differs from Llama (<family>/gguf.py)
 
     @property
     def gguf_export_architecture(self) -> str | None:
@@ -90,6 +95,7 @@ FAMILIES: dict[str, Family[Any]] = {
             llama_config.config_from_hf,
             llama_weights.weight_map,
             _LLAMA_MODEL,
+            gguf=llama_gguf.LAYOUT,
         ),
         # Llama's weights and model with config.qkv_bias.
         Family(
@@ -128,6 +134,7 @@ FAMILIES: dict[str, Family[Any]] = {
             gemma_weights.weight_map,
             "build_pipeline.families.gemma.model",
             reference=GemmaReference,
+            gguf=gemma_gguf.GEMMA2,
         ),
         Family(
             "gemma3",
@@ -137,6 +144,7 @@ FAMILIES: dict[str, Family[Any]] = {
             gemma_weights.weight_map,
             "build_pipeline.families.gemma.model",
             reference=GemmaReference,
+            gguf=gemma_gguf.GEMMA3,
         ),
         Family(
             "phi3",
@@ -146,6 +154,7 @@ FAMILIES: dict[str, Family[Any]] = {
             phi3_weights.weight_map,
             "build_pipeline.families.phi3.model",
             reference=Phi3Reference,
+            gguf=phi3_gguf.LAYOUT,
         ),
     )
 }

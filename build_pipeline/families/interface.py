@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,6 +20,29 @@ class Param:
     sources: tuple[str, ...]
     kind: str  # "embedding" | "linear" | "norm" | "bias"
     shape: tuple[int, ...] | None = None
+
+
+# meta(key, default=None): a GGUF metadata value under the file's architecture prefix ("<arch>.<key>").
+GgufMeta = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class GgufLayout:
+    """How llama.cpp stores one architecture in a GGUF, where it differs from its Llama layout: what the
+    generic reader (sources/gguf_file.py) and the server copy's writer (gguf_export.py) ask the family."""
+
+    # llama.cpp block tensor name (after `blk.<i>.`) -> Hugging Face name, overriding the Llama table.
+    block_names: Mapping[str, str] = field(default_factory=dict)
+    # llama.cpp stores RMSNorm weights as shift + w (Gemma's 1 + w): subtracted on import.
+    norm_shift: float = 0.0
+    # llama.cpp permutes the q/k rows of this architecture (its `llama` only).
+    permuted_qk: bool = False
+    # config.json fields beyond the Llama ones, from the metadata (and the reader, for tensors such as
+    # Phi-3's rope factors).
+    config: Callable[[GgufMeta, Any], dict] | None = None
+    # `config` reads the rope scaling itself (Phi-3's LongRoPE): the generic GGUF rope-scaling keys are
+    # not read for this architecture.
+    own_rope_scaling: bool = False
 
 
 class ModelConfig(Protocol):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from build_pipeline.errors import BuildError
-from build_pipeline.families import family_of_gguf_arch
+from build_pipeline.families import GgufLayout, family_of_gguf_arch
 from build_pipeline.families.llama.config import LlamaConfig
 from build_pipeline.memory import release_freed_memory, rows_in_blocks
 from build_pipeline.sources.gguf_tokenizer import tokenizer_files_from_gguf
@@ -37,28 +37,6 @@ _BLOCK_NAMES = {
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
-# Where an architecture names a block tensor differently (Gemma's ffn_norm is the pre-MLP norm of a
-# sandwich; Phi-3 stores q/k/v and gate/up already fused).
-_ARCH_BLOCK_NAMES = {
-    "gemma2": {
-        "ffn_norm.weight": "pre_feedforward_layernorm.weight",
-        "post_attention_norm.weight": "post_attention_layernorm.weight",
-        "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
-    },
-    "phi3": {
-        "attn_qkv.weight": "self_attn.qkv_proj.weight",
-        "ffn_up.weight": "mlp.gate_up_proj.weight",
-    },
-}
-_ARCH_BLOCK_NAMES["gemma3"] = {
-    **_ARCH_BLOCK_NAMES["gemma2"],
-    "attn_q_norm.weight": "self_attn.q_norm.weight",
-    "attn_k_norm.weight": "self_attn.k_norm.weight",
-}
-# llama.cpp's converter stores Gemma's RMSNorm weights as 1 + w (its kernel multiplies by the weight).
-_NORM_SHIFT = {"gemma2": 1.0, "gemma3": 1.0}
-# llama.cpp hard-codes Gemma 3's local-layer rope base (llama-model.cpp, LLM_ARCH_GEMMA3).
-GEMMA3_LOCAL_ROPE_BASE = 10000.0
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
@@ -87,11 +65,13 @@ def locate(spec, config_dir: Path) -> Path:
     return path
 
 
-def hf_name(gguf_name: str, arch: str = "llama") -> str | None:
+def hf_name(gguf_name: str, layout: GgufLayout | None = None) -> str | None:
+    """The Hugging Face name of a llama.cpp tensor name (None: a tensor the families do not read), with
+    the architecture's own block names (families/<family>/gguf.py) over Llama's."""
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
     m = re.fullmatch(r"blk\.(\d+)\.(.+)", gguf_name)
-    names = {**_BLOCK_NAMES, **_ARCH_BLOCK_NAMES.get(arch, {})}
+    names = {**_BLOCK_NAMES, **(layout.block_names if layout else {})}
     if m and m.group(2) in names:
         return f"model.layers.{m.group(1)}.{names[m.group(2)]}"
     return None
@@ -200,48 +180,6 @@ def _arch_field(reader, arch: str, key: str, default=None):
     return _field(reader, f"{arch}.{key}", default)
 
 
-def _arch_config(arch: str, meta, reader) -> dict:
-    """The Hugging Face config.json fields an architecture adds to the Llama ones."""
-    out: dict = {}
-    if arch in ("gemma2", "gemma3"):
-        n_head = int(meta("attention.head_count"))
-        head_dim = int(meta("attention.key_length", int(meta("embedding_length")) // n_head))
-        out["head_dim"] = head_dim
-        # llama.cpp scales queries by head_dim**-0.5 (hidden/heads for the 27B models): it does not
-        # store query_pre_attn_scalar.
-        out["query_pre_attn_scalar"] = head_dim
-        out["sliding_window"] = int(meta("attention.sliding_window", 4096))
-        out["rope_theta"] = float(meta("rope.freq_base", 10000.0))
-        out["rope_local_base_freq"] = GEMMA3_LOCAL_ROPE_BASE if arch == "gemma3" else out["rope_theta"]
-        out["attn_logit_softcapping"] = meta("attn_logit_softcapping")
-        out["final_logit_softcapping"] = meta("final_logit_softcapping")
-    if arch == "phi3":
-        n_head = int(meta("attention.head_count"))
-        head_dim = int(meta("embedding_length")) // n_head
-        out["head_dim"] = head_dim
-        out["partial_rotary_factor"] = int(meta("rope.dimension_count", head_dim)) / head_dim
-        window = meta("attention.sliding_window")
-        if window:
-            out["sliding_window"] = int(window)
-        original = meta("rope.scaling.original_context_length")
-        factors = {
-            t.name: np.asarray(t.data, dtype=np.float32).reshape(-1).tolist()
-            for t in reader.tensors
-            if t.name in ("rope_factors_long.weight", "rope_factors_short.weight")
-        }
-        if original and factors:
-            out["original_max_position_embeddings"] = int(original)
-            out["rope_scaling"] = {
-                "rope_type": "longrope",
-                "long_factor": factors["rope_factors_long.weight"],
-                "short_factor": factors["rope_factors_short.weight"],
-            }
-            attn_factor = meta("rope.scaling.attn_factor")
-            if attn_factor is not None:
-                out["rope_scaling"]["attention_factor"] = float(attn_factor)
-    return out
-
-
 def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
     """The GGUF as a source. `tokenizer=False` opens only config and weights (architecture parity tests of
     models whose tokenizer Lantern cannot rebuild yet, e.g. Gemma's SentencePiece)."""
@@ -259,7 +197,8 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
 
     meta = partial(_arch_field, reader, arch)
 
-    tensors = {name: TensorRef.of(path, t) for t in reader.tensors if (name := hf_name(t.name, arch)) is not None}
+    layout = family.gguf
+    tensors = {name: TensorRef.of(path, t) for t in reader.tensors if (name := hf_name(t.name, layout)) is not None}
     n_head = int(meta("attention.head_count"))
     n_kv = int(meta("attention.head_count_kv", n_head))
     hidden = int(meta("embedding_length"))
@@ -280,10 +219,11 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
         "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
         "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
     }
-    hf_config.update(_arch_config(arch, meta, reader))
+    if layout.config:
+        hf_config.update(layout.config(meta, reader))
     scaling = meta("rope.scaling.type")
-    if arch == "phi3":
-        pass  # longrope: _arch_config read it
+    if layout.own_rope_scaling:
+        pass  # the family's config read it (Phi-3's LongRoPE)
     elif scaling == "linear":
         hf_config["rope_scaling"] = {"rope_type": "linear", "factor": float(meta("rope.scaling.factor"))}
     elif scaling not in (None, "none"):
@@ -299,9 +239,8 @@ def open_gguf(path: Path, tokenizer: bool = True) -> SourceModel:
     window = meta("attention.sliding_window")
     if window:
         hf_config["sliding_window"] = int(window)
-    # llama.cpp permutes q/k rows for the llama architecture only.
-    permuted = {"self_attn.q_proj": n_head, "self_attn.k_proj": n_kv} if arch == "llama" else {}
-    norm_shift = _NORM_SHIFT.get(arch, 0.0)
+    permuted = {"self_attn.q_proj": n_head, "self_attn.k_proj": n_kv} if layout.permuted_qk else {}
+    norm_shift = layout.norm_shift
 
     def load(name: str) -> np.ndarray:
         t = tensors[name]
