@@ -87,6 +87,17 @@ def smollm2_chat_models(tmp_path_factory) -> Path:
     return _build_with_library(model_configs_dir() / "smollm2-135m-instruct.toml", out, quantizations=["q4f32_asym"])
 
 
+def cpu_threads(hardware_concurrency: int) -> int:
+    """The processor tier's thread count the page picks on a cross-origin isolated page with shared memory
+    (static/js/capabilities.js): half the logical cores, 1 to 8."""
+    return max(1, min(8, hardware_concurrency // 2))
+
+
+def threads_text(n: int) -> str:
+    """How the page words a thread count: "1 thread", "2 threads"."""
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
 def copy_models(src: Path, dst: Path) -> Path:
     """A private copy a test may alter (hard links would alter the session's build)."""
     shutil.copytree(src, dst)

@@ -129,8 +129,13 @@ function detectWasm() {
   const isolated = Boolean(self.crossOriginIsolated);
   const sharedMemory = typeof SharedArrayBuffer === "function";
   const oneThreadReason = !isolated ? "not-isolated" : !sharedMemory ? "no-shared-memory" : null;
+  // Half the logical cores (wllama's own default; llama.cpp runs best on physical cores): llama.cpp's
+  // threads wait for each other at every step by spinning, so a thread that has no core to itself (the
+  // browser's UI and GPU processes need one too) stalls them all, which made a load or an answer take ten
+  // times longer on a busy 2-core machine than on an idle one.
   const cores = navigator.hardwareConcurrency || 1;
-  return { simd, isolated, sharedMemory, oneThreadReason, threads: oneThreadReason ? 1 : Math.max(1, Math.min(8, cores)) };
+  const threads = oneThreadReason ? 1 : Math.max(1, Math.min(8, Math.floor(cores / 2)));
+  return { simd, isolated, sharedMemory, oneThreadReason, threads };
 }
 
 /** The full capability report the page shows and tests read as `window.lantern.capabilities`. */

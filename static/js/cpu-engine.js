@@ -72,7 +72,7 @@ async function ggufBlobs(variant) {
 }
 
 export class CpuEngine {
-  /** threads: from the capability report (all cores when cross-origin isolated, else one). */
+  /** threads: from the capability report (half the cores when cross-origin isolated, else one). */
   constructor(variant, { threads = 1 } = {}) {
     this.kind = "local";
     this.tier = "cpu";

@@ -105,13 +105,15 @@ TINY_FAMILIES = {
 @pytest.mark.parametrize("family", list(TINY_FAMILIES))
 def test_tiny_model_greedy_tokens_match_cpu_build(tmp_path, family, _browsers):
     """Tiny Llama (tied embeddings, Llama-3 RoPE, Llama-3.2-1B's 8 query / 2 KV heads at head_dim 64, a
-    prompt in two prefill chunks), Qwen2 (q/k/v bias, separate lm_head), Mistral (sliding window), q4f32_1."""
+    prompt in two prefill chunks), Qwen2 (q/k/v bias, separate lm_head), Mistral (sliding window), q4f32_1.
+    Only the library SwiftShader runs is built (the swiftshader profile); the gpu profile's kernels run in
+    the gpu-profile, Gemma 2 and GGUF-format tests below."""
     spec = tiny_spec(tmp_path, model_id=f"tiny-{family}", **TINY_FAMILIES[family])
-    variant = build(spec, "q4f32_1", tmp_path / "out")
+    variant = build(spec, "q4f32_1", tmp_path / "out", profile="swiftshader")
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
         gpu = page.evaluate("window.lantern.gpuInfo()")
         assert gpu["ok"] and "shader-f16" not in gpu["features"], gpu
-        loaded = load_variant(page, server, "tiny", variant)
+        loaded = load_variant(page, server, "tiny", variant, library="library")
         chat = _check_against_verify(page, "tiny", variant)
         report = json.loads((variant / VERIFY_FILE).read_text())
         # logit_bias runs apply_logit_bias_inplace on the GPU: a +100 bias makes greedy pick that token.
@@ -166,21 +168,26 @@ def test_tiny_quantized_gguf_asym_matches_cpu_build(tmp_path, _browsers):
         _check_against_verify(page, "tiny-q-gpu", variant)
 
 
-def test_tiny_model_gpu_profile_library_matches_cpu_build(tmp_path, _browsers):
+@pytest.fixture(scope="module")
+def tiny_q4f32(tmp_path_factory) -> Path:
+    """The tiny Llama as q4f32_1 with both libraries, built once for the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("tiny-q4f32")
+    return build(tiny_spec(tmp), "q4f32_1", tmp / "out")
+
+
+def test_tiny_model_gpu_profile_library_matches_cpu_build(tiny_q4f32, _browsers):
     """The default library (dlight's tiled kernels, for real GPUs) computes the same tokens; SwiftShader
     runs it slowly but correctly, so CI checks its kernels too."""
-    spec = tiny_spec(tmp_path)
-    variant = build(spec, "q4f32_1", tmp_path / "out")
+    variant = tiny_q4f32
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
         load_variant(page, server, "tiny-gpu", variant, library="library")
         _check_against_verify(page, "tiny-gpu", variant)
 
 
-def test_tiny_model_through_the_model_package_matches_cpu_build(tmp_path, _browsers):
+def test_tiny_model_through_the_model_package_matches_cpu_build(tmp_path, tiny_q4f32, _browsers):
     """web-llm's model-package path: it checks the package manifest against the library's
     `_metadata.artifact` (interface, parameter schema, device needs), then chats by role."""
-    spec = tiny_spec(tmp_path)
-    variant = build(spec, "q4f32_1", tmp_path / "out")
+    variant = tiny_q4f32
     with HarnessServer() as server, harness_page(server, _browsers(True), timeout_ms=600_000) as page:
         load_variant(page, server, "tiny-package", variant, package=True)
         _check_against_verify(page, "tiny-package", variant, raw=False)

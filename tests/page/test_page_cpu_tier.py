@@ -11,7 +11,7 @@ import pytest
 
 from build_pipeline.chat_template import prompt_pieces
 from build_pipeline.contract import CHAT_CONFIG_FILE, SERVER_GGUF_FILE
-from testing.fixtures import NetworkFaults, copy_models
+from testing.fixtures import NetworkFaults, copy_models, cpu_threads, threads_text
 
 pytestmark = pytest.mark.browser
 
@@ -66,7 +66,7 @@ def test_without_a_gpu_the_cpu_tier_is_chosen_and_nothing_else_is_needed(serve, 
         "isolated": True,
         "sharedMemory": True,
         "oneThreadReason": None,
-        "threads": 2,
+        "threads": cpu_threads(s.page.evaluate("navigator.hardwareConcurrency")),
     }
     # The Settings switch offers only what can run here.
     assert s.page.evaluate("() => document.querySelector('#local-tier option[value=gpu]').disabled")
@@ -82,8 +82,9 @@ def test_cpu_tier_chats_privately_and_answers_like_the_server(serve, chromium, s
     s.page.click("#download-button")
     assert s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000) == "ready", s.lantern(".error")
     engine = s.lantern(".engine")
-    assert engine["tier"] == "cpu" and engine["threads"] == 2
-    assert "runs on your processor (2 threads" in s.page.locator("#engine-status").inner_text()
+    threads = cpu_threads(s.page.evaluate("navigator.hardwareConcurrency"))
+    assert engine["tier"] == "cpu" and engine["threads"] == threads
+    assert f"runs on your processor ({threads_text(threads)}" in s.page.locator("#engine-status").inner_text()
     assert s.page.locator("#privacy").inner_text() == "On this device"
     s.set_greedy()
     reply = s.ask(GERMANY)

@@ -366,17 +366,19 @@ def test_firefox_private_window_runs_the_model_without_storing_a_failed_file(ser
     s.goto(server.url + "/")
     s.wait_state("needs-download")
     s.click("#download-button")
-    state = s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000)
+    # A private window reports 4 cores whatever the machine has (fingerprinting protection): llama.cpp gets
+    # 2 threads, as many as this 2-core machine has, and starts slowly when the machine is busy.
+    state = s.wait_state("ready", "engine-failed", "download-failed", timeout=300_000)
     path = "stored"
     if state == "download-failed":
         error = s.lantern(".error")
         assert error["code"] in ("storage-failed", "quota-too-small"), error
         assert "from memory for this visit" in error["message"]
         s.click("#run-from-memory")
-        state = s.wait_state("ready", "engine-failed", "download-failed", timeout=180_000)
+        state = s.wait_state("ready", "engine-failed", "download-failed", timeout=300_000)
         path = "from memory"
         assert s.lantern(".download.keep") == "memory"
-    assert state == "ready", s.lantern(".error")
+    assert state == "ready", s.where()
     assert isinstance(s.lantern(".storageCheck.persisted"), bool)
     s.set_greedy()
     assert "Berlin" in s.ask(GERMANY)["text"]
