@@ -13,7 +13,6 @@ and SwiftShader decode tok/s in headless Chromium through stock web-llm (LANTERN
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.support import cli
-from build_pipeline.contract import MANIFEST_FILE, VERIFY_FILE
+from bench.support import cli, swiftshader_run
+from build_pipeline.contract import MANIFEST_FILE
 from build_pipeline.manifest import read_manifest
 
 CONFIG = "qwen2.5-coder-0.5b-instruct.toml"
@@ -102,29 +101,8 @@ def cpu_decode(variant: Path, gguf: Path) -> dict:
 
 
 def swiftshader_decode(variant: Path, steps: int = 8) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    from testing import chromium
-    from testing.browser_harness.server import GREEDY, HarnessServer, harness_page
-
-    manifest = read_manifest(variant)
-    ids = json.loads((variant / VERIFY_FILE).read_text())["prompt_token_ids"]
-    with (
-        sync_playwright() as pw,
-        HarnessServer() as server,
-        harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page,
-    ):
-        url = server.add("qwen", variant)
-        assert manifest.software_library is not None, "no software-adapter library in this build"
-        lib = manifest.software_library["file"]
-        start = time.perf_counter()
-        page.evaluate(
-            "a => window.lantern.load(a)",
-            {"modelId": "qwen", "modelUrl": url, "chatOpts": GREEDY, "libUrl": f"{url}/resolve/main/{lib}"},
-        )
-        load_s = time.perf_counter() - start
-        step = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids, "steps": steps, "model": "qwen"})
-    return {"load_s": load_s, "decode_ms": step["decodeMs"], "decode_tok_s": 1000 / step["decodeMs"]}
+    run = swiftshader_run(variant, steps)
+    return {"load_s": run["load_s"], "decode_ms": run["decode_ms"], "decode_tok_s": 1000 / run["decode_ms"]}
 
 
 def run() -> dict:

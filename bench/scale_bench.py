@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.support import cli
+from bench.support import cli, swiftshader_run
 from build_pipeline import stage_log
 from build_pipeline.contract import MANIFEST_FILE, VERIFY_FILE
 from build_pipeline.manifest import read_manifest
@@ -91,39 +91,18 @@ def build_model(shape: real_shapes.RealShape, work: Path, quants: tuple[str, ...
 
 
 def swiftshader_greedy(variant: Path, steps: int) -> dict:
-    """Stock web-llm in headless Chromium (SwiftShader) with the software-adapter library and only the
-    spec-default limits the manifest asks for: load time, prefill and decode speed, and whether its first
-    `steps` greedy tokens equal the verified CPU build's (verify.json) on the verification prompt."""
-    from playwright.sync_api import sync_playwright
-
-    from testing import chromium
-    from testing.browser_harness.server import GREEDY, HarnessServer, harness_page
-
-    manifest = read_manifest(variant)
-    report = json.loads((variant / VERIFY_FILE).read_text())
-    ids, expected = report["prompt_token_ids"], report["raw_greedy_token_ids"][:steps]
-    assert manifest.software_library is not None, "no software-adapter library in this build"
-    with (
-        sync_playwright() as pw,
-        HarnessServer() as server,
-        harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page,
-    ):
-        url = server.add("scale", variant)
-        lib = manifest.software_library["file"]
-        start = time.perf_counter()
-        page.evaluate(
-            "a => window.lantern.load(a)",
-            {"modelId": "scale", "modelUrl": url, "chatOpts": GREEDY, "libUrl": f"{url}/resolve/main/{lib}"},
-        )
-        load_s = time.perf_counter() - start
-        run = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids, "steps": steps - 1, "model": "scale"})
+    """The q4f32 build in SwiftShader with only the spec-default limits its manifest asks for: load time,
+    prefill and decode speed, and whether its first `steps` greedy tokens equal the verified CPU build's
+    (verify.json) on the verification prompt."""
+    run = swiftshader_run(variant, steps - 1)
+    expected = json.loads((variant / VERIFY_FILE).read_text())["raw_greedy_token_ids"][:steps]
     return {
-        "load_s": load_s,
-        "prefill_tok_s": len(ids) / (run["prefillMs"] / 1000),
-        "decode_tok_s": 1000 / run["decodeMs"] if steps > 1 else None,
+        "load_s": run["load_s"],
+        "prefill_tok_s": run["prompt_tokens"] / (run["prefill_ms"] / 1000),
+        "decode_tok_s": 1000 / run["decode_ms"] if steps > 1 else None,
         "tokens": run["tokens"],
         "equal": run["tokens"] == expected,
-        "limits": manifest.required_limits,
+        "limits": run["manifest"].required_limits,
     }
 
 

@@ -67,3 +67,43 @@ def cli(prog: str, run, report, argv=None) -> None:
     report(results)
     if args.json:
         print(json.dumps(results, indent=1, default=str))
+
+
+def swiftshader_run(variant: Path, decode_steps: int) -> dict:
+    """Stock web-llm in headless Chromium (SwiftShader) with the variant's software-adapter library: load it,
+    prefill the verification prompt (verify.json), decode `decode_steps` greedy tokens. Returns load_s,
+    prefill_ms, decode_ms (per token), tokens (the first from the prefill) and the manifest."""
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    from build_pipeline.contract import VERIFY_FILE
+    from build_pipeline.manifest import read_manifest
+    from testing import chromium
+    from testing.browser_harness.server import GREEDY, HarnessServer, harness_page
+
+    manifest = read_manifest(variant)
+    ids = json.loads((variant / VERIFY_FILE).read_text())["prompt_token_ids"]
+    assert manifest.software_library is not None, "no software-adapter library in this build"
+    with (
+        sync_playwright() as pw,
+        HarnessServer() as server,
+        harness_page(server, chromium.launch(pw), timeout_ms=3_600_000) as page,
+    ):
+        url = server.add("bench", variant)
+        lib = manifest.software_library["file"]
+        start = time.perf_counter()
+        page.evaluate(
+            "a => window.lantern.load(a)",
+            {"modelId": "bench", "modelUrl": url, "chatOpts": GREEDY, "libUrl": f"{url}/resolve/main/{lib}"},
+        )
+        load_s = time.perf_counter() - start
+        run = page.evaluate("a => window.lantern.timeDecode(a)", {"ids": ids, "steps": decode_steps, "model": "bench"})
+    return {
+        "load_s": load_s,
+        "prompt_tokens": len(ids),
+        "prefill_ms": run["prefillMs"],
+        "decode_ms": run["decodeMs"],
+        "tokens": run["tokens"],
+        "manifest": manifest,
+    }
